@@ -1,0 +1,417 @@
+"""The user-facing HCL estimator (scikit-learn style: parameters in __init__, learned attributes end
+in ``_``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import linear as L
+from .data import MultimodalData
+from .lattice import Lattice, Node, node_label, node_level, parse_node_label
+
+_FORMAT_VERSION = 1
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` explicit."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available on this machine; use 'auto' or 'cpu'.")
+    return dev
+
+
+class HCL:
+    """Hierarchical contrastive learning over a candidate lattice of modality subsets.
+
+    Parameters
+    ----------
+    lattice : Lattice or str or None
+        Candidate lattice, or a preset name (``"full"``, ``"shared_private"``, ``"global_only"``,
+        ``"pairwise"``). ``None`` = full lattice over the data's modalities.
+    ranks : "auto", int, or mapping node -> int | "auto"
+        Factors per node. An int applies to every node. In a mapping, nodes not named are
+        ``"auto"``; 0 switches a node off.
+    estimator : "linear"
+        The linear estimator of DESIGN §3 (the contrastive one comes with its own issue).
+    device : "auto", "cpu" or "cuda"
+    standardize : bool
+        Scale every feature to unit variance before fitting (loadings are reported in original
+        units either way).
+    balance_modalities : bool
+        Weight modalities so that each has equal total variance.
+    chunk_size : int
+        Rows per streamed chunk for the covariance pass.
+    tol, max_iter : float, int
+        Stopping rule of the masked factorization (relative objective change and gradient).
+    random_state : int or None
+        Kept for API stability; the linear estimator is deterministic.
+
+    Attributes
+    ----------
+    ranks_ : dict node -> int
+    loadings_ : dict (modality, node) -> ndarray (d_m, r_S), original feature units
+    noise_var_ : dict modality -> float (in the fitted, transformed units)
+    n_iter_, objective_, converged_ : refinement diagnostics
+    """
+
+    def __init__(
+        self,
+        lattice: Lattice | str | None = None,
+        ranks: Any = "auto",
+        estimator: str = "linear",
+        device: str = "auto",
+        standardize: bool = False,
+        balance_modalities: bool = False,
+        chunk_size: int = 16384,
+        tol: float = 1e-10,
+        max_iter: int = 5000,
+        random_state: int | None = 0,
+    ):
+        self.lattice = lattice
+        self.ranks = ranks
+        self.estimator = estimator
+        self.device = device
+        self.standardize = standardize
+        self.balance_modalities = balance_modalities
+        self.chunk_size = chunk_size
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+    def _resolve_lattice(self, modalities: list[str]) -> Lattice:
+        lat = self.lattice
+        if lat is None:
+            return Lattice.full(modalities)
+        if isinstance(lat, str):
+            return Lattice.preset(lat, modalities)
+        if not isinstance(lat, Lattice):
+            raise ValueError(f"lattice must be a Lattice, a preset name or None, got {type(lat).__name__}.")
+        if list(lat.modalities) != list(modalities):
+            if set(lat.modalities) == set(modalities):
+                return Lattice(modalities, lat.nodes)
+            raise ValueError(
+                f"Lattice modalities {list(lat.modalities)} do not match the data's {list(modalities)}."
+            )
+        return lat
+
+    def _resolve_ranks(self, lat: Lattice) -> dict[Node, int | None]:
+        r = self.ranks
+        out: dict[Node, int | None] = {}
+        if isinstance(r, str):
+            if r != "auto":
+                raise ValueError(f"ranks must be 'auto', an int or a dict, got {r!r}.")
+            return {n: None for n in lat.nodes}
+        if isinstance(r, (int, np.integer)):
+            if r < 0:
+                raise ValueError("ranks must be >= 0.")
+            return {n: int(r) for n in lat.nodes}
+        if isinstance(r, Mapping):
+            out = {n: None for n in lat.nodes}
+            for raw, v in r.items():
+                node = lat.node(parse_node_label(raw) if isinstance(raw, str) and "+" in raw else raw)
+                if node not in out:
+                    raise ValueError(f"ranks names node {node}, which is not in the candidate lattice.")
+                if v == "auto" or v is None:
+                    out[node] = None
+                else:
+                    if int(v) < 0 or int(v) != v:
+                        raise ValueError(f"Rank of node {node} must be a non-negative integer, got {v!r}.")
+                    out[node] = int(v)
+            return out
+        raise ValueError(f"ranks must be 'auto', an int or a dict, got {type(r).__name__}.")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data, callback: L.Callback | None = None) -> "HCL":
+        """Fit on a :class:`MultimodalData` (or any source with ``iter_chunks``).
+
+        ``callback(stage, info)`` is called with stages ``covariance``, ``noise``, ``ranks``,
+        ``refine`` and ``done``.
+        """
+        if self.estimator != "linear":
+            raise ValueError(f"Unknown estimator {self.estimator!r}; available: 'linear'.")
+        t0 = time.perf_counter()
+        dev = resolve_device(self.device)
+        mods = list(data.modalities)
+        lat = self._resolve_lattice(mods)
+        fixed = self._resolve_ranks(lat)
+        timings: dict[str, float] = {}
+
+        stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback)
+        timings["covariance"] = time.perf_counter() - t0
+        dims = stats.dims
+        sl = stats.offsets
+        D = sum(dims.values())
+        # The transform x -> (x - mean) / scale; scale is per feature.
+        scale = np.ones(D)
+        if self.standardize:
+            sd = np.sqrt(np.maximum(np.diag(stats.cov), 0))
+            scale = np.where(sd > 1e-12, sd, 1.0)
+        if self.balance_modalities:
+            for m in mods:
+                tot = float(np.sum(np.diag(stats.cov)[sl[m]] / scale[sl[m]] ** 2))
+                scale[sl[m]] *= math.sqrt(max(tot, 1e-300))
+        cov = stats.cov / scale[:, None] / scale[None, :]
+        stats_t = L.CovStats(stats.modalities, dims, stats.mean, cov, stats.counts, stats.n_samples)
+
+        t1 = time.perf_counter()
+        noise: dict[str, float] = {}
+        signal_rank: dict[str, int] = {}
+        for j, m in enumerate(mods):
+            noise[m], signal_rank[m] = L.estimate_noise(cov[sl[m], sl[m]], int(stats.counts[j, j]))
+        if callback is not None:
+            callback("noise", {"noise_var": dict(noise)})
+        timings["noise"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        peel = L.peel(stats_t, noise, lat, fixed, callback=callback)
+        timings["ranks"] = time.perf_counter() - t2
+
+        nodes = [n for n in lat.nodes if peel.ranks[n] > 0]
+        mask = L.support_mask(mods, dims, nodes, peel.ranks)
+        W0 = np.zeros(mask.shape)
+        col = 0
+        for node in nodes:
+            r = peel.ranks[node]
+            local = L.block_slices(node, dims)
+            for m in node:
+                W0[sl[m], col : col + r] = peel.loadings[node][local[m]]
+            col += r
+        target = cov.copy()
+        for m in mods:
+            target[sl[m], sl[m]] -= noise[m] * np.eye(dims[m])
+        t3 = time.perf_counter()
+        res = L.masked_factorization(target, W0, mask, device=dev, tol=self.tol, max_iter=self.max_iter, callback=callback)
+        timings["refine"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+
+        self.modalities_ = mods
+        self.lattice_ = lat
+        self.dims_ = dims
+        self.feature_names_ = {m: list(data.feature_names[m]) for m in mods}
+        self.mean_ = stats.mean
+        self.scale_ = scale
+        self.noise_var_ = noise
+        self.ranks_ = {n: int(peel.ranks[n]) for n in lat.nodes}
+        self.nodes_ = nodes
+        self.W_ = res.W  # (D, R) in transformed units
+        self.objective_ = res.objective
+        self.n_iter_ = res.n_iter
+        self.converged_ = res.converged
+        self.objective_history_ = res.history
+        self.total_var_ = {m: float(np.trace(cov[sl[m], sl[m]])) for m in mods}
+        self.n_samples_ = stats.n_samples
+        self.counts_ = stats.counts
+        self.rank_diagnostics_ = peel.diagnostics
+        self.timings_ = timings
+        self.device_ = str(dev)
+        self.signal_rank_ = signal_rank
+        if callback is not None:
+            callback("done", {"objective": res.objective, "n_iter": res.n_iter, "converged": res.converged})
+        return self
+
+    # ------------------------------------------------------------------ learned views
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "W_"):
+            raise RuntimeError("This HCL model is not fitted yet; call fit(data) first.")
+
+    @property
+    def loadings_(self) -> dict[tuple[str, Node], np.ndarray]:
+        """Per-(modality, node) loadings (d_m, r_S) in original feature units, present nodes only."""
+        self._check_fitted()
+        sl = L.block_slices(self.modalities_, self.dims_)
+        out: dict[tuple[str, Node], np.ndarray] = {}
+        col = 0
+        for node in self.nodes_:
+            r = self.ranks_[node]
+            for m in node:
+                out[(m, node)] = self.W_[sl[m], col : col + r] * self.scale_[sl[m], None]
+            col += r
+        return out
+
+    def column_nodes(self) -> list[Node]:
+        """The node of each column of ``W_`` / of the stacked scores."""
+        self._check_fitted()
+        return [n for n in self.nodes_ for _ in range(self.ranks_[n])]
+
+    def transform(self, data: MultimodalData, fill: float = 0.0) -> dict[Node, np.ndarray]:
+        """GLS factor scores per present node: ``{node: (n, r_S)}``.
+
+        Samples missing modalities use those they have; a node none of whose modalities a sample
+        has gets ``fill`` (default 0, the prior mean).
+        """
+        self._check_fitted()
+        if list(data.modalities) != self.modalities_:
+            raise ValueError(f"Data modalities {list(data.modalities)} differ from the model's {self.modalities_}.")
+        for m in self.modalities_:
+            if data.X[m].shape[1] != self.dims_[m]:
+                raise ValueError(f"Modality {m!r} has {data.X[m].shape[1]} features; the model was fitted on {self.dims_[m]}.")
+        sl = L.block_slices(self.modalities_, self.dims_)
+        Xt = {}
+        for j, m in enumerate(self.modalities_):
+            x = (np.asarray(data.X[m], dtype=np.float64) - self.mean_[sl[m]]) / self.scale_[sl[m]]
+            x[~data.observed[:, j]] = 0.0
+            Xt[m] = x
+        Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.noise_var_, self.dims_, fill=fill)
+        out: dict[Node, np.ndarray] = {}
+        col = 0
+        for node in self.nodes_:
+            r = self.ranks_[node]
+            out[node] = Z[:, col : col + r]
+            col += r
+        return out
+
+    def fit_transform(self, data: MultimodalData) -> dict[Node, np.ndarray]:
+        return self.fit(data).transform(data)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per candidate node: label, level, rank, and per modality the share of its total
+        variance explained (``var_<m>``) and the share of its signal (``signal_<m>``)."""
+        self._check_fitted()
+        sl = L.block_slices(self.modalities_, self.dims_)
+        energy: dict[tuple[str, Node], float] = {}
+        col = 0
+        for node in self.nodes_:
+            r = self.ranks_[node]
+            for m in node:
+                energy[(m, node)] = float(np.sum(self.W_[sl[m], col : col + r] ** 2))
+            col += r
+        signal_tot = {m: sum(v for (mm, _), v in energy.items() if mm == m) for m in self.modalities_}
+        rows = []
+        M = len(self.modalities_)
+        for node in self.lattice_.nodes:
+            row: dict[str, Any] = {
+                "node": node_label(node),
+                "level": node_level(node, M),
+                "size": len(node),
+                "rank": self.ranks_[node],
+                "present": self.ranks_[node] > 0,
+            }
+            for m in self.modalities_:
+                e = energy.get((m, node), 0.0) if m in node else np.nan
+                row[f"var_{m}"] = e / self.total_var_[m] if m in node and self.total_var_[m] > 0 else (0.0 if m in node else np.nan)
+                row[f"signal_{m}"] = (e / signal_tot[m] if signal_tot[m] > 0 else 0.0) if m in node else np.nan
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "W_"):
+            return f"HCL(estimator={self.estimator!r}, ranks={self.ranks!r}, lattice={self.lattice!r})"
+        found = ", ".join(f"{node_label(n)}:{self.ranks_[n]}" for n in self.nodes_)
+        return f"HCL(fitted; modalities={self.modalities_}; nodes {{{found}}})"
+
+    # ------------------------------------------------------------------ persistence
+    def get_params(self) -> dict[str, Any]:
+        lat = self.lattice
+        ranks = self.ranks
+        if isinstance(ranks, Mapping):
+            ranks = {node_label(tuple(k) if not isinstance(k, str) else (k,)): v for k, v in ranks.items()}
+        return {
+            "lattice": lat.to_dict() if isinstance(lat, Lattice) else lat,
+            "ranks": ranks,
+            "estimator": self.estimator,
+            "device": self.device if isinstance(self.device, str) else str(self.device),
+            "standardize": self.standardize,
+            "balance_modalities": self.balance_modalities,
+            "chunk_size": self.chunk_size,
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "random_state": self.random_state,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a fitted model to one ``.npz`` file (arrays + a JSON header; no pickle).
+
+        The file is written to a temporary name and renamed, so a crash never leaves half a file.
+        """
+        self._check_fitted()
+        path = os.fspath(path)
+        meta = {
+            "format": "hcl_explore.HCL",
+            "version": _FORMAT_VERSION,
+            "params": self.get_params(),
+            "modalities": self.modalities_,
+            "lattice": self.lattice_.to_dict(),
+            "dims": self.dims_,
+            "feature_names": self.feature_names_,
+            "noise_var": self.noise_var_,
+            "ranks": {node_label(n): r for n, r in self.ranks_.items()},
+            "nodes": [node_label(n) for n in self.nodes_],
+            "objective": self.objective_,
+            "n_iter": self.n_iter_,
+            "converged": self.converged_,
+            "total_var": self.total_var_,
+            "n_samples": self.n_samples_,
+            "timings": self.timings_,
+            "device": self.device_,
+            "signal_rank": self.signal_rank_,
+        }
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                meta=np.array(json.dumps(meta)),
+                W=self.W_,
+                mean=self.mean_,
+                scale=self.scale_,
+                counts=self.counts_,
+                objective_history=np.asarray(self.objective_history_, dtype=float),
+            )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "HCL":
+        """Read a model written by :meth:`save` (``allow_pickle=False``)."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: not a saved hcl_explore model ({exc}).") from exc
+        if meta.get("format") != "hcl_explore.HCL":
+            raise ValueError(f"{path}: not a saved hcl_explore model.")
+        if int(meta.get("version", 0)) > _FORMAT_VERSION:
+            raise ValueError(f"{path}: saved by a newer hcl_explore (format {meta['version']}).")
+        p = dict(meta["params"])
+        if isinstance(p.get("lattice"), dict):
+            p["lattice"] = Lattice.from_dict(p["lattice"])
+        model = cls(**p)
+        model.modalities_ = list(meta["modalities"])
+        model.lattice_ = Lattice.from_dict(meta["lattice"])
+        model.dims_ = {k: int(v) for k, v in meta["dims"].items()}
+        model.feature_names_ = meta["feature_names"]
+        model.noise_var_ = {k: float(v) for k, v in meta["noise_var"].items()}
+        model.ranks_ = {model.lattice_.node(parse_node_label(k)): int(v) for k, v in meta["ranks"].items()}
+        model.nodes_ = [model.lattice_.node(parse_node_label(k)) for k in meta["nodes"]]
+        model.W_ = arrays["W"]
+        model.mean_ = arrays["mean"]
+        model.scale_ = arrays["scale"]
+        model.counts_ = arrays["counts"]
+        model.objective_history_ = arrays["objective_history"].tolist()
+        model.objective_ = float(meta["objective"])
+        model.n_iter_ = int(meta["n_iter"])
+        model.converged_ = bool(meta["converged"])
+        model.total_var_ = meta["total_var"]
+        model.n_samples_ = int(meta["n_samples"])
+        model.timings_ = meta.get("timings", {})
+        model.device_ = meta.get("device", "cpu")
+        model.signal_rank_ = meta.get("signal_rank", {})
+        model.rank_diagnostics_ = {}
+        return model
