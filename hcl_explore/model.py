@@ -180,7 +180,7 @@ class HCL:
         timings["noise"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        peel = L.peel(stats_t, noise, lat, fixed, callback=callback)
+        peel = L.peel(stats_t, noise, lat, fixed, callback=callback, signal_rank=signal_rank)
         timings["ranks"] = time.perf_counter() - t2
 
         nodes = [n for n in lat.nodes if peel.ranks[n] > 0]

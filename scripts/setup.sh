@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv with what hcl-explore needs. `--dev` adds the test tools.
+# Torch: the CPU wheel (torch==2.13.0) is installed first where no torch is present, so that the
+# requirement range never pulls a multi-GB CUDA build on a machine without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+  "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+fi
+"$VPY" -m pip install -q --disable-pip-version-check -r requirements.txt
+if [ "${1:-}" = "--dev" ]; then
+  "$VPY" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+fi
+"$VPY" -m pip install -q --disable-pip-version-check --no-deps -e .
+echo "setup done: $("$VPY" -c 'import torch, hcl_explore; print("hcl_explore", hcl_explore.__version__, "torch", torch.__version__)')"
