@@ -31,7 +31,8 @@ def _parse_ranks(text: str):
         raise SystemExit(f"--ranks must be 'auto', an integer or a JSON object like '{{\"a+b\": 2}}': {exc}")
 
 
-def _print_summary(model, out=sys.stdout) -> None:
+def _print_summary(model, out=None) -> None:
+    out = out or sys.stdout
     df = model.summary()
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.precision", 3):
         print(df.to_string(index=False), file=out)
