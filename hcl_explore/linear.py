@@ -16,7 +16,6 @@ from itertools import combinations
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import scipy.linalg as sla
 import torch
 
 from .lattice import Lattice, Node
@@ -82,14 +81,18 @@ def covariance_stats(
     D, M = sum(dims.values()), len(mods)
     dev = torch.device(device)
     use_numpy = dev.type == "cpu"
+    # CPU: the chunk buffer is [Xc | O] (c, D + M), so one syrk per chunk yields Xc^T Xc, Xc^T O
+    # (and O^T O) together: no second pass over the chunk for the sums.
+    Daug = D + M if use_numpy else D
     if use_numpy:
-        G = np.zeros((D, D), dtype=np.float64)
-        Sx = np.zeros((D, M), dtype=np.float64)
+        G = np.zeros((Daug, Daug), dtype=np.float64)
+        Sx = None
     else:
         G = torch.zeros((D, D), dtype=torch.float64, device=dev)
         Sx = torch.zeros((D, M), dtype=torch.float64, device=dev)
     N = np.zeros((M, M), dtype=np.int64)
     shift: np.ndarray | None = None
+    shift_m: dict[str, np.ndarray] = {}
     n_total = 0
     buf: np.ndarray | None = None
     for chunk in source.iter_chunks(chunk_size):
@@ -100,39 +103,56 @@ def covariance_stats(
         if shift is None:
             shift = np.zeros(D)
             for j, m in enumerate(mods):
-                rows = chunk.X[m][obs[:, j]]
+                x = chunk.X[m]
+                rows = x if obs[:, j].all() else x[obs[:, j]]
                 if rows.shape[0]:
-                    shift[sl[m]] = rows.mean(axis=0, dtype=np.float64)
+                    if rows.dtype == np.float32:
+                        # A shift only needs to be near the mean: a float32 BLAS sum suffices.
+                        mu = (np.ones(rows.shape[0], dtype=np.float32) @ rows).astype(np.float64) / rows.shape[0]
+                    else:
+                        mu = rows.mean(axis=0, dtype=np.float64)
+                    if not np.isfinite(mu).all():
+                        # A missing cell is reported below, at its row; keep the shift finite.
+                        with np.errstate(all="ignore"):
+                            mu = np.nan_to_num(np.nanmean(np.asarray(rows, dtype=np.float64), axis=0))
+                    # A float32-representable shift: subtracting it in float32 is exact math.
+                    shift[sl[m]] = mu.astype(np.float32)
+            for m in mods:
+                shift_m[m] = shift[sl[m]].astype(np.float32)
         if buf is None or buf.shape[0] < c:
-            buf = np.empty((c, D), dtype=np.float32)
-        Xc = buf[:c]
+            buf = np.empty((c, Daug), dtype=np.float32)
+        Z = buf[:c]
+        Xc = Z[:, :D]
         for j, m in enumerate(mods):
             block = Xc[:, sl[m]]
-            np.subtract(chunk.X[m], shift[sl[m]], out=block, casting="unsafe")
+            x = chunk.X[m]
+            np.subtract(x, shift_m[m] if x.dtype == np.float32 else shift[sl[m]], out=block, casting="unsafe")
             if not obs[:, j].all():
                 block[~obs[:, j]] = 0.0
-        Of = obs.astype(np.float32)
         if use_numpy:
-            # numpy's X.T @ X on one buffer dispatches to syrk: half the flops of a GEMM.
-            G += Xc.T @ Xc
-            Sx_c = Xc.T @ Of
-            Sx += Sx_c
+            Z[:, D:] = obs
+            # numpy's Z.T @ Z on one buffer dispatches to syrk: half the flops of a GEMM.
+            Gc = Z.T @ Z
+            G += Gc
+            Sx_c = Gc[:D, D:]
         else:
-            xt = torch.from_numpy(Xc).to(dev)
+            Of = obs.astype(np.float32)
+            xt = torch.from_numpy(np.ascontiguousarray(Xc)).to(dev)
             ot = torch.from_numpy(Of).to(dev)
             G += (xt.T @ xt).double()
             Sx_c = (xt.T @ ot).double().cpu().numpy()
             Sx += torch.from_numpy(Sx_c).to(dev)
         if np.isnan(Sx_c).any():
             _raise_nan_cell(Xc, obs, mods, sl, n_total)
-        N += (obs.T.astype(np.int64) @ obs.astype(np.int64))
+        ob = obs.astype(np.int64)
+        N += ob.T @ ob
         n_total += c
         if callback is not None:
             callback("covariance", {"rows": n_total, "n_samples": getattr(source, "n_samples", None)})
     if shift is None or n_total == 0:
         raise ValueError("No samples to fit.")
-    G_np = G if use_numpy else G.cpu().numpy()
-    Sx_np = Sx if use_numpy else Sx.cpu().numpy()
+    G_np = G[:D, :D] if use_numpy else G.cpu().numpy()
+    Sx_np = G[:D, D:] if use_numpy else Sx.cpu().numpy()
     for j, m in enumerate(mods):
         if N[j, j] < 2:
             raise ValueError(f"Modality {m!r} is observed in {N[j, j]} sample(s); at least 2 are needed.")
@@ -173,9 +193,13 @@ def mp_median(gamma: float) -> float:
     """Median of the Marchenko-Pastur law with ratio ``gamma`` <= 1 and unit variance."""
     gamma = float(min(max(gamma, 1e-12), 1.0))
     lo, hi = (1 - math.sqrt(gamma)) ** 2, (1 + math.sqrt(gamma)) ** 2
-    xs = np.linspace(lo, hi, 4001)
-    dens = np.sqrt(np.clip((hi - xs) * (xs - lo), 0, None)) / (2 * math.pi * gamma * np.maximum(xs, 1e-300))
-    cdf = np.concatenate([[0.0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(xs))])
+    # Substituting x = lo + t^2 (dx = 2t dt, sqrt(x - lo) = t) removes the 1/sqrt(x) singularity
+    # at lo = 0 (gamma = 1) and the square-root cusp at lo, so a trapezoid rule is accurate.
+    ts = np.linspace(0.0, math.sqrt(hi - lo), 8001)
+    xs = lo + ts**2
+    t2_over_x = np.where(xs > 0, ts**2 / np.maximum(xs, 1e-300), 1.0)
+    dens = np.sqrt(np.clip(hi - xs, 0, None)) * t2_over_x / (math.pi * gamma)
+    cdf = np.concatenate([[0.0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(ts))])
     cdf /= cdf[-1]
     return float(np.interp(0.5, cdf, xs))
 
@@ -276,7 +300,7 @@ def top_eigs(A: np.ndarray, r: int, oversample: int = 10, iters: int = 6) -> tup
         lam, V = np.linalg.eigh(A)
         return lam[::-1][:r], V[:, ::-1][:, :r]
     # Shift so the wanted (most positive) end dominates in magnitude.
-    shift = max(0.0, -float(np.min(np.diag(A)))) + abs(float(np.linalg.norm(A, 1))) * 0.0
+    shift = max(0.0, -float(np.min(np.diag(A))))
     rng = np.random.default_rng(0)
     Q = np.linalg.qr(A @ rng.standard_normal((d, k)))[0]
     for _ in range(iters):
@@ -306,6 +330,12 @@ def eigs_above(A: np.ndarray, threshold: float, k_max: int | None = None) -> tup
         k *= 2
 
 
+def _tri_inv(Lc: np.ndarray) -> np.ndarray:
+    """Inverse of a non-singular lower-triangular matrix."""
+    # numpy's LAPACK, not scipy's: scipy bundles a second OpenBLAS whose threads fight numpy's.
+    return np.tril(np.linalg.inv(Lc))
+
+
 def _whitener(A: np.ndarray, floor: float) -> np.ndarray:
     """Lower-triangular L with L L^T = A (A clamped at ``floor`` if it is not positive definite),
     returned as L^{-1}, shape (d, d)."""
@@ -314,7 +344,15 @@ def _whitener(A: np.ndarray, floor: float) -> np.ndarray:
     except np.linalg.LinAlgError:
         lam, V = np.linalg.eigh((A + A.T) / 2)
         return (V / np.sqrt(np.maximum(lam, floor))).T
-    return sla.solve_triangular(Lc, np.eye(A.shape[0]), lower=True)
+    return _tri_inv(Lc)
+
+
+def _full_col_rank(U: np.ndarray) -> bool:
+    """Whether ``_orth_complement`` would drop exactly U's columns (same rank test)."""
+    if U.shape[1] > U.shape[0]:
+        return False
+    diag = np.abs(np.diag(np.linalg.qr(U, mode="r")))
+    return bool(diag.size) and int(np.sum(diag > diag.max() * 1e-10)) == U.shape[1]
 
 
 def _orth_complement(U: np.ndarray | None, d: int) -> np.ndarray:
@@ -345,11 +383,15 @@ class _Peeler:
         self._cond_cache: dict[tuple[str, ...], tuple] = {}
         self._shared_cache: dict = {}
         self._whiteners: dict[str, np.ndarray] = {}
+        self._chols: dict[str, np.ndarray | None] = {}
+        self._cross: dict[tuple[str, str], np.ndarray] = {}
 
     def _rows(self, mods: Iterable[str]) -> np.ndarray | slice:
         mods = list(mods)
         if len(mods) == 1:
             return self.sl[mods[0]]
+        if all(self.sl[a].stop == self.sl[b].start for a, b in zip(mods[:-1], mods[1:])):
+            return slice(self.sl[mods[0]].start, self.sl[mods[-1]].stop)
         return np.concatenate([np.arange(self.sl[m].start, self.sl[m].stop) for m in mods])
 
     def _block(self, r1, r2) -> np.ndarray:
@@ -364,8 +406,35 @@ class _Peeler:
 
     def whitener(self, m: str) -> np.ndarray:
         if m not in self._whiteners:
-            self._whiteners[m] = _whitener(self.stats.cov[self.sl[m], self.sl[m]], 0.5 * self.noise[m])
+            Lc = self.chol(m)
+            if Lc is not None:
+                self._whiteners[m] = _tri_inv(Lc)
+            else:
+                self._whiteners[m] = _whitener(self.stats.cov[self.sl[m], self.sl[m]], 0.5 * self.noise[m])
         return self._whiteners[m]
+
+    def chol(self, m: str) -> np.ndarray | None:
+        """Lower Cholesky factor of modality m's covariance block, or None if it is not positive
+        definite (cached)."""
+        if m not in self._chols:
+            A = self.stats.cov[self.sl[m], self.sl[m]]
+            try:
+                self._chols[m] = np.linalg.cholesky((A + A.T) / 2)
+            except np.linalg.LinAlgError:
+                self._chols[m] = None
+        return self._chols[m]
+
+    def whiten(self, m: str, Y: np.ndarray) -> np.ndarray:
+        """``whitener(m) @ Y``."""
+        return self.whitener(m) @ Y
+
+    def whitened_cross(self, a: str, b: str) -> np.ndarray:
+        """``L_a^{-1} S_ab L_b^{-T}`` (d_a, d_b), the cross-covariance of the whitened modalities
+        (cached; both blocks must be positive definite)."""
+        key = (a, b)
+        if key not in self._cross:
+            self._cross[key] = (self.whitener(a) @ self.stats.cov[self.sl[a], self.sl[b]]) @ self.whitener(b).T
+        return self._cross[key]
 
     def _n(self, mods: Sequence[str]) -> int:
         ii = [self.idx[m] for m in mods]
@@ -417,7 +486,12 @@ class _Peeler:
             return C.copy()
         ro = self._rows(O)
         Cso = self._block(rows, ro)
-        return C - Cso @ self.generalized_inverse(O) @ Cso.T
+        # Cso G Cso^T with G = (s V) diag(1 / l) (s V)^T of rank k: a rank-k update.
+        s, lam, V, k, gamma = self._whitened_spectrum(O)
+        vals = debias_spike(lam[:k], gamma)
+        keep = vals > 0
+        B = Cso @ ((s[:, None] * V[:, :k][:, keep]) / np.sqrt(vals[keep]))
+        return C - B @ B.T
 
     def shared_subspace(self, m: str, O: tuple[str, ...]) -> tuple[np.ndarray | None, dict]:
         """Orthonormal basis (d_m, k) of the directions of modality m that carry factors shared
@@ -433,8 +507,7 @@ class _Peeler:
         s_, lam, V, k_O, _ = self._whitened_spectrum(O)
         # Regression of m on the top principal components of O: E = Y Y^T with Y (d_m, k_O).
         Y = SmO @ ((s_[:, None] * V[:, :k_O]) / np.sqrt(lam[:k_O]))
-        Winv = self.whitener(m)
-        mu = np.sort(np.linalg.svd(Winv @ Y, compute_uv=False) ** 2)[::-1] if k_O else np.zeros(0)
+        mu = np.sort(np.linalg.svd(self.whiten(m, Y), compute_uv=False) ** 2)[::-1] if k_O else np.zeros(0)
         n = self._n((m,) + O)
         thr = wachter_edge(self._len(rm) / n, k_O / n) * (1 + self.margin_cca)
         k = int(np.sum(mu > thr))
@@ -442,6 +515,45 @@ class _Peeler:
         out = (U, {"k": k, "rho2": mu[: k + 2].round(5).tolist(), "threshold": thr})
         self._shared_cache[key] = out
         return out
+
+    def _pair_cca(self, a: str, b: str, Ua: np.ndarray | None, Ub: np.ndarray | None) -> tuple[np.ndarray, int, int]:
+        """Squared canonical correlations (descending) between the parts of modalities a and b
+        orthogonal to span(Ua) and span(Ub), with the dimensions of those parts.
+
+        CCA is invariant to a change of basis within each set, so with ``x_a = L_a z_a`` (Cholesky)
+        the directions ``v`` orthogonal to ``Ua`` are the whitened directions orthogonal to
+        ``L_a^{-1} Ua``: the correlations are the singular values of the cached whitened
+        cross-covariance deflated by two rank-k projections (no d x d complement, no per-pair
+        factorization).
+        """
+        da, db = self.stats.dims[a], self.stats.dims[b]
+        fast = self.chol(a) is not None and self.chol(b) is not None
+        fast = fast and (Ua is None or _full_col_rank(Ua)) and (Ub is None or _full_col_rank(Ub))
+        if fast:
+            M = self.whitened_cross(a, b)
+            da_eff, db_eff = da, db
+            if Ua is not None:
+                Va = np.linalg.qr(self.whiten(a, Ua))[0]
+                M = M - Va @ (Va.T @ M)
+                da_eff -= Va.shape[1]
+            if Ub is not None:
+                Vb = np.linalg.qr(self.whiten(b, Ub))[0]
+                M = M - (M @ Vb) @ Vb.T
+                db_eff -= Vb.shape[1]
+            Gm = M.T @ M if db <= da else M @ M.T
+            rho2 = np.linalg.eigvalsh((Gm + Gm.T) / 2)[::-1][: max(min(da_eff, db_eff), 0)]
+            return np.clip(rho2, 0.0, 1.0), da_eff, db_eff
+        Qa = _orth_complement(Ua, da)
+        Qb = _orth_complement(Ub, db)
+        ra, rb = self.sl[a], self.sl[b]
+        cov = self.stats.cov
+        A = Qa.T @ cov[ra, ra] @ Qa
+        Bm = Qb.T @ cov[rb, rb] @ Qb
+        K = Qa.T @ cov[ra, rb] @ Qb
+        Wa = _whitener(A, 0.5 * self.noise[a])
+        Wb = _whitener(Bm, 0.5 * self.noise[b])
+        rho = np.linalg.svd(Wa @ K @ Wb.T, compute_uv=False)
+        return np.minimum(rho**2, 1.0), Qa.shape[1], Qb.shape[1]
 
     def run(self, lattice: Lattice, fixed: Mapping[Node, int | None], callback: Callback | None = None) -> PeelResult:
         ranks: dict[Node, int] = {}
@@ -458,11 +570,24 @@ class _Peeler:
                 if len(node) == 1:
                     m = node[0]
                     U, _ = self.shared_subspace(m, O)
-                    Q = _orth_complement(U, dims[m])
                     Smm = self.stats.cov[self.sl[m], self.sl[m]]
-                    lam = np.linalg.eigvalsh(Q.T @ Smm @ Q)[::-1]
+                    if U is None or U.shape[1] == 0:
+                        dq = dims[m]
+                        lam = np.linalg.eigvalsh((Smm + Smm.T) / 2)[::-1]
+                    elif _full_col_rank(U):
+                        # Spectrum of Q^T S Q (Q an orthonormal basis of span(U)'s complement) =
+                        # that of P S P, P = I - V V^T, less its k zero eigenvalues.
+                        V = np.linalg.qr(U)[0]
+                        dq = dims[m] - V.shape[1]
+                        PS = Smm - V @ (V.T @ Smm)
+                        PSP = PS - (PS @ V) @ V.T
+                        lam = np.linalg.eigvalsh((PSP + PSP.T) / 2)[::-1][:dq]
+                    else:
+                        Q = _orth_complement(U, dims[m])
+                        dq = Q.shape[1]
+                        lam = np.linalg.eigvalsh(Q.T @ Smm @ Q)[::-1]
                     n = self._n(node)
-                    edge = self.noise[m] * mp_edge(Q.shape[1] / n) * (1 + self.margin_eig)
+                    edge = self.noise[m] * mp_edge(dq / n) * (1 + self.margin_eig)
                     r = int(np.sum(lam > edge))
                     info = {"eigenvalues": lam[: r + 3].round(5).tolist(), "threshold": edge}
                 else:
@@ -471,19 +596,9 @@ class _Peeler:
                         inner = [t for t in smaller if a in t and b in t]
                         Ua = _hstack([self.shared_subspace(a, O)[0], _stack_sub([loads[t] for t in inner], inner, a, dims)])
                         Ub = _hstack([self.shared_subspace(b, O)[0], _stack_sub([loads[t] for t in inner], inner, b, dims)])
-                        Qa = _orth_complement(Ua, dims[a])
-                        Qb = _orth_complement(Ub, dims[b])
-                        ra, rb = self.sl[a], self.sl[b]
-                        cov = self.stats.cov
-                        A = Qa.T @ cov[ra, ra] @ Qa
-                        Bm = Qb.T @ cov[rb, rb] @ Qb
-                        K = Qa.T @ cov[ra, rb] @ Qb
-                        Wa = _whitener(A, 0.5 * self.noise[a])
-                        Wb = _whitener(Bm, 0.5 * self.noise[b])
-                        rho = np.linalg.svd(Wa @ K @ Wb.T, compute_uv=False)
+                        rho2, da_eff, db_eff = self._pair_cca(a, b, Ua, Ub)
                         n = self._n((a, b))
-                        thr = wachter_edge(Qa.shape[1] / n, Qb.shape[1] / n) * (1 + self.margin_cca)
-                        rho2 = np.minimum(rho**2, 1.0)
+                        thr = wachter_edge(da_eff / n, db_eff / n) * (1 + self.margin_cca)
                         c = int(np.sum(rho2 > thr))
                         counts.append(c)
                         pairs_info[f"{a}+{b}"] = {"rho2": rho2[: c + 3].round(5).tolist(), "threshold": thr, "count": c}
@@ -578,6 +693,90 @@ def support_mask(modalities: Sequence[str], dims: Mapping[str, int], nodes: Sequ
     return mask
 
 
+def _masked_gram_product(T: np.ndarray, mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``P -> (T @ P) * mask`` computed block by block from the mask's support.
+
+    Columns with the same support (a node) are grouped; for a group with rows ``I`` only
+    ``T[I, I] @ P[I, cols]`` is formed, from contiguous runs of ``I`` (views of T, no copies).
+    Falls back to one full product when that would not save work.
+    """
+    D, R = mask.shape
+    groups: list[tuple[list[slice], int, int]] = []
+    c = 0
+    work = 0
+    while c < R:
+        c1 = c + 1
+        while c1 < R and np.array_equal(mask[:, c1], mask[:, c]):
+            c1 += 1
+        rows = np.flatnonzero(mask[:, c])
+        runs: list[slice] = []
+        if rows.size:
+            breaks = np.flatnonzero(np.diff(rows) != 1)
+            starts = np.concatenate([[0], breaks + 1])
+            stops = np.concatenate([breaks + 1, [rows.size]])
+            runs = [slice(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+        groups.append((runs, c, c1))
+        work += rows.size ** 2 * (c1 - c)
+        c = c1
+    n_gemm = sum(len(g[0]) ** 2 for g in groups)
+    if work >= 0.6 * D * D * R or n_gemm > 400:
+        Mf = mask.astype(np.float64)
+        return lambda P: (T @ P) * Mf
+
+    def apply(P: np.ndarray) -> np.ndarray:
+        out = np.zeros((D, R))
+        for runs, c0, c1 in groups:
+            if len(runs) == 1:
+                r = runs[0]
+                out[r, c0:c1] = T[r, r] @ P[r, c0:c1]
+                continue
+            for ri in runs:
+                acc = T[ri, runs[0]] @ P[runs[0], c0:c1]
+                for rj in runs[1:]:
+                    acc += T[ri, rj] @ P[rj, c0:c1]
+                out[ri, c0:c1] = acc
+        return out
+
+    return apply
+
+
+def _quartic_step(A: np.ndarray, W: np.ndarray, P: np.ndarray, TW: np.ndarray, TP: np.ndarray) -> float:
+    """Exact minimiser over t > 0 of ``f(W + t P)``, f(W) = 0.5 ||W W^T - T||^2 (a quartic in t).
+
+    ``A = W^T W``, ``TW = T W`` and ``TP = T P`` (masked; P is zero off the mask). Returns 0 when
+    P is not a descent direction.
+    """
+    B = W.T @ P
+    C = P.T @ P
+    E = B + B.T
+    AC = float(np.vdot(A, C))
+    EC = float(np.vdot(E, C))
+    CC = float(np.vdot(C, C))
+    EE = float(np.vdot(E, E))
+    AE = float(np.vdot(A, E))
+    PTW = float(np.vdot(P, TW))
+    PTP = float(np.vdot(P, TP))
+    # f(t) - f(0) = a1 t + a2 t^2 + a3 t^3 + a4 t^4
+    a1 = AE - 2.0 * PTW
+    a2 = 0.5 * (EE + 2.0 * AC) - PTP
+    a3 = EC
+    a4 = 0.5 * CC
+    if not a1 < 0:
+        return 0.0
+    roots = np.roots([4.0 * a4, 3.0 * a3, 2.0 * a2, a1]) if a4 > 0 else np.roots([3.0 * a3, 2.0 * a2, a1])
+    best_t, best_f = 0.0, 0.0
+    for z in roots:
+        if abs(z.imag) > 1e-8 * max(abs(z.real), 1e-300):
+            continue
+        t = float(z.real)
+        if t <= 0:
+            continue
+        ft = ((a4 * t + a3) * t + a2) * t * t + a1 * t
+        if ft < best_f:
+            best_t, best_f = t, ft
+    return best_t
+
+
 def masked_factorization(
     target: np.ndarray,
     W0: np.ndarray,
@@ -586,6 +785,7 @@ def masked_factorization(
     tol: float = 1e-10,
     max_iter: int = 5000,
     callback: Callback | None = None,
+    history_size: int = 20,
 ) -> FitResult:
     """Minimise ``0.5 * ||W W^T - target||_F^2`` over W with ``W[~mask] = 0`` by L-BFGS.
 
@@ -593,8 +793,102 @@ def masked_factorization(
     *and* the masked gradient norm is below ``sqrt(tol)`` relative to ``||target|| * ||W||``,
     or at ``max_iter`` function evaluations. The objective uses
     ``||W W^T||^2 = ||W^T W||^2`` so each evaluation costs O(D^2 R), never O(D^2 R) twice.
+
+    On the CPU the objective along a search direction is a quartic polynomial, so each L-BFGS
+    step uses an exact line search at the cost of one product ``T @ P`` (an "evaluation");
+    ``T @ W`` is then updated, not recomputed, and products only touch the mask's support.
     """
     dev = torch.device(device)
+    if dev.type != "cpu":
+        return _masked_factorization_torch(target, W0, mask, dev, tol, max_iter, callback)
+    T = np.asarray(target, dtype=np.float64)
+    T = (T + T.T) / 2
+    mask = np.asarray(mask, dtype=bool)
+    Mf = mask.astype(np.float64)
+    W = np.asarray(W0, dtype=np.float64) * Mf
+    const = float(np.vdot(T, T))
+    tnorm = math.sqrt(const) if const > 0 else 1.0
+    if W.shape[1] == 0:
+        return FitResult(np.array(W0, dtype=np.float64)[:, :0].copy(), 0.5 * const, 0, True, [0.5 * const])
+    apply = _masked_gram_product(T, mask)
+
+    def state(TW: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        A = W.T @ W
+        f = 0.5 * (float(np.vdot(A, A)) - 2.0 * float(np.vdot(W, TW)) + const)
+        g = 2.0 * (W @ A - TW) * Mf
+        return A, f, g
+
+    TW = apply(W)
+    n_eval = 1
+    A, f, g = state(TW)
+    history = [f]
+    converged = False
+    S_hist: list[np.ndarray] = []
+    Y_hist: list[np.ndarray] = []
+    rho_hist: list[float] = []
+    f_prev = f
+    since_refresh = 0
+    while n_eval < max_iter and math.isfinite(f):
+        # Two-loop recursion.
+        q = g.copy()
+        alphas = []
+        for s_, y_, r_ in zip(reversed(S_hist), reversed(Y_hist), reversed(rho_hist)):
+            a = r_ * float(np.vdot(s_, q))
+            alphas.append(a)
+            q -= a * y_
+        if S_hist:
+            q *= float(np.vdot(S_hist[-1], Y_hist[-1])) / float(np.vdot(Y_hist[-1], Y_hist[-1]))
+        for (s_, y_, r_), a in zip(zip(S_hist, Y_hist, rho_hist), reversed(alphas)):
+            b = r_ * float(np.vdot(y_, q))
+            q += (a - b) * s_
+        P = -q
+        TP = apply(P)
+        n_eval += 1
+        t = _quartic_step(A, W, P, TW, TP)
+        if t == 0.0 and S_hist:
+            # Not a descent direction: restart from steepest descent.
+            S_hist, Y_hist, rho_hist = [], [], []
+            P = -g
+            TP = apply(P)
+            n_eval += 1
+            t = _quartic_step(A, W, P, TW, TP)
+        if t == 0.0:
+            converged = bool(float(np.linalg.norm(g)) == 0.0)
+            break
+        W += t * P
+        since_refresh += 1
+        if since_refresh >= 25:
+            TW = apply(W)  # bound the drift of the running update
+            n_eval += 1
+            since_refresh = 0
+        else:
+            TW += t * TP
+        g_old = g
+        A, f, g = state(TW)
+        history.append(f)
+        s_vec = t * P
+        y_vec = g - g_old
+        sy = float(np.vdot(s_vec, y_vec))
+        if sy > 1e-12 * float(np.vdot(y_vec, y_vec)) and sy > 0:
+            S_hist.append(s_vec)
+            Y_hist.append(y_vec)
+            rho_hist.append(1.0 / sy)
+            if len(S_hist) > history_size:
+                S_hist.pop(0), Y_hist.pop(0), rho_hist.pop(0)
+        if callback is not None:
+            callback("refine", {"iteration": n_eval, "objective": f})
+        gnorm = float(np.linalg.norm(g))
+        wnorm = float(np.linalg.norm(W))
+        rel = abs(f_prev - f) / max(abs(f), 1e-300 + 1e-12 * const)
+        if rel < tol and gnorm <= math.sqrt(tol) * tnorm * max(wnorm, 1e-12):
+            converged = True
+            break
+        f_prev = f
+    return FitResult(W, f, n_eval, converged, history)
+
+
+def _masked_factorization_torch(target, W0, mask, dev, tol, max_iter, callback) -> FitResult:
+    """The same problem with torch's L-BFGS (strong Wolfe line search) on an accelerator."""
     dt = torch.float64
     T = torch.as_tensor(target, dtype=dt, device=dev)
     T = (T + T.T) / 2
