@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import hcl_explore as hx
 from hcl_explore import linear as L
@@ -101,3 +102,21 @@ def test_masked_factorization_converges_and_respects_the_mask():
     assert res.objective < 1e-8 * 0.5 * np.sum(target**2)
     assert res.history[-1] <= res.history[0]
     np.testing.assert_allclose(res.W @ res.W.T, target, atol=1e-4)
+
+
+def test_torch_refinement_path_agrees_with_numpy_path():
+    # The torch L-BFGS is the path used on CUDA; run it on the CPU against the numpy path.
+    rng = np.random.default_rng(5)
+    dims, mods = {"a": 12, "b": 9, "c": 7}, ["a", "b", "c"]
+    nodes = [("a",), ("b", "c"), ("a", "b", "c")]
+    ranks = {n: 2 for n in nodes}
+    mask = L.support_mask(mods, dims, nodes, ranks)
+    Wt = rng.normal(size=mask.shape) * mask
+    noise = 0.05 * np.cov(rng.normal(size=(400, 28)).T)
+    target = Wt @ Wt.T + noise
+    W0 = Wt + 0.2 * rng.normal(size=Wt.shape)
+    a = L.masked_factorization(target, W0, mask, device="cpu", tol=1e-12)
+    b = L._masked_factorization_torch(target, W0, mask, torch.device("cpu"), 1e-12, 5000, None)
+    assert a.converged and b.converged
+    assert a.objective == pytest.approx(b.objective, rel=1e-6)
+    np.testing.assert_allclose(a.W @ a.W.T, b.W @ b.W.T, atol=1e-5)
