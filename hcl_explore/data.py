@@ -263,20 +263,27 @@ class ParquetSource:
         return {m: len(self.feature_names[m]) for m in self.modalities}
 
     def iter_chunks(self, chunk_size: int | None = None) -> Iterator[Chunk]:
+        """Yield chunks of at most ``chunk_size`` rows, decoding one row group at a time.
+
+        Row groups are read one by one without pre-buffering (``iter_batches`` read ahead and
+        peaked at about 1.5x the data in our benchmark); each column is copied straight into
+        its modality's float32 block.
+        """
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(self.path)
-        all_cols = [c for m in self.modalities for c in self.feature_names[m]]
-        for batch in pf.iter_batches(batch_size=chunk_size or self.batch_size, columns=all_cols):
-            X: dict[str, np.ndarray] = {}
-            obs = np.zeros((batch.num_rows, len(self.modalities)), dtype=bool)
-            for j, m in enumerate(self.modalities):
-                arrs = [
-                    batch.column(c).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-                    for c in self.feature_names[m]
-                ]
-                a = np.stack(arrs, axis=1)
-                nan = np.isnan(a)
-                obs[:, j] = ~nan.all(axis=1)
-                X[m] = a
-            yield Chunk(X, obs)
+        pf = pq.ParquetFile(self.path, pre_buffer=False)
+        size = chunk_size or self.batch_size
+        for g in range(pf.num_row_groups):
+            table = pf.read_row_group(g, columns=[c for m in self.modalities for c in self.feature_names[m]])
+            for batch in table.to_batches(max_chunksize=size):
+                c = batch.num_rows
+                X: dict[str, np.ndarray] = {}
+                obs = np.zeros((c, len(self.modalities)), dtype=bool)
+                for j, m in enumerate(self.modalities):
+                    a = np.empty((c, len(self.feature_names[m])), dtype=np.float32)
+                    for k, col in enumerate(self.feature_names[m]):
+                        a[:, k] = batch.column(col).to_numpy(zero_copy_only=False)
+                    obs[:, j] = ~np.isnan(a).all(axis=1)
+                    X[m] = a
+                yield Chunk(X, obs)
+            del table
