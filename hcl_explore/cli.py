@@ -8,7 +8,6 @@ import os
 import sys
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 

@@ -277,12 +277,6 @@ class PeelResult:
     diagnostics: dict[str, dict] = field(default_factory=dict)
 
 
-def _sym_eig(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lam, V = np.linalg.eigh((A + A.T) / 2)
-    order = np.argsort(lam)[::-1]
-    return lam[order], V[:, order]
-
-
 def top_eigs(A: np.ndarray, r: int, oversample: int = 10, iters: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """The r largest eigenpairs of a symmetric matrix, descending: (r,), (d, r).
 
@@ -458,24 +452,6 @@ class _Peeler:
         out = (s, lam, V, k, gamma)
         self._cond_cache[O] = out
         return out
-
-    def generalized_inverse(self, O: tuple[str, ...], denoise: bool = True) -> np.ndarray:
-        """Truncated inverse of the covariance of modalities O on its signal subspace, (d_O, d_O).
-
-        ``denoise=True``: whitened spikes are debiased to population values (an inverse of the
-        denoised covariance, for conditioning in the initializer). ``denoise=False``: the sample
-        eigenvalues are kept, so ``S_mO G S_Om`` is an honest regression on the top principal
-        components of O (its canonical correlations then have Wachter's null law).
-        """
-        s, lam, V, k, gamma = self._whitened_spectrum(O)
-        vals = lam[:k]
-        keep = np.arange(k)
-        if denoise:
-            vals = debias_spike(vals, gamma)
-            keep = keep[vals > 0]
-            vals = vals[vals > 0]
-        Vk = V[:, keep]
-        return (s[:, None] * Vk) @ np.diag(1.0 / vals) @ (Vk.T * s[None, :])
 
     def conditional(self, S: Node) -> np.ndarray:
         """Noisy covariance of the modalities in S given the signal of the others, (d_S, d_S)."""
@@ -678,19 +654,52 @@ class FitResult:
     history: list[float]
 
 
+def node_columns(nodes: Sequence[Node], ranks: Mapping[Node, int]) -> dict[Node, slice]:
+    """Column slice of each node in the stacked W (nodes in the given order)."""
+    out, start = {}, 0
+    for node in nodes:
+        out[node] = slice(start, start + ranks[node])
+        start += ranks[node]
+    return out
+
+
 def support_mask(modalities: Sequence[str], dims: Mapping[str, int], nodes: Sequence[Node], ranks: Mapping[Node, int]) -> np.ndarray:
     """Bool (D, R): entry (i, j) may be non-zero iff feature i's modality is in column j's node."""
     sl = block_slices(modalities, dims)
-    D = sum(dims[m] for m in modalities)
-    R = sum(ranks[n] for n in nodes)
-    mask = np.zeros((D, R), dtype=bool)
-    col = 0
-    for node in nodes:
-        r = ranks[node]
+    mask = np.zeros((sum(dims[m] for m in modalities), sum(ranks[n] for n in nodes)), dtype=bool)
+    for node, cols in node_columns(nodes, ranks).items():
         for m in node:
-            mask[sl[m], col : col + r] = True
-        col += r
+            mask[sl[m], cols] = True
     return mask
+
+
+def stack_loadings(
+    loadings: Mapping[tuple[str, Node], np.ndarray],
+    modalities: Sequence[str],
+    dims: Mapping[str, int],
+    nodes: Sequence[Node],
+    ranks: Mapping[Node, int],
+) -> np.ndarray:
+    """Stack per-(modality, node) blocks into W of shape (sum d_m, sum_S r_S); inverse of
+    :func:`split_loadings`."""
+    sl = block_slices(modalities, dims)
+    W = np.zeros((sum(dims[m] for m in modalities), sum(ranks[n] for n in nodes)))
+    for node, cols in node_columns(nodes, ranks).items():
+        for m in node:
+            W[sl[m], cols] = loadings[(m, node)]
+    return W
+
+
+def split_loadings(
+    W: np.ndarray,
+    modalities: Sequence[str],
+    dims: Mapping[str, int],
+    nodes: Sequence[Node],
+    ranks: Mapping[Node, int],
+) -> dict[tuple[str, Node], np.ndarray]:
+    """Blocks ``{(modality, node): (d_m, r_S)}`` (views) of a stacked W (D, R)."""
+    sl = block_slices(modalities, dims)
+    return {(m, node): W[sl[m], cols] for node, cols in node_columns(nodes, ranks).items() for m in node}
 
 
 def _masked_gram_product(T: np.ndarray, mask: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

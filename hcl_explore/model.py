@@ -185,14 +185,9 @@ class HCL:
 
         nodes = [n for n in lat.nodes if peel.ranks[n] > 0]
         mask = L.support_mask(mods, dims, nodes, peel.ranks)
-        W0 = np.zeros(mask.shape)
-        col = 0
-        for node in nodes:
-            r = peel.ranks[node]
-            local = L.block_slices(node, dims)
-            for m in node:
-                W0[sl[m], col : col + r] = peel.loadings[node][local[m]]
-            col += r
+        init = {(m, node): peel.loadings[node][local]
+                for node in nodes for m, local in L.block_slices(node, dims).items()}
+        W0 = L.stack_loadings(init, mods, dims, nodes, peel.ranks)
         target = cov.copy()
         for m in mods:
             target[sl[m], sl[m]] -= noise[m] * np.eye(dims[m])
@@ -236,14 +231,8 @@ class HCL:
         """Per-(modality, node) loadings (d_m, r_S) in original feature units, present nodes only."""
         self._check_fitted()
         sl = L.block_slices(self.modalities_, self.dims_)
-        out: dict[tuple[str, Node], np.ndarray] = {}
-        col = 0
-        for node in self.nodes_:
-            r = self.ranks_[node]
-            for m in node:
-                out[(m, node)] = self.W_[sl[m], col : col + r] * self.scale_[sl[m], None]
-            col += r
-        return out
+        blocks = L.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
+        return {(m, node): B * self.scale_[sl[m], None] for (m, node), B in blocks.items()}
 
     def column_nodes(self) -> list[Node]:
         """The node of each column of ``W_`` / of the stacked scores."""
@@ -269,13 +258,7 @@ class HCL:
             x[~data.observed[:, j]] = 0.0
             Xt[m] = x
         Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.noise_var_, self.dims_, fill=fill)
-        out: dict[Node, np.ndarray] = {}
-        col = 0
-        for node in self.nodes_:
-            r = self.ranks_[node]
-            out[node] = Z[:, col : col + r]
-            col += r
-        return out
+        return {node: Z[:, cols] for node, cols in L.node_columns(self.nodes_, self.ranks_).items()}
 
     def fit_transform(self, data: MultimodalData) -> dict[Node, np.ndarray]:
         return self.fit(data).transform(data)
@@ -284,14 +267,8 @@ class HCL:
         """One row per candidate node: label, level, rank, and per modality the share of its total
         variance explained (``var_<m>``) and the share of its signal (``signal_<m>``)."""
         self._check_fitted()
-        sl = L.block_slices(self.modalities_, self.dims_)
-        energy: dict[tuple[str, Node], float] = {}
-        col = 0
-        for node in self.nodes_:
-            r = self.ranks_[node]
-            for m in node:
-                energy[(m, node)] = float(np.sum(self.W_[sl[m], col : col + r] ** 2))
-            col += r
+        blocks = L.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
+        energy = {key: float(np.sum(B**2)) for key, B in blocks.items()}
         signal_tot = {m: sum(v for (mm, _), v in energy.items() if mm == m) for m in self.modalities_}
         rows = []
         M = len(self.modalities_)

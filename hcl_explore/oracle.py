@@ -38,11 +38,4 @@ def floor_loadings(data, truth, noise: str = "true", device: str = "cpu") -> dic
     W0 = truth.W()
     mask = L.support_mask(mods, dims, nodes, truth.ranks)
     res = L.masked_factorization(target, W0, mask, device=device)
-    out: dict[tuple[str, Node], np.ndarray] = {}
-    col = 0
-    for node in nodes:
-        r = truth.ranks[node]
-        for m in node:
-            out[(m, node)] = res.W[sl[m], col : col + r]
-        col += r
-    return out
+    return L.split_loadings(res.W, mods, dims, nodes, truth.ranks)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .data import MultimodalData
 from .lattice import Lattice, Node
+from .linear import stack_loadings
 
 
 @dataclass
@@ -54,27 +55,6 @@ class Truth:
         W = self.W()
         psi = np.concatenate([np.full(self.dims[m], self.noise_var[m]) for m in self.modalities])
         return W @ W.T + np.diag(psi)
-
-
-def stack_loadings(
-    loadings: Mapping[tuple[str, Node], np.ndarray],
-    modalities: Sequence[str],
-    dims: Mapping[str, int],
-    nodes: Sequence[Node],
-    ranks: Mapping[Node, int],
-) -> np.ndarray:
-    """Stack per-(modality, node) blocks into W of shape (sum d_m, sum_S r_S)."""
-    D = sum(dims[m] for m in modalities)
-    R = sum(ranks[n] for n in nodes)
-    W = np.zeros((D, R))
-    row = {m: sum(dims[k] for k in modalities[:i]) for i, m in enumerate(modalities)}
-    col = 0
-    for node in nodes:
-        r = ranks[node]
-        for m in node:
-            W[row[m] : row[m] + dims[m], col : col + r] = loadings[(m, node)]
-        col += r
-    return W
 
 
 def _names(k: int) -> list[str]:
