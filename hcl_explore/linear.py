@@ -786,6 +786,14 @@ def _quartic_step(A: np.ndarray, W: np.ndarray, P: np.ndarray, TW: np.ndarray, T
     return best_t
 
 
+def _stop(f_prev: float, f: float, gnorm: float, wnorm: float, tol: float, const: float) -> bool:
+    """The refinement's stopping rule: relative objective change below ``tol`` and masked
+    gradient norm below ``sqrt(tol) * ||target||_F * ||W||_F`` (``const = ||target||_F^2``)."""
+    rel = abs(f_prev - f) / max(abs(f), 1e-300 + 1e-12 * const)
+    tnorm = math.sqrt(const) if const > 0 else 1.0
+    return rel < tol and gnorm <= math.sqrt(tol) * tnorm * max(wnorm, 1e-12)
+
+
 def masked_factorization(
     target: np.ndarray,
     W0: np.ndarray,
@@ -816,7 +824,6 @@ def masked_factorization(
     Mf = mask.astype(np.float64)
     W = np.asarray(W0, dtype=np.float64) * Mf
     const = float(np.vdot(T, T))
-    tnorm = math.sqrt(const) if const > 0 else 1.0
     if W.shape[1] == 0:
         return FitResult(np.array(W0, dtype=np.float64)[:, :0].copy(), 0.5 * const, 0, True, [0.5 * const])
     apply = _masked_gram_product(T, mask)
@@ -886,10 +893,7 @@ def masked_factorization(
                 S_hist.pop(0), Y_hist.pop(0), rho_hist.pop(0)
         if callback is not None:
             callback("refine", {"iteration": n_eval, "objective": f})
-        gnorm = float(np.linalg.norm(g))
-        wnorm = float(np.linalg.norm(W))
-        rel = abs(f_prev - f) / max(abs(f), 1e-300 + 1e-12 * const)
-        if rel < tol and gnorm <= math.sqrt(tol) * tnorm * max(wnorm, 1e-12):
+        if _stop(f_prev, f, float(np.linalg.norm(g)), float(np.linalg.norm(W)), tol, const):
             converged = True
             break
         f_prev = f
@@ -904,7 +908,6 @@ def _masked_factorization_torch(target, W0, mask, dev, tol, max_iter, callback) 
     Mk = torch.as_tensor(mask, dtype=dt, device=dev)
     W = torch.as_tensor(W0 * mask, dtype=dt, device=dev).clone().requires_grad_(True)
     const = float((T * T).sum())
-    tnorm = math.sqrt(const) if const > 0 else 1.0
     if W.shape[1] == 0:
         return FitResult(W0[:, :0].copy(), 0.5 * const, 0, True, [0.5 * const])
     opt = torch.optim.LBFGS([W], lr=1.0, max_iter=50, history_size=20, line_search_fn="strong_wolfe",
@@ -934,8 +937,7 @@ def _masked_factorization_torch(target, W0, mask, dev, tol, max_iter, callback) 
         history.append(f)
         if callback is not None:
             callback("refine", {"iteration": n_eval[0], "objective": f})
-        rel = abs(f_prev - f) / max(abs(f), 1e-300 + 1e-12 * const)
-        if rel < tol and gnorm <= math.sqrt(tol) * tnorm * max(wnorm, 1e-12):
+        if _stop(f_prev, f, gnorm, wnorm, tol, const):
             converged = True
             break
         if not math.isfinite(f):
