@@ -77,32 +77,30 @@ def speed(n: int) -> dict:
     }
 
 
-def _write_parquet(path: str, n: int, chunk: int = 50_000) -> dict:
+def _write_parquet(path: str, n: int, chunk: int = 50_000) -> dict[str, list[str]]:
+    """Write n samples of one simulated model (loadings drawn once) in row groups of ``chunk``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     import hcl_explore as hx
 
     lat, ranks = _truth_ranks(hx)
-    writer = None
-    cols: dict[str, list[str]] = {}
-    for i, start in enumerate(range(0, n, chunk)):
-        m_ = min(chunk, n - start)
-        data, _ = hx.simulate(n=m_, dims=(300, 300, 300), ranks=ranks, noise=0.3, lattice=lat, seed=1000 + i)
-        # Same loadings in every chunk: regenerate with a fixed seed for the loadings is not exposed,
-        # so the big file reuses one simulated chunk's structure by re-drawing only samples.
-        arrays, names = [], []
-        for m in data.modalities:
-            for k in range(data.X[m].shape[1]):
-                arrays.append(pa.array(data.X[m][:, k].astype(np.float32)))
-                names.append(f"{m}_{k}")
-                cols.setdefault(m, []).append(f"{m}_{k}") if i == 0 else None
-        table = pa.Table.from_arrays(arrays, names=names)
-        if writer is None:
-            writer = pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
-    assert writer is not None
-    writer.close()
+    _, truth = hx.simulate(n=2, dims=(300, 300, 300), ranks=ranks, noise=0.3, lattice=lat, seed=0)
+    mods = truth.modalities
+    cols = {m: [f"{m}_{k}" for k in range(truth.dims[m])] for m in mods}
+    rng = np.random.default_rng(1)
+    with pq.ParquetWriter(path, pa.schema([(c, pa.float32()) for m in mods for c in cols[m]])) as writer:
+        for start in range(0, n, chunk):
+            c = min(chunk, n - start)
+            Z = {node: rng.standard_normal((c, truth.ranks[node])) for node in truth.nodes}
+            arrays = []
+            for m in mods:
+                X = rng.standard_normal((c, truth.dims[m])) * np.sqrt(truth.noise_var[m])
+                for node in truth.nodes:
+                    if m in node:
+                        X += Z[node] @ truth.loadings[(m, node)].T
+                arrays += [pa.array(X[:, k].astype(np.float32)) for k in range(X.shape[1])]
+            writer.write_table(pa.Table.from_arrays(arrays, names=[col for m in mods for col in cols[m]]))
     return cols
 
 
