@@ -6,11 +6,24 @@ and :mod:`hcl_explore.metrics`.
 
 from . import metrics
 from .data import MultimodalData, ParquetSource
+from .io import (Dataset, LoadError, Outcomes, format_report, list_datasets, load_dataset, load_modalities,
+                 load_outcomes, read_table, report_frame, truth_ranks)
 from .lattice import Lattice, node_label
 from .model import HCL, resolve_device
 from .simulate import Truth, simulate
 
 __all__ = [
+    "Dataset",
+    "LoadError",
+    "Outcomes",
+    "format_report",
+    "list_datasets",
+    "load_dataset",
+    "load_modalities",
+    "load_outcomes",
+    "read_table",
+    "report_frame",
+    "truth_ranks",
     "HCL",
     "Lattice",
     "MultimodalData",

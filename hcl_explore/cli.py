@@ -1,4 +1,4 @@
-"""Command line: ``python -m hcl_explore {demo,fit,summary}``."""
+"""Command line: ``python -m hcl_explore {demo,inspect,fit,summary}``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,43 @@ from typing import Sequence
 import pandas as pd
 
 
-def _read_table(path: str) -> pd.DataFrame:
-    ext = os.path.splitext(path)[1].lower()
-    if ext in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    sep = "\t" if ext in (".tsv", ".tab") else ","
-    return pd.read_csv(path, sep=sep)
+def _sources(specs: Sequence[str]) -> dict[str, str]:
+    """``NAME=PATH`` or ``PATH`` (name = file name without extension) -> {name: path}."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        if "=" in spec and not os.path.exists(spec):
+            name, path = spec.split("=", 1)
+        else:
+            path = spec
+            name = os.path.basename(spec).split(".")[0]
+        if name in out:
+            raise ValueError(f"Two files give the modality name {name!r}; name them as NAME=PATH.")
+        out[name] = path
+    return out
+
+
+def _load(args: argparse.Namespace):
+    """(data, outcomes or None) from --dataset or --modality/positional files."""
+    import hcl_explore as hx
+
+    specs = list(getattr(args, "files", None) or []) + list(getattr(args, "modality", None) or [])
+    dataset = getattr(args, "dataset", None)
+    if dataset is None and len(specs) == 1 and (os.path.isdir(specs[0]) or specs[0] in hx.list_datasets()):
+        dataset = specs[0]
+        specs = []
+    if dataset is not None:
+        if specs:
+            raise ValueError("Give either a dataset folder or modality files, not both.")
+        ds = hx.load_dataset(dataset)
+        return ds.data, ds.outcomes
+    if not specs:
+        raise ValueError("No input: give modality files (NAME=PATH) or a dataset folder (e.g. sample_data/clinical).")
+    data = hx.load_modalities(_sources(specs), id_column=args.id_column)
+    outcomes = None
+    if getattr(args, "outcomes", None):
+        outcomes = hx.load_outcomes(args.outcomes, id_column=args.id_column)
+        outcomes.align(data)
+    return data, outcomes
 
 
 def _parse_ranks(text: str):
@@ -67,19 +98,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     import hcl_explore as hx
 
-    frames = {}
-    for spec in args.modality:
-        if "=" not in spec:
-            raise SystemExit(f"--modality expects NAME=PATH, got {spec!r}")
-        name, path = spec.split("=", 1)
-        frames[name] = _read_table(path)
-    data = hx.MultimodalData.from_frames(frames, id_column=args.id_column)
+    data, _ = _load(args)
     model = hx.HCL(lattice=args.lattice, ranks=_parse_ranks(args.ranks), device=args.device,
-                   standardize=args.standardize).fit(data)
+                   standardize={"auto": "auto", "yes": True, "no": False}[args.standardize]).fit(data)
     _print_summary(model)
     if args.out:
         model.save(args.out)
         print(f"\nsaved model to {args.out}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import hcl_explore as hx
+
+    data, outcomes = _load(args)
+    if args.json:
+        rep = {"data": data.report}
+        if outcomes is not None:
+            rep["outcomes"] = outcomes.report
+        print(json.dumps(rep, indent=2, default=str))
+        return 0
+    print(hx.format_report(data.report))
+    if outcomes is not None:
+        r = outcomes.report
+        print(f"\noutcomes ({r['file']}, id column {r['id_column']!r}):")
+        for c, kind in outcomes.kinds.items():
+            info = r["outcomes"][c]
+            extra = (f", {info['positives']} positive (= {outcomes.positive[c]!r})" if kind == "binary"
+                     else f", mean {info['mean']:.3g}, sd {info['sd']:.3g}" if kind == "continuous"
+                     else f", levels {info['levels']}")
+            print(f"  {c}: {kind}, {info['labelled']} labelled{extra}")
+        for d in r["dropped"]:
+            print(f"  dropped {d['column']!r}: {d['reason']}")
+        mt = r.get("matching", {})
+        if mt:
+            print(f"  matched to {mt['matched']} of {data.n_samples} samples; {mt['outcome_ids_not_in_data']} outcome id(s) "
+                  f"not in the data{' (e.g. ' + ', '.join(mt['examples_not_in_data']) + ')' if mt['examples_not_in_data'] else ''}")
     return 0
 
 
@@ -99,15 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
     d.set_defaults(func=cmd_demo)
-    f = sub.add_parser("fit", help="fit HCL on modality tables (CSV/TSV/Parquet)")
-    f.add_argument("--modality", action="append", required=True, metavar="NAME=PATH")
+    f = sub.add_parser("fit", help="fit HCL on modality tables (CSV/TSV/Parquet) or a dataset folder")
+    f.add_argument("files", nargs="*", metavar="NAME=PATH", help="modality files (or one dataset folder)")
+    f.add_argument("--modality", action="append", default=[], metavar="NAME=PATH")
+    f.add_argument("--dataset", default=None, help="a folder with dataset.json, or a bundled dataset name (clinical, omics)")
     f.add_argument("--id-column", default=None)
     f.add_argument("--lattice", default="full", choices=["full", "shared_private", "global_only", "pairwise"])
     f.add_argument("--ranks", default="auto")
-    f.add_argument("--standardize", action="store_true")
+    f.add_argument("--standardize", default="auto", choices=["auto", "yes", "no"])
     f.add_argument("--device", default="auto")
     f.add_argument("--out", default=None, help="save the fitted model (.npz)")
     f.set_defaults(func=cmd_fit)
+    i = sub.add_parser("inspect", help="load modality tables (and outcomes) and print the load report")
+    i.add_argument("files", nargs="*", metavar="NAME=PATH", help="modality files, or one dataset folder")
+    i.add_argument("--modality", action="append", default=[], metavar="NAME=PATH")
+    i.add_argument("--dataset", default=None, help="a folder with dataset.json, or a bundled dataset name")
+    i.add_argument("--id-column", default=None)
+    i.add_argument("--outcomes", default=None, help="an outcomes table (CSV/TSV/Parquet)")
+    i.add_argument("--json", action="store_true", help="print the full report as JSON")
+    i.set_defaults(func=cmd_inspect)
     s = sub.add_parser("summary", help="print the summary of a saved model")
     s.add_argument("model")
     s.set_defaults(func=cmd_summary)

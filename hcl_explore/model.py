@@ -36,6 +36,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+AUTO_STANDARDIZE_RATIO = 20.0
+
+
+def _variance_ratio(var: np.ndarray) -> float:
+    """max / min of the positive feature variances of one modality."""
+    v = var[var > 1e-12]
+    return float(v.max() / v.min()) if v.size else 1.0
+
+
 class HCL:
     """Hierarchical contrastive learning over a candidate lattice of modality subsets.
 
@@ -50,9 +59,11 @@ class HCL:
     estimator : "linear"
         The linear estimator of DESIGN §3 (the contrastive one comes with its own issue).
     device : "auto", "cpu" or "cuda"
-    standardize : bool
+    standardize : "auto" or bool
         Scale every feature to unit variance before fitting (loadings are reported in original
-        units either way).
+        units either way). ``"auto"`` standardizes when the features of some modality have
+        variances more than ``AUTO_STANDARDIZE_RATIO`` apart (mixed units, e.g. sodium in mmol/L
+        next to creatinine in mg/dL), where one noise level per modality cannot hold.
     balance_modalities : bool
         Weight modalities so that each has equal total variance.
     chunk_size : int
@@ -76,7 +87,7 @@ class HCL:
         ranks: Any = "auto",
         estimator: str = "linear",
         device: str = "auto",
-        standardize: bool = False,
+        standardize: bool | str = "auto",
         balance_modalities: bool = False,
         chunk_size: int = 16384,
         tol: float = 1e-10,
@@ -160,8 +171,15 @@ class HCL:
         D = sum(dims.values())
         # The transform x -> (x - mean) / scale; scale is per feature.
         scale = np.ones(D)
-        if self.standardize:
-            sd = np.sqrt(np.maximum(np.diag(stats.cov), 0))
+        var = np.maximum(np.diag(stats.cov), 0)
+        if self.standardize == "auto":
+            do_std = any(_variance_ratio(var[sl[m]]) > AUTO_STANDARDIZE_RATIO for m in mods)
+        elif isinstance(self.standardize, (bool, np.bool_)):
+            do_std = bool(self.standardize)
+        else:
+            raise ValueError(f"standardize must be 'auto', True or False, got {self.standardize!r}.")
+        if do_std:
+            sd = np.sqrt(var)
             scale = np.where(sd > 1e-12, sd, 1.0)
         if self.balance_modalities:
             for m in mods:
@@ -202,6 +220,10 @@ class HCL:
         self.feature_names_ = {m: list(data.feature_names[m]) for m in mods}
         self.mean_ = stats.mean
         self.scale_ = scale
+        self.standardized_ = bool(do_std)
+        # How files were cleaned (columns, one-hot levels, imputation means), so that new samples
+        # can be loaded the same way: load_modalities(..., preprocessing=model.preprocessing_).
+        self.preprocessing_ = (getattr(data, "report", None) or {}).get("preprocessing")
         self.noise_var_ = noise
         self.ranks_ = {n: int(peel.ranks[n]) for n in lat.nodes}
         self.nodes_ = nodes
@@ -338,6 +360,8 @@ class HCL:
             "timings": self.timings_,
             "device": self.device_,
             "signal_rank": self.signal_rank_,
+            "standardized": self.standardized_,
+            "preprocessing": self.preprocessing_,
         }
         tmp = path + ".tmp"
         with open(tmp, "wb") as fh:
@@ -391,4 +415,6 @@ class HCL:
         model.device_ = meta.get("device", "cpu")
         model.signal_rank_ = meta.get("signal_rank", {})
         model.rank_diagnostics_ = {}
+        model.standardized_ = bool(meta.get("standardized", np.any(model.scale_ != 1.0)))
+        model.preprocessing_ = meta.get("preprocessing")
         return model

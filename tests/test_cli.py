@@ -32,8 +32,9 @@ def test_fit_tables_save_and_summary(tmp_path, capsys):
 
 def test_module_entry_point_reports_errors_cleanly(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("pid,x\n1,hello\n2,world\n")
+    bad.write_text("pid,x\n" + "".join(f"{i},free text number {i}\n" for i in range(30)))
     r = subprocess.run([sys.executable, "-m", "hcl_explore", "fit", "--modality", f"a={bad}", "--id-column", "pid"],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert "non-numeric column 'x'" in r.stderr
+    assert r.stderr.startswith("error: bad.csv:") and "'x': free text" in r.stderr
+    assert "Traceback" not in r.stderr
