@@ -315,7 +315,7 @@ def read_table(source: Source, label: str | None = None, *, memory_limit: int | 
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(
                 path, sep=delim, encoding=encoding, encoding_errors=errors, compression=compression,
-                index_col=False if trailing else None, na_values=_EXTRA_NA, skipinitialspace=True,
+                index_col=False if trailing else None, na_values=_EXTRA_NA,
                 low_memory=False, skip_blank_lines=True,
             )
 
@@ -382,14 +382,15 @@ def _id_keys(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             raise LoadError("ids are non-integer numbers")
         out = np.array([str(int(x)) if f else None for x, f in zip(v, ok)], dtype=object)
         return out, out
-    disp = col.astype(object).where(col.notna(), None)
-    disp = np.array([None if x is None else str(x).strip() for x in disp], dtype=object)
-    disp = np.array([None if (x is None or x == "") else x for x in disp], dtype=object)
+    # Vectorized string handling: ids can be millions of rows.
+    t = col.astype("string").str.strip()
+    t = t.mask(t == "")
+    disp = t.astype(object).where(t.notna(), None).to_numpy(dtype=object)
+    digits = t.str.fullmatch(r"\d+").fillna(False).to_numpy(dtype=bool)
     key = disp.copy()
     # '007' and 7 are the same sample; keep the file's spelling for display.
-    digits = np.array([x is not None and x.isdigit() for x in disp])
     if digits.any():
-        key[digits] = [str(int(x)) for x in disp[digits]]
+        key[digits] = t[digits].str.lstrip("0").replace("", "0").astype(object).to_numpy()
     return key, disp
 
 
@@ -498,40 +499,50 @@ def _prepare_table(
     """Turn a raw table into (ids, numeric matrix with NaN cells, feature names) and say what was
     done to each column. With ``spec`` the columns are rebuilt as recorded instead of learned."""
     report: dict[str, Any] = {"dropped": [], "one_hot": [], "converted": []}
-    blank = df.isna().all(axis=1).to_numpy()
-    if blank.any():
-        df = df.loc[~blank]
-        report["blank_rows"] = int(blank.sum())
     try:
         keys, display = _id_keys(df[id_col])
     except LoadError as exc:
         raise LoadError(f"{lab}: id column {id_col!r}: {exc}.") from None
     miss = np.flatnonzero(pd.isna(keys))
     if miss.size:
-        raise LoadError(
-            f"{lab}: id column {id_col!r} is blank in {miss.size} row(s) ({', '.join(_row_ref(int(i)) for i in miss[:5])}); "
-            "every row needs a sample id."
-        )
+        # Rows with no id and no values (blank lines of commas) are skipped; an id-less row with
+        # values cannot be matched to a sample.
+        blank = df.iloc[miss].isna().all(axis=1).to_numpy()
+        if not blank.all():
+            bad = miss[~blank]
+            raise LoadError(
+                f"{lab}: id column {id_col!r} is blank in {bad.size} row(s) ({', '.join(_row_ref(int(i)) for i in bad[:5])}); "
+                "every row needs a sample id."
+            )
+        keep_rows = np.ones(len(df), dtype=bool)
+        keep_rows[miss] = False
+        df = df.iloc[keep_rows]
+        keys, display = keys[keep_rows], display[keep_rows]
+        report["blank_rows"] = int(miss.size)
     ks = pd.Series(keys)
     dup = ks.duplicated(keep=False).to_numpy()
     if dup.any():
         groups: dict[str, list[int]] = {}
+        rows = np.asarray(df.index)
         for i in np.flatnonzero(dup):
-            groups.setdefault(str(display[i]), []).append(int(i) + 1)
+            groups.setdefault(str(display[i]), []).append(int(rows[i]) + 1)
             if len(groups) > 5:
                 break
         ex = "; ".join(f"{k!r} (rows {', '.join(map(str, v[:3]))})" for k, v in list(groups.items())[:5])
         raise LoadError(f"{lab}: {int(ks[dup].nunique())} duplicate id(s) in column {id_col!r}, e.g. {ex}.")
     n = len(df)
+    rows = np.asarray(df.index)  # file row positions, for messages
     feats = [c for c in df.columns if c != id_col]
-    cols: list[np.ndarray] = []
-    names: list[str] = []
-    out_spec: list[dict] = []
+    # Each kept feature: (name, spec entry, column of the numeric block or its own array).
+    plan: list[tuple[str, dict, int | np.ndarray]] = []
 
-    def keep(values: np.ndarray, name: str, entry: dict) -> None:
-        cols.append(values)
-        names.append(name)
-        out_spec.append(entry)
+    def text_values(s: pd.Series) -> pd.Series:
+        t = s.astype("string").str.strip()
+        return t.mask(t == "")
+
+    def one_hot(t: pd.Series, level: str) -> np.ndarray:
+        v = (t == level).astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        return v
 
     if spec is not None:
         present = set(feats)
@@ -543,83 +554,101 @@ def _prepare_table(
             if e["kind"] == "numeric":
                 v = s.to_numpy(dtype=np.float64, na_value=np.nan) if (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)) \
                     else _clean_numeric_strings(s, decimal_comma)[0].to_numpy()
+                v = np.where(np.isinf(v), np.nan, v)
             else:
-                t = s.astype(object).where(s.notna(), None)
-                v = np.array([np.nan if x is None else float(str(x).strip() == e["level"]) for x in t])
-            keep(v, e["name"], dict(e))
+                v = one_hot(text_values(s), e["level"])
+            plan.append((e["name"], dict(e), v))
+        B = np.empty((n, 0))
     else:
+        # Numeric columns are checked together on one float block: files can have 10^5 rows x 10^3 columns.
+        num_cols = [c for c in feats if pd.api.types.is_bool_dtype(df[c]) or pd.api.types.is_numeric_dtype(df[c])]
+        col_of = {c: j for j, c in enumerate(num_cols)}
+        B = df[num_cols].to_numpy(dtype=np.float64, na_value=np.nan) if num_cols else np.empty((n, 0))
+        with np.errstate(invalid="ignore"):
+            mn = np.fmin.reduce(B, axis=0) if n else np.full(B.shape[1], np.nan)
+            mx = np.fmax.reduce(B, axis=0) if n else np.full(B.shape[1], np.nan)
+        for j in np.flatnonzero(np.isinf(mn) | np.isinf(mx)):
+            col = B[:, j]
+            k = int(np.isinf(col).sum())
+            col[np.isinf(col)] = np.nan
+            report["converted"].append({"column": num_cols[j], "notes": [f"{k} infinite value(s) set missing"]})
+            mn[j], mx[j] = np.fmin.reduce(col), np.fmax.reduce(col)
         for c in feats:
+            if c in col_of:
+                j = col_of[c]
+                if np.isnan(mn[j]):
+                    why = "empty (a trailing delimiter?)" if c.startswith("Unnamed") else "empty (no values)"
+                    report["dropped"].append({"column": c, "reason": why})
+                elif mn[j] == mx[j]:
+                    report["dropped"].append({"column": c, "reason": f"constant ({mn[j]:g})"})
+                elif _ID_NAME.match(c) and not np.isnan(B[:, j]).any() and np.all(B[:, j] == np.round(B[:, j])) \
+                        and len(np.unique(B[:, j])) == n:
+                    report["dropped"].append({"column": c, "reason": "id-like (a unique integer per row)"})
+                else:
+                    plan.append((c, {"source": c, "kind": "numeric", "name": c}, j))
+                continue
             s = df[c]
             nn = int(s.notna().sum())
             if nn == 0:
                 why = "empty (a trailing delimiter?)" if c.startswith("Unnamed") else "empty (no values)"
                 report["dropped"].append({"column": c, "reason": why})
                 continue
-            if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
-                v = s.to_numpy(dtype=np.float64, na_value=np.nan)
-                kind = "numeric"
-            elif pd.api.types.is_datetime64_any_dtype(s) or isinstance(s.dtype, pd.PeriodDtype) or pd.api.types.is_timedelta64_dtype(s):
+            if pd.api.types.is_datetime64_any_dtype(s) or isinstance(s.dtype, pd.PeriodDtype) or pd.api.types.is_timedelta64_dtype(s):
                 report["dropped"].append({"column": c, "reason": "date/time"})
                 continue
-            else:
-                parsed, notes = _clean_numeric_strings(s, decimal_comma)
-                ok = int(parsed.notna().sum())
-                if ok >= max(1, 0.9 * nn):
-                    v = parsed.to_numpy()
-                    kind = "numeric"
-                    bad = np.flatnonzero(s.notna().to_numpy() & np.isnan(v))
-                    if bad.size:
-                        notes.append(
-                            f"{bad.size} non-numeric value(s) set missing (first: {_row_ref(int(bad[0]))}, "
-                            f"{str(s.iloc[bad[0]])[:30]!r})"
-                        )
-                    if notes:
-                        report["converted"].append({"column": c, "notes": notes})
+            parsed, notes = _clean_numeric_strings(s, decimal_comma)
+            ok = int(parsed.notna().sum())
+            pv = parsed.to_numpy()
+            bad = np.flatnonzero(s.notna().to_numpy() & np.isnan(pv))
+            if ok >= max(1, 0.9 * nn):
+                if bad.size:
+                    notes.append(
+                        f"{bad.size} non-numeric value(s) set missing (first: {_row_ref(int(rows[bad[0]]))}, "
+                        f"{str(s.iloc[bad[0]])[:30]!r})"
+                    )
+                if notes:
+                    report["converted"].append({"column": c, "notes": notes})
+                pv = np.where(np.isinf(pv), np.nan, pv)
+                fin = pv[~np.isnan(pv)]
+                if fin.size == 0 or fin.min() == fin.max():
+                    report["dropped"].append({"column": c, "reason": "constant" if fin.size else "empty (no values)"})
                 else:
-                    vals = s.dropna().astype(str).str.strip()
-                    levels = vals.value_counts()
-                    sample = vals.iloc[: min(20, len(vals))]
-                    if sample.str.match(_DATE).mean() > 0.8:
-                        report["dropped"].append({"column": c, "reason": "date/time"})
-                        continue
-                    if len(levels) <= 1:
-                        report["dropped"].append({"column": c, "reason": "constant"})
-                        continue
-                    if len(levels) <= max_categories and len(levels) <= max(2, 0.5 * nn):
-                        ref = str(levels.index[0])  # most frequent level is the reference
-                        lv = [str(x) for x in sorted(levels.index[1:], key=str)]
-                        t = s.astype(object).where(s.notna(), None)
-                        stripped = np.array([None if x is None else str(x).strip() for x in t], dtype=object)
-                        isna = np.array([x is None for x in stripped])
-                        for level in lv:
-                            vv = (stripped == level).astype(np.float64)
-                            vv[isna] = np.nan
-                            keep(vv, f"{c}={level}", {"source": c, "kind": "onehot", "level": level, "name": f"{c}={level}"})
-                        report["one_hot"].append({"column": c, "levels": lv, "reference": ref})
-                        continue
-                    uniq = len(levels) == nn
-                    bad = np.flatnonzero(s.notna().to_numpy() & np.isnan(parsed.to_numpy()))
-                    ex = f"; first non-numeric value at {_row_ref(int(bad[0]))}: {str(s.iloc[bad[0]])[:30]!r}" if bad.size else ""
-                    spaced = float(sample.str.contains(r"\s", regex=True).mean()) > 0.5
-                    reason = ("id-like text (every value distinct)" if uniq and ok == 0 and not spaced else
-                              f"free text ({len(levels)} distinct values, {nn - ok} not numbers{ex})")
-                    report["dropped"].append({"column": c, "reason": reason})
-                    continue
-            fin = v[np.isfinite(v)]
-            if np.isinf(v).any():
-                report["converted"].append({"column": c, "notes": [f"{int(np.isinf(v).sum())} infinite value(s) set missing"]})
-                v = np.where(np.isinf(v), np.nan, v)
-            if fin.size == 0:
-                report["dropped"].append({"column": c, "reason": "empty (no values)"})
+                    plan.append((c, {"source": c, "kind": "numeric", "name": c}, pv))
                 continue
-            if fin.min() == fin.max():
-                report["dropped"].append({"column": c, "reason": f"constant ({fin[0]:g})"})
+            t = text_values(s)
+            vals = t.dropna()
+            levels = vals.value_counts()
+            sample = vals.iloc[: min(20, len(vals))]
+            if len(sample) and float(sample.str.match(_DATE).mean()) > 0.8:
+                report["dropped"].append({"column": c, "reason": "date/time"})
                 continue
-            if _ID_NAME.match(c) and fin.size == nn and np.all(fin == np.round(fin)) and len(np.unique(fin)) == fin.size:
-                report["dropped"].append({"column": c, "reason": "id-like (a unique integer per row)"})
+            if len(levels) <= 1:
+                report["dropped"].append({"column": c, "reason": "constant"})
                 continue
-            keep(v, c, {"source": c, "kind": "numeric", "name": c})
-    X = np.column_stack(cols) if cols else np.empty((n, 0))
+            if len(levels) <= max_categories and len(levels) <= max(2, 0.5 * nn):
+                ref = str(levels.index[0])  # most frequent level is the reference
+                lv = [str(x) for x in sorted(levels.index[1:], key=str)]
+                for level in lv:
+                    plan.append((f"{c}={level}", {"source": c, "kind": "onehot", "level": level, "name": f"{c}={level}"},
+                                 one_hot(t, level)))
+                report["one_hot"].append({"column": c, "levels": lv, "reference": ref})
+                continue
+            uniq = len(levels) == nn
+            ex = f"; first non-numeric value at {_row_ref(int(rows[bad[0]]))}: {str(s.iloc[bad[0]])[:30]!r}" if bad.size else ""
+            spaced = float(sample.str.contains(r"\s", regex=True).mean()) > 0.5
+            reason = ("id-like text (every value distinct)" if uniq and ok == 0 and not spaced else
+                      f"free text ({len(levels)} distinct values, {nn - ok} not numbers{ex})")
+            report["dropped"].append({"column": c, "reason": reason})
+    names = [p[0] for p in plan]
+    out_spec = [p[1] for p in plan]
+    refs = [p[2] for p in plan]
+    if refs and all(isinstance(r, int) for r in refs):
+        idx = np.asarray(refs)
+        X = B if np.array_equal(idx, np.arange(B.shape[1])) else B[:, idx]
+    else:
+        X = np.empty((n, len(plan)))
+        for k, r in enumerate(refs):
+            X[:, k] = B[:, r] if isinstance(r, int) else r
     return _Prepared(keys, display, X, names, out_spec, report)
 
 
@@ -714,8 +743,11 @@ def load_modalities(
         # Columns missing too often are not worth imputing.
         if spec_m is None and X.shape[1]:
             # Judge columns on the rows that hold any value (an empty row = modality missing).
-            rows_with_data = ~nan.all(axis=1)
-            share = nan[rows_with_data].mean(axis=0) if rows_with_data.any() else np.ones(X.shape[1])
+            row_nan = np.count_nonzero(nan, axis=1)
+            with_data = row_nan < X.shape[1]
+            n_data = int(with_data.sum())
+            col_nan = np.count_nonzero(nan[with_data], axis=0) if n_data < nrow else np.count_nonzero(nan, axis=0)
+            share = col_nan / n_data if n_data else np.ones(X.shape[1])
             drop = share > max_missing_column
             if drop.any():
                 for j in np.flatnonzero(drop):
@@ -727,26 +759,33 @@ def load_modalities(
         if X.shape[1] == 0:
             why = "; ".join(f"{d['column']!r}: {d['reason']}" for d in rep["dropped"][:8]) or "the table has only the id column"
             raise LoadError(f"{lab}: modality {m!r} has no usable feature column ({why}).")
-        row_missing = nan.mean(axis=1)
+        row_missing = np.count_nonzero(nan, axis=1) / X.shape[1]
         absent = row_missing > max_missing_row
         if np.any(absent & (row_missing < 1)):
             rep["rows_treated_missing"] = int(np.sum(absent & (row_missing < 1)))
         empty_rows = int(np.sum(row_missing == 1))
         present = ~absent
         # Imputation means come from the rows that have the modality; with a given spec, from it.
+        has_nan = bool(nan.any())
+        if has_nan:
+            X = X if X.flags.writeable else X.copy()
+            X[nan] = 0.0  # every missing cell is overwritten below: the mean, or NaN for absent rows
         if spec_m is None:
-            with np.errstate(invalid="ignore"):
-                mu = np.nanmean(np.where(present[:, None], X, np.nan), axis=0) if present.any() else np.zeros(X.shape[1])
-            mu = np.where(np.isfinite(mu), mu, 0.0)
+            # Means over the present rows without copying X: a matrix-vector product.
+            cnt = int(present.sum()) - (np.count_nonzero(nan[present], axis=0) if has_nan else 0)
+            sums = present.astype(np.float64) @ X
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mu = np.where(cnt > 0, sums / np.maximum(cnt, 1), 0.0)
             for e, v in zip(p.spec, mu):
                 e["mean"] = float(v)
         else:
             mu = np.array([e.get("mean", 0.0) for e in p.spec])
-        fill = nan & present[:, None]
-        imputed = {p.names[j]: int(k) for j, k in enumerate(fill.sum(axis=0)) if k}
-        if fill.any():
-            X = np.where(fill, mu[None, :], X)
-        X[absent] = np.nan
+        fill = nan & present[:, None] if has_nan else None
+        imputed = {p.names[j]: int(k) for j, k in enumerate(np.count_nonzero(fill, axis=0)) if k} if has_nan else {}
+        if has_nan:
+            np.copyto(X, np.broadcast_to(mu, X.shape), where=fill)
+        if absent.any():
+            X[absent] = np.nan
         for name, k in imputed.items():
             share = k / max(int(present.sum()), 1)
             if share > 0.1:
@@ -761,7 +800,7 @@ def load_modalities(
             "samples": n_obs,
             "features_in": int(raw[m].shape[1] - 1),
             "features_kept": int(X.shape[1]),
-            "cells_imputed": int(fill.sum()),
+            "cells_imputed": int(sum(imputed.values())),
             "imputed": imputed,
             "empty_rows": empty_rows,
         })
@@ -780,9 +819,12 @@ def load_modalities(
         new = ~filled[pos]
         display[pos[new]] = p.display[new]
         filled[pos] = True
-        A = np.full((len(all_keys), p.X.shape[1]), np.nan)
-        A[pos] = p.X
-        arrays[m] = A
+        if len(pos) == len(all_keys) and np.array_equal(pos, np.arange(len(pos))):
+            arrays[m] = p.X  # same samples in the same order: no copy
+        else:
+            A = np.full((len(all_keys), p.X.shape[1]), np.nan)
+            A[pos] = p.X
+            arrays[m] = A
     observed = np.stack([~np.isnan(arrays[m]).all(axis=1) for m in names], axis=1)
     nothing = ~observed.any(axis=1)
     if nothing.any():
