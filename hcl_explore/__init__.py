@@ -10,9 +10,13 @@ from .io import (Dataset, LoadError, Outcomes, format_report, list_datasets, loa
                  load_outcomes, read_table, report_frame, truth_ranks)
 from .lattice import Lattice, node_label
 from .model import HCL, resolve_device
+from .predict import PredictionReport, evaluate_prediction, fit_group_lasso
 from .simulate import Truth, simulate
 
 __all__ = [
+    "PredictionReport",
+    "evaluate_prediction",
+    "fit_group_lasso",
     "Dataset",
     "LoadError",
     "Outcomes",

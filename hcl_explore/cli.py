@@ -1,4 +1,4 @@
-"""Command line: ``python -m hcl_explore {demo,inspect,fit,summary}``."""
+"""Command line: ``python -m hcl_explore {demo,inspect,fit,predict,summary}``."""
 
 from __future__ import annotations
 
@@ -38,11 +38,13 @@ def _load(args: argparse.Namespace):
     if dataset is not None:
         if specs:
             raise ValueError("Give either a dataset folder or modality files, not both.")
-        ds = hx.load_dataset(dataset)
+        pre = getattr(args, "preprocessing", None)
+        ds = hx.load_dataset(dataset, **({"preprocessing": pre} if pre else {}))
         return ds.data, ds.outcomes
     if not specs:
         raise ValueError("No input: give modality files (NAME=PATH) or a dataset folder (e.g. sample_data/clinical).")
-    data = hx.load_modalities(_sources(specs), id_column=args.id_column)
+    pre = getattr(args, "preprocessing", None)
+    data = hx.load_modalities(_sources(specs), id_column=args.id_column, **({"preprocessing": pre} if pre else {}))
     outcomes = None
     if getattr(args, "outcomes", None):
         outcomes = hx.load_outcomes(args.outcomes, id_column=args.id_column)
@@ -137,6 +139,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import hcl_explore as hx
+
+    model = hx.HCL.load(args.model)
+    # Load the tables the way the model's training data were cleaned (same columns and levels).
+    args.preprocessing = model.preprocessing_
+    data, outcomes = _load(args)
+    if outcomes is None:
+        raise ValueError("No outcomes: give --outcomes FILE (or a dataset folder whose dataset.json names one).")
+    cols = outcomes.columns
+    outcome = args.outcome or (cols[0] if len(cols) == 1 else None)
+    if outcome is None:
+        raise ValueError(f"Several outcome columns {cols}; choose one with --outcome.")
+    if outcome not in cols:
+        raise ValueError(f"No outcome column {outcome!r}; have {cols}.")
+    y = outcomes.y(outcome, data)
+    if outcomes.kinds[outcome] == "categorical":
+        raise ValueError(f"Outcome {outcome!r} is categorical; only binary and continuous outcomes are supported.")
+    report = hx.evaluate_prediction(model, data, pd.Series(y, name=outcome), task=args.task, test_size=args.test_size,
+                                    cv=args.cv, random_state=args.seed, refit=not args.no_refit,
+                                    bias_correction=args.bias_correction, n_bootstrap=args.bootstrap)
+    print(report)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(report.to_dict(), fh, indent=1, default=str)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     import hcl_explore as hx
 
@@ -172,6 +203,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--outcomes", default=None, help="an outcomes table (CSV/TSV/Parquet)")
     i.add_argument("--json", action="store_true", help="print the full report as JSON")
     i.set_defaults(func=cmd_inspect)
+    pr = sub.add_parser("predict", help="evaluate prediction of an outcome from a saved model's hierarchy vs baselines")
+    pr.add_argument("model", help="a model saved by `fit --out` (.npz)")
+    pr.add_argument("files", nargs="*", metavar="NAME=PATH", help="modality files, or one dataset folder")
+    pr.add_argument("--modality", action="append", default=[], metavar="NAME=PATH")
+    pr.add_argument("--dataset", default=None, help="a folder with dataset.json, or a bundled dataset name")
+    pr.add_argument("--id-column", default=None)
+    pr.add_argument("--outcomes", default=None, help="the outcomes table (CSV/TSV/Parquet)")
+    pr.add_argument("--outcome", default=None, help="which outcome column")
+    pr.add_argument("--task", default="auto", choices=["auto", "binary", "continuous"])
+    pr.add_argument("--test-size", type=float, default=0.25)
+    pr.add_argument("--cv", type=int, default=5)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
+    pr.add_argument("--no-refit", action="store_true", help="use the saved representation as is (may have seen the test samples)")
+    pr.add_argument("--bias-correction", action="store_true", help="continuous outcomes: the bias-corrected estimator")
+    pr.add_argument("--json", default=None, help="also write the report as JSON here")
+    pr.set_defaults(func=cmd_predict)
     s = sub.add_parser("summary", help="print the summary of a saved model")
     s.add_argument("model")
     s.set_defaults(func=cmd_summary)

@@ -991,3 +991,38 @@ def gls_scores(
         sol = np.linalg.lstsq(A, rhs.T, rcond=None)[0].T
         Z[np.ix_(rows, cols)] = sol
     return Z
+
+
+def gls_error_cov(
+    observed: np.ndarray,
+    modalities: Sequence[str],
+    W: np.ndarray,
+    col_nodes: Sequence[Node],
+    noise: Mapping[str, float],
+    dims: Mapping[str, int],
+) -> np.ndarray:
+    """Mean covariance of the GLS score errors ``z_hat - z`` over the samples, shape (R, R).
+
+    For a sample observing the set P the Bartlett scores of the columns it can solve carry the
+    error covariance ``(W_P^T Psi_P^-1 W_P)^-1``; columns it cannot solve (filled with the prior
+    mean) carry no estimation noise and contribute 0. Used to de-bias regressions on the scores.
+    """
+    sl = block_slices(modalities, dims)
+    n = observed.shape[0]
+    R = W.shape[1]
+    out = np.zeros((R, R))
+    if R == 0 or n == 0:
+        return out
+    patterns, counts = np.unique(observed, axis=0, return_counts=True)
+    col_node = list(col_nodes)
+    for pat, k in zip(patterns, counts):
+        mods = [m for j, m in enumerate(modalities) if pat[j]]
+        cols = np.array([j for j, t in enumerate(col_node) if any(m in t for m in mods)], dtype=int)
+        if not mods or cols.size == 0:
+            continue
+        feat = np.concatenate([np.arange(sl[m].start, sl[m].stop) for m in mods])
+        WP = W[np.ix_(feat, cols)]
+        winv = np.concatenate([np.full(dims[m], 1.0 / max(noise[m], 1e-12)) for m in mods])
+        A = WP.T @ (WP * winv[:, None])
+        out[np.ix_(cols, cols)] += k * np.linalg.pinv(A)
+    return out / n

@@ -282,6 +282,12 @@ class HCL:
         Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.noise_var_, self.dims_, fill=fill)
         return {node: Z[:, cols] for node, cols in L.node_columns(self.nodes_, self.ranks_).items()}
 
+    def score_error_cov(self, data: MultimodalData) -> np.ndarray:
+        """Mean covariance (R, R) of the score errors over ``data``'s observation patterns, in the
+        column order of :meth:`column_nodes` (see ``linear.gls_error_cov``)."""
+        self._check_fitted()
+        return L.gls_error_cov(data.observed, self.modalities_, self.W_, self.column_nodes(), self.noise_var_, self.dims_)
+
     def fit_transform(self, data: MultimodalData) -> dict[Node, np.ndarray]:
         return self.fit(data).transform(data)
 

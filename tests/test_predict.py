@@ -1,0 +1,171 @@
+"""Prediction from the hierarchy: metrics, the group lasso, the honest evaluation protocol."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hcl_explore as hx
+from hcl_explore.cli import main
+from hcl_explore.predict import average_precision, fit_group_lasso, pr_curve, roc_auc, roc_curve
+
+MODS = ["a", "b", "c"]
+
+
+def outcome_data(seed, task, n=2500, n_lab=400, drivers=(("a", "b"), ("c",)), strength=2.0):
+    """Full 3-modality lattice, 2 factors per node; the outcome depends on two nodes equally."""
+    lat = hx.Lattice.full(MODS)
+    data, truth = hx.simulate(n=n, dims={m: 50 for m in MODS}, ranks={nd: 2 for nd in lat.nodes}, noise=0.5, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    parts = [truth.Z[d] @ rng.normal(size=2) for d in drivers]
+    eta = strength * sum(p / p.std() for p in parts)
+    if task == "binary":
+        y = (rng.random(n) < 1 / (1 + np.exp(-(eta - 1.5)))).astype(float)
+    else:
+        y = eta + rng.normal(size=n)
+    lab = rng.choice(n, n_lab, replace=False)
+    yl = np.full(n, np.nan)
+    yl[lab] = y[lab]
+    return data, yl, set(drivers)
+
+
+# ------------------------------------------------------------------ metrics
+def test_roc_and_pr_metrics_match_hand_computed_values():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    # Pairs (pos, neg): 9 pairs, 0.35 loses to 0.4 only -> 8/9.
+    assert roc_auc(y, s) == pytest.approx(8 / 9)
+    assert roc_auc(y, np.ones(6)) == pytest.approx(0.5)  # ties count one half
+    # Ranked: 0.9(1) 0.8(1) 0.4(0) 0.35(1) ... -> AP = (1 + 1 + 3/4) / 3
+    assert average_precision(y, s) == pytest.approx((1 + 1 + 0.75) / 3)
+    roc = roc_curve(y, s)
+    assert roc.fpr.iloc[0] == 0 and roc.tpr.iloc[-1] == 1 and roc.fpr.iloc[-1] == 1
+    assert np.all(np.diff(roc.fpr) >= 0) and np.all(np.diff(roc.tpr) >= 0)
+    pr = pr_curve(y, s)
+    assert pr.recall.iloc[-1] == 1 and pr.precision.iloc[-1] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ group lasso
+@pytest.mark.parametrize("task", ["continuous", "binary"])
+def test_group_lasso_selects_the_relevant_groups(task):
+    rng = np.random.default_rng(0)
+    n, groups = 600, np.repeat(np.arange(6), 3)
+    X = rng.normal(size=(n, groups.size))
+    beta = np.zeros(groups.size)
+    beta[groups == 1] = [1.0, -0.5, 0.5]
+    beta[groups == 4] = [-0.8, 0.0, 0.6]
+    eta = X @ beta
+    y = eta + rng.normal(size=n) if task == "continuous" else (rng.random(n) < 1 / (1 + np.exp(-2 * eta))).astype(float)
+    fit = fit_group_lasso(X, y, groups, task)
+    assert set(np.flatnonzero(fit.group_norms() > 0)) == {1, 4}
+    assert fit.cv.shape[0] == 30 and fit.lambda_ > 0
+    # Predictions on new data correlate with the truth.
+    Xn = rng.normal(size=(200, groups.size))
+    assert np.corrcoef(fit.predict(Xn), Xn @ beta)[0, 1] > 0.9
+
+
+def test_bias_corrected_estimator_undoes_attenuation():
+    # x_hat = x + e with known error covariance: plain least squares shrinks beta, the corrected one does not.
+    rng = np.random.default_rng(1)
+    n = 20000
+    x = rng.normal(size=(n, 2))
+    y = x @ np.array([1.0, 0.0]) + 0.1 * rng.normal(size=n)
+    err = np.diag([0.5, 0.5])
+    xh = x + rng.normal(size=(n, 2)) * np.sqrt(0.5)
+    plain = fit_group_lasso(xh, y, [0, 1], "continuous", rule="min", adaptive=False)
+    corr = fit_group_lasso(xh, y, [0, 1], "continuous", rule="min", adaptive=False, noise_cov=err)
+    slope = lambda f: f.coef[0] / f.scale[0]  # noqa: E731  back to original units
+    assert slope(plain) == pytest.approx(1 / 1.5, abs=0.03)
+    assert slope(corr) == pytest.approx(1.0, abs=0.05)
+
+
+# ------------------------------------------------------------------ evaluate_prediction
+@pytest.mark.parametrize("task", ["binary", "continuous"])
+def test_selects_the_driving_nodes_at_400_labels(task):
+    data, y, drivers = outcome_data(3, task)
+    rep = hx.evaluate_prediction(hx.HCL(), data, y, n_bootstrap=100, baselines=["raw"], random_state=0)
+    assert set(rep.selected_nodes) == drivers
+    assert rep.task == task
+    assert rep.counts == {"labelled": 400, "train": 300, "test": 100, "unlabelled": 2100, "missing_outcome": 2100}
+    imp = rep.node_importance
+    assert set(imp.node[imp.selected]) == drivers and imp.share.sum() == pytest.approx(1.0)
+    names = set(rep.metrics.metric)
+    assert names == ({"auroc", "auprc", "f1", "accuracy", "brier"} if task == "binary" else {"r2", "mse", "mae"})
+    assert (rep.metrics.ci_low <= rep.metrics.value + 1e-12).all() and (rep.metrics.value <= rep.metrics.ci_high + 1e-12).all()
+    assert list(rep.baselines.model)[0] == "HCL" and len(rep.baselines) == 2
+    if task == "binary":
+        assert 0 < rep.threshold < 1
+        assert set(rep.curves["HCL"]) == {"roc", "pr"}
+        assert rep.metric("auroc") > 0.8
+    else:
+        assert rep.metric("r2") > 0.45
+    assert any("No leakage" in n for n in rep.notes)
+    json.dumps(rep.to_dict())
+    assert "selected nodes:" in str(rep)
+
+
+def test_hcl_beats_raw_features_with_few_labels_and_all_baselines_run():
+    data, y, _ = outcome_data(5, "binary", n=2500, n_lab=200)
+    rep = hx.evaluate_prediction(hx.HCL(), data, y, n_bootstrap=0, random_state=1)
+    models = list(rep.baselines.model)
+    assert models[0] == "HCL" and len(models) == 5
+    assert any(m.startswith("raw") for m in models) and any(m.startswith("PCA") for m in models)
+    raw = [m for m in models if m.startswith("raw")][0]
+    assert rep.metric("auroc") >= rep.metric("auroc", raw)
+
+
+def test_representation_is_fitted_without_the_test_samples():
+    data, y, _ = outcome_data(4, "continuous", n=1500, n_lab=300)
+    seen = []
+    rep = hx.evaluate_prediction(hx.HCL(), data, y, baselines=False, n_bootstrap=0,
+                                 callback=lambda stage, info: seen.append(stage))
+    assert "representation" in seen
+    # 300 labelled, 75 test: the representation saw the other 1425 samples.
+    assert f"fitted on the {1500 - rep.counts['test']} non-test samples" in rep.notes[0]
+
+
+def test_bad_outcomes_give_clear_errors():
+    data, y, _ = outcome_data(6, "binary", n=600, n_lab=200)
+    with pytest.raises(ValueError, match="constant"):
+        hx.evaluate_prediction(hx.HCL(), data, np.where(np.isnan(y), np.nan, 1.0))
+    few = np.full(data.n_samples, np.nan)
+    few[:10] = [0, 1] * 5
+    with pytest.raises(ValueError, match="Only 10 sample"):
+        hx.evaluate_prediction(hx.HCL(), data, few)
+    rare = np.where(np.isnan(y), np.nan, 0.0)
+    rare[np.flatnonzero(~np.isnan(y))[:2]] = 1.0
+    with pytest.raises(ValueError, match="smaller outcome class"):
+        hx.evaluate_prediction(hx.HCL(), data, rare)
+    with pytest.raises(ValueError, match="one value per sample"):
+        hx.evaluate_prediction(hx.HCL(), data, y[:-1])
+
+
+def test_samples_missing_modalities_are_scored_with_what_they_have():
+    data, y, drivers = outcome_data(7, "continuous", n=2500, n_lab=400)
+    X = {m: data.X[m].copy() for m in MODS}
+    X["a"][::4] = np.nan  # a quarter of the samples lack modality a
+    holey = hx.MultimodalData.from_arrays(X)
+    rep = hx.evaluate_prediction(hx.HCL(), holey, y, baselines=["raw"], n_bootstrap=0)
+    assert rep.metric("r2") > 0.5 and np.isfinite(rep.metric("r2", "raw features (ridge)"))
+
+
+def test_predict_cli_on_a_saved_model(tmp_path, capsys):
+    data, y, _ = outcome_data(8, "binary", n=1200, n_lab=400)
+    frames = {}
+    for m in MODS:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m])
+        df.insert(0, "sid", [f"S{i}" for i in range(data.n_samples)])
+        df.to_csv(tmp_path / f"{m}.csv", index=False)
+        frames[m] = str(tmp_path / f"{m}.csv")
+    out = pd.DataFrame({"sid": [f"S{i}" for i in range(data.n_samples)], "event": y})
+    out.to_csv(tmp_path / "out.csv", index=False)
+    specs = [f"{m}={p}" for m, p in frames.items()]
+    assert main(["fit", *specs, "--out", str(tmp_path / "m.npz")]) == 0
+    capsys.readouterr()
+    rc = main(["predict", str(tmp_path / "m.npz"), *specs, "--outcomes", str(tmp_path / "out.csv"),
+               "--bootstrap", "50", "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "selected nodes:" in text and "auroc" in text and "raw features" in text
+    assert json.loads((tmp_path / "r.json").read_text())["counts"]["labelled"] == 400
