@@ -1,4 +1,5 @@
-"""Command line: ``python -m hcl_explore {demo,inspect,fit,predict,summary}``."""
+"""Command line: ``python -m hcl_explore {demo,inspect,fit,predict,run,summary}`` (and ``worker``,
+the background process of the app's runs)."""
 
 from __future__ import annotations
 
@@ -168,6 +169,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from hcl_explore.runs import run_worker
+
+    return run_worker(args.run_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Create a run directory (the app's format) and execute it here, headless."""
+    from hcl_explore import runs
+
+    ws = runs.workspace_dir(args.workspace)
+    if args.dataset:
+        spec = {"bundled": args.dataset, "name": args.dataset} if not os.path.isdir(args.dataset) else \
+            {"folder": os.path.abspath(args.dataset), "name": os.path.basename(os.path.abspath(args.dataset))}
+    else:
+        srcs = _sources(list(args.files) + list(args.modality))
+        if not srcs:
+            raise ValueError("No input: give --dataset or modality files (NAME=PATH).")
+        spec = {"modalities": {k: os.path.abspath(v) for k, v in srcs.items()}, "id_column": args.id_column,
+                "outcomes": os.path.abspath(args.outcomes) if args.outcomes else None, "name": "files"}
+    params = {"standardize": {"auto": "auto", "yes": True, "no": False}[args.standardize], "device": args.device}
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": args.lattice, "lattice_name": args.lattice,
+                               "ranks": _parse_ranks(args.ranks), "params": params})
+    print(f"run {rid} in {runs.run_path(ws, rid)}", flush=True)
+    rc = runs.run_worker(runs.run_path(ws, rid))
+    st = runs.read_status(ws, rid)
+    if st["state"] != "done":
+        raise ValueError(f"run {rid} {st['state']}: {st.get('error', '')}")
+    import hcl_explore as hx
+
+    _print_summary(hx.HCL.load(os.path.join(runs.run_path(ws, rid), "model.npz")))
+    return rc
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     import hcl_explore as hx
 
@@ -220,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bias-correction", action="store_true", help="continuous outcomes: the bias-corrected estimator")
     pr.add_argument("--json", default=None, help="also write the report as JSON here")
     pr.set_defaults(func=cmd_predict)
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w.add_argument("run_dir")
+    w.set_defaults(func=cmd_worker)
+    r = sub.add_parser("run", help="create a run directory (as the app does) and execute it here")
+    r.add_argument("files", nargs="*", metavar="NAME=PATH")
+    r.add_argument("--modality", action="append", default=[], metavar="NAME=PATH")
+    r.add_argument("--dataset", default=None, help="a dataset folder or a bundled dataset name (clinical, omics)")
+    r.add_argument("--id-column", default=None)
+    r.add_argument("--outcomes", default=None)
+    r.add_argument("--workspace", default=None, help="default: $HCL_EXPLORE_WORKSPACE or ./workspace")
+    r.add_argument("--lattice", default="full", choices=["full", "shared_private", "global_only", "pairwise"])
+    r.add_argument("--ranks", default="auto")
+    r.add_argument("--standardize", default="auto", choices=["auto", "yes", "no"])
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=cmd_run)
     s = sub.add_parser("summary", help="print the summary of a saved model")
     s.add_argument("model")
     s.set_defaults(func=cmd_summary)

@@ -577,7 +577,7 @@ class PredictionReport:
             "outcome": self.outcome,
             "metrics": self.metrics.to_dict(orient="records"),
             "selected_nodes": [node_label(n) for n in self.selected_nodes],
-            "node_importance": self.node_importance.assign(node=self.node_importance.node.astype(str)).to_dict(orient="records"),
+            "node_importance": self.node_importance.assign(node=[node_label(n) for n in self.node_importance.node]).to_dict(orient="records"),
             "baselines": self.baselines.to_dict(orient="records"),
             "curves": {m: {k: df.replace([np.inf, -np.inf], None).to_dict(orient="list") for k, df in c.items()} for m, c in self.curves.items()},
             "threshold": self.threshold,
@@ -586,6 +586,27 @@ class PredictionReport:
             "lambda": self.lambda_,
             "timings": self.timings,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PredictionReport":
+        """Rebuild a report from :meth:`to_dict` output (e.g. a run's prediction JSON)."""
+        from .lattice import parse_node_label
+
+        def frame(x: Any) -> pd.DataFrame:
+            return pd.DataFrame(x).replace({None: np.nan})
+
+        imp = frame(d["node_importance"])
+        if len(imp):
+            imp["node"] = [parse_node_label(x) if isinstance(x, str) and "+" in x else
+                           (tuple(x) if isinstance(x, (list, tuple)) else _node_from_repr(x)) for x in imp["node"]]
+        curves = {m: {k: frame(v) for k, v in c.items()} for m, c in d.get("curves", {}).items()}
+        for c in curves.values():
+            for df in c.values():
+                if "threshold" in df:
+                    df["threshold"] = df["threshold"].astype(float).fillna(np.inf)
+        return cls(d["task"], frame(d["metrics"]), [parse_node_label(x) for x in d["selected_nodes"]], imp,
+                   frame(d["baselines"]), curves, d.get("threshold"), dict(d.get("counts", {})), list(d.get("notes", [])),
+                   float(d.get("lambda", np.nan)), pd.DataFrame(), dict(d.get("timings", {})), d.get("outcome"))
 
     def __str__(self) -> str:
         lines = [f"Prediction of {self.outcome or 'the outcome'} ({self.task}); "
@@ -603,6 +624,11 @@ class PredictionReport:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _node_from_repr(x: Any) -> Node:
+    s = str(x).strip("()").replace("'", "").replace('"', "")
+    return tuple(p.strip() for p in s.split(",") if p.strip())
 
 
 def _task_of(y: np.ndarray, task: str) -> str:

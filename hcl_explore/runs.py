@@ -1,0 +1,395 @@
+"""Background runs: a run is a directory written by a worker process, read by anyone.
+
+```
+<workspace>/runs/<run_id>/
+    config.json     what to do (dataset, lattice, ranks, estimator settings) - written once
+    status.json     state, stage, progress, pid, times, error - rewritten atomically
+    metrics.jsonl   one JSON line per progress event (stage, iteration, objective, ...)
+    log.txt         the worker's stdout/stderr (tracebacks of failed runs)
+    model.npz       the fitted model (HCL.save), summary.csv, scores.npz, data_report.json
+    prediction_<outcome>.json   evaluations of outcomes (``kind="predict"`` runs write into their parent)
+```
+The worker is ``python -m hcl_explore worker RUN_DIR`` (the CLI's entry point), started in its own
+session so that it outlives the app process; the app only polls these files. Every file is
+written to a temporary name and renamed, so a reader never sees half a file; a crashed worker is
+detected from its pid and shown as failed; a cancel request is a file the worker checks at every
+progress event (and a SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINAL = ("done", "failed", "cancelled")
+# Where each stage of a fit starts and ends on the progress bar.
+_STAGE_SPAN = {"load": (0.0, 0.1), "covariance": (0.1, 0.45), "noise": (0.45, 0.5), "ranks": (0.5, 0.7),
+               "refine": (0.7, 0.97), "save": (0.97, 0.99), "predict": (0.1, 0.95)}
+
+
+class Cancelled(Exception):
+    """Raised inside the worker when the run was cancelled."""
+
+
+def workspace_dir(path: str | None = None) -> str:
+    """The workspace folder: ``path``, else ``$HCL_EXPLORE_WORKSPACE``, else ``./workspace``."""
+    ws = path or os.environ.get("HCL_EXPLORE_WORKSPACE") or os.path.join(os.getcwd(), "workspace")
+    os.makedirs(os.path.join(ws, "runs"), exist_ok=True)
+    return os.path.abspath(ws)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1, default=_jsonable)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+_ID = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def run_path(workspace: str, run_id: str) -> str:
+    """The folder of a run; the id is checked so that it cannot point outside the workspace."""
+    if not _ID.match(run_id or ""):
+        raise ValueError(f"Not a run id: {run_id!r}.")
+    return os.path.join(workspace, "runs", run_id)
+
+
+def create_run(workspace: str, config: Mapping[str, Any], run_id: str | None = None) -> str:
+    """Create a run folder with its config and a ``queued`` status; returns the run id."""
+    rid = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    d = run_path(workspace, rid)
+    os.makedirs(d, exist_ok=False)
+    write_json(os.path.join(d, "config.json"), dict(config))
+    write_json(os.path.join(d, "status.json"), {"state": "queued", "created": time.time(), "stage": "queued", "progress": 0.0})
+    return rid
+
+
+def launch(workspace: str, run_id: str, *, env: Mapping[str, str] | None = None) -> int:
+    """Start the worker for a run in its own session (it survives the caller); returns its pid."""
+    d = run_path(workspace, run_id)
+    log = open(os.path.join(d, "log.txt"), "ab")
+    e = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    e["PYTHONPATH"] = root + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e.update(env or {})
+    p = subprocess.Popen([sys.executable, "-m", "hcl_explore", "worker", d], stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True, env=e, cwd=root)
+    log.close()
+    # The pid goes to its own file: status.json belongs to the worker from now on.
+    write_json(os.path.join(d, "worker.json"), {"pid": p.pid, "launched": time.time()})
+    return p.pid
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A finished child of this process is a zombie until reaped: not alive.
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_status(workspace: str, run_id: str) -> dict:
+    """The run's status; a run whose worker died without saying so is reported as failed."""
+    d = run_path(workspace, run_id)
+    st = read_json(os.path.join(d, "status.json"), None)
+    if st is None:
+        return {"state": "failed", "error": "status.json is missing or unreadable"}
+    if st.get("state") in ("queued", "running"):
+        w = read_json(os.path.join(d, "worker.json"), {}) or {}
+        pid = st.get("pid") or w.get("pid")
+        if pid and not _alive(pid):
+            st = dict(st, state="failed", error=st.get("error") or "The worker process ended unexpectedly (killed or crashed); see the log.")
+            st["finished"] = st.get("finished") or time.time()
+            write_json(os.path.join(d, "status.json"), st)
+    return st
+
+
+def cancel(workspace: str, run_id: str) -> None:
+    """Ask a run to stop: a CANCEL file the worker checks, then SIGTERM to its process group."""
+    d = run_path(workspace, run_id)
+    with open(os.path.join(d, "CANCEL"), "w") as fh:
+        fh.write(str(time.time()))
+    st = read_json(os.path.join(d, "status.json"), {})
+    pid = st.get("pid") or (read_json(os.path.join(d, "worker.json"), {}) or {}).get("pid")
+    if st.get("state") == "queued" and not _alive(pid):
+        write_json(os.path.join(d, "status.json"), dict(st, state="cancelled", finished=time.time()))
+        return
+    if pid and _alive(pid):
+        try:
+            os.killpg(int(pid), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def list_runs(workspace: str) -> pd.DataFrame:
+    """One row per run, newest first: run_id, kind, state, dataset, lattice, started, duration_s, stage."""
+    root = os.path.join(workspace, "runs")
+    rows = []
+    for rid in sorted(os.listdir(root), reverse=True) if os.path.isdir(root) else []:
+        if not _ID.match(rid) or not os.path.isdir(os.path.join(root, rid)):
+            continue
+        cfg = read_json(os.path.join(root, rid, "config.json"), {}) or {}
+        st = read_status(workspace, rid)
+        start = st.get("started") or st.get("created")
+        end = st.get("finished") or (time.time() if st.get("state") == "running" else None)
+        rows.append({
+            "run_id": rid,
+            "kind": cfg.get("kind", "fit"),
+            "state": st.get("state"),
+            "dataset": (cfg.get("dataset") or {}).get("name", ""),
+            "lattice": cfg.get("lattice_name", ""),
+            "started": pd.Timestamp(start, unit="s").strftime("%Y-%m-%d %H:%M:%S") if start else "",
+            "duration_s": round(end - start, 1) if (start and end) else None,
+            "stage": st.get("stage", ""),
+        })
+    return pd.DataFrame(rows, columns=["run_id", "kind", "state", "dataset", "lattice", "started", "duration_s", "stage"])
+
+
+def read_metrics(workspace: str, run_id: str) -> list[dict]:
+    """The progress events logged so far (a partly written last line is skipped)."""
+    out = []
+    try:
+        with open(os.path.join(run_path(workspace, run_id), "metrics.jsonl"), encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def read_log(workspace: str, run_id: str, tail: int = 4000) -> str:
+    try:
+        with open(os.path.join(run_path(workspace, run_id), "log.txt"), encoding="utf-8", errors="replace") as fh:
+            return fh.read()[-tail:]
+    except FileNotFoundError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset specs (what a run loads)
+def load_from_spec(spec: Mapping[str, Any], **kwargs: Any):
+    """(data, outcomes or None, truth or None) from a dataset spec: ``{"bundled": "clinical"}``,
+    ``{"folder": path}`` or ``{"modalities": {name: path}, "id_column": ..., "outcomes": path}``."""
+    from . import io
+
+    if spec.get("bundled") or spec.get("folder"):
+        ds = io.load_dataset(spec.get("folder") or spec["bundled"], **kwargs)
+        return ds.data, ds.outcomes, ds.truth
+    mods = spec.get("modalities") or {}
+    if not mods:
+        raise ValueError("The dataset spec names no modality files.")
+    data = io.load_modalities(mods, id_column=spec.get("id_column") or None, **kwargs)
+    outcomes = None
+    if spec.get("outcomes"):
+        outcomes = io.load_outcomes(spec["outcomes"], id_column=spec.get("outcomes_id_column") or spec.get("id_column") or None)
+        outcomes.align(data)
+    return data, outcomes, None
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker
+class _Reporter:
+    """Writes status and metrics for a running job and checks for cancellation."""
+
+    def __init__(self, d: str):
+        self.d = d
+        self.status = read_json(os.path.join(d, "status.json"), {}) or {}
+        self.metrics = open(os.path.join(d, "metrics.jsonl"), "a", encoding="utf-8")
+        self.last_write = 0.0
+
+    def cancelled(self) -> bool:
+        return os.path.exists(os.path.join(self.d, "CANCEL"))
+
+    def set(self, force: bool = False, **kw: Any) -> None:
+        self.status.update(kw)
+        now = time.time()
+        # Status is rewritten at most ~10 times a second; state changes always.
+        if force or now - self.last_write > 0.1:
+            self.status["updated"] = now
+            write_json(os.path.join(self.d, "status.json"), self.status)
+            self.last_write = now
+
+    def event(self, stage: str, info: Mapping[str, Any]) -> None:
+        if self.cancelled():
+            raise Cancelled()
+        rec = {"t": time.time(), "stage": stage}
+        for k, v in info.items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                rec[k] = v
+            elif isinstance(v, (np.integer, np.floating)):
+                rec[k] = v.item()
+            elif isinstance(v, tuple):
+                rec[k] = "+".join(map(str, v))
+        self.metrics.write(json.dumps(rec) + "\n")
+        self.metrics.flush()
+        lo, hi = _STAGE_SPAN.get(stage, (self.status.get("progress", 0.0), self.status.get("progress", 0.0)))
+        frac = 0.0
+        if stage == "covariance" and info.get("n_samples"):
+            frac = min(1.0, float(info.get("rows", 0)) / float(info["n_samples"]))
+        elif stage == "refine":
+            frac = min(1.0, math.log1p(float(info.get("iteration", 0))) / math.log1p(200))
+        elif stage == "ranks":
+            frac = min(1.0, float(self.status.get("_nodes_done", 0) + 1) / max(1, self.status.get("_n_nodes", 1)))
+            self.status["_nodes_done"] = self.status.get("_nodes_done", 0) + 1
+        self.set(stage=stage, progress=round(max(float(self.status.get("progress", 0.0)), lo + (hi - lo) * frac), 4),
+                 **({"objective": float(info["objective"])} if "objective" in info else {}))
+
+    def close(self) -> None:
+        self.metrics.close()
+
+
+
+def run_worker(run_dir: str) -> int:
+    """Execute the job in ``run_dir`` (called by ``python -m hcl_explore worker``). Returns an exit code."""
+    d = os.path.abspath(run_dir)
+    cfg = read_json(os.path.join(d, "config.json"))
+    if cfg is None:
+        print(f"{d}: no readable config.json", file=sys.stderr)
+        return 2
+    rep = _Reporter(d)
+
+    def on_term(signum, frame):  # noqa: ARG001
+        raise Cancelled()
+
+    signal.signal(signal.SIGTERM, on_term)
+    rep.set(force=True, state="running", pid=os.getpid(), started=time.time(), stage="load", progress=0.0)
+    try:
+        if rep.cancelled():
+            raise Cancelled()
+        kind = cfg.get("kind", "fit")
+        if kind == "fit":
+            _do_fit(d, cfg, rep)
+        elif kind == "predict":
+            _do_predict(d, cfg, rep)
+        else:
+            raise ValueError(f"Unknown run kind {kind!r}.")
+        rep.set(force=True, state="done", stage="done", progress=1.0, finished=time.time())
+        return 0
+    except Cancelled:
+        rep.set(force=True, state="cancelled", stage="cancelled", finished=time.time())
+        print("run cancelled", flush=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001  every failure must reach the status file
+        traceback.print_exc()
+        msg = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        rep.set(force=True, state="failed", error=msg, finished=time.time())
+        return 1
+    finally:
+        rep.close()
+
+
+def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
+    from .lattice import Lattice, node_label
+    from .model import HCL
+
+    rep.event("load", {"message": "loading data"})
+    data, outcomes, truth = load_from_spec(cfg["dataset"])
+    write_json(os.path.join(d, "data_report.json"), data.report)
+    rep.event("load", {"n_samples": data.n_samples})
+    lat_cfg = cfg.get("lattice")
+    if isinstance(lat_cfg, dict):
+        lat = Lattice(data.modalities, [tuple(n) for n in lat_cfg["nodes"]])
+    else:
+        lat = Lattice.preset(lat_cfg or "full", data.modalities)
+    ranks = cfg.get("ranks", "auto")
+    rep.status["_n_nodes"] = len(lat.nodes)
+    params = dict(cfg.get("params") or {})
+    model = HCL(lattice=lat, ranks=ranks, **params)
+    model.fit(data, callback=rep.event)
+    rep.set(force=True, stage="save", progress=0.97)
+    model.save(os.path.join(d, "model.npz"))
+    model.summary().to_csv(os.path.join(d, "summary.csv"), index=False)
+    Z = model.transform(data)
+    arrays = {f"node_{i}": Z[n] for i, n in enumerate(model.nodes_)}
+    tmp = os.path.join(d, "scores.tmp.npz")
+    np.savez(tmp, ids=np.asarray(data.ids).astype(str), observed=data.observed, **arrays)
+    os.replace(tmp, os.path.join(d, "scores.npz"))
+    write_json(os.path.join(d, "scores_nodes.json"), [node_label(n) for n in model.nodes_])
+    if outcomes is not None:
+        aligned = outcomes.align(data)
+        aligned.reset_index().to_csv(os.path.join(d, "outcomes.csv"), index=False)
+        write_json(os.path.join(d, "outcome_kinds.json"), outcomes.kinds)
+    if truth is not None:
+        write_json(os.path.join(d, "truth.json"), truth)
+    rep.event("saved", {"objective": model.objective_, "n_iter": model.n_iter_})
+
+
+def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
+    from .model import HCL
+    from .predict import evaluate_prediction
+
+    ws = os.path.dirname(os.path.dirname(d))
+    parent = run_path(ws, cfg["parent"])
+    model = HCL.load(os.path.join(parent, "model.npz"))
+    pcfg = read_json(os.path.join(parent, "config.json"), {})
+    rep.event("load", {"message": "loading data"})
+    data, outcomes, _ = load_from_spec(pcfg["dataset"], preprocessing=model.preprocessing_) if model.preprocessing_ \
+        else load_from_spec(pcfg["dataset"])
+    if outcomes is None or cfg["outcome"] not in outcomes.columns:
+        raise ValueError(f"The dataset has no outcome column {cfg['outcome']!r}.")
+    y = pd.Series(outcomes.y(cfg["outcome"], data), name=cfg["outcome"])
+    report = evaluate_prediction(model, data, y, callback=lambda s, i: rep.event("predict", {"step": s}),
+                                 **(cfg.get("options") or {}))
+    out = report.to_dict()
+    write_json(os.path.join(d, "prediction.json"), out)
+    write_json(os.path.join(parent, f"prediction_{_safe(cfg['outcome'])}.json"), out)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:80]
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe file name for an upload: no folders, no leading dots, only plain characters."""
+    base = os.path.basename(str(name).replace("\\", "/"))
+    base = re.sub(r"[^A-Za-z0-9_.\-]", "_", base).lstrip(".")
+    return base[:120] or "upload"
