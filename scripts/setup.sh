@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with what hcl-explore needs. `--dev` adds the test tools.
+# Create .venv with what hcl-explore needs. `--dev` adds the test tools and the system Chromium
+# (apt) for the browser tests.
 # Torch: the CPU wheel (torch==2.13.0) is installed first where no torch is present, so that the
 # requirement range never pulls a multi-GB CUDA build on a machine without a GPU.
 set -euo pipefail
@@ -15,6 +16,11 @@ fi
 "$VPY" -m pip install -q --disable-pip-version-check -r requirements.txt
 if [ "${1:-}" = "--dev" ]; then
   "$VPY" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  # The end-to-end tests drive the system Chromium (never `playwright install`, whose downloads fail).
+  if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
 fi
 "$VPY" -m pip install -q --disable-pip-version-check --no-deps -e .
 echo "setup done: $("$VPY" -c 'import torch, hcl_explore; print("hcl_explore", hcl_explore.__version__, "torch", torch.__version__)')"

@@ -1,0 +1,128 @@
+"""Exports of a finished run: a zip of plain files and a self-contained offline HTML report."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pandas as pd
+
+from . import runs
+from .lattice import node_label
+
+
+def _model(run_dir: str):
+    from .model import HCL
+
+    return HCL.load(os.path.join(run_dir, "model.npz"))
+
+
+def loadings_table(model) -> pd.DataFrame:
+    """Long table of loadings in original units: modality, feature, node, factor, loading."""
+    rows = []
+    for (m, node), B in model.loadings_.items():
+        names = model.feature_names_[m]
+        for k in range(B.shape[1]):
+            rows.append(pd.DataFrame({"modality": m, "feature": names, "node": node_label(node), "factor": k + 1,
+                                      "loading": B[:, k]}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["modality", "feature", "node", "factor", "loading"])
+
+
+def scores_table(run_dir: str) -> pd.DataFrame | None:
+    path = os.path.join(run_dir, "scores.npz")
+    if not os.path.exists(path):
+        return None
+    labels = runs.read_json(os.path.join(run_dir, "scores_nodes.json"), []) or []
+    with np.load(path, allow_pickle=False) as z:
+        out = pd.DataFrame({"id": z["ids"]})
+        for i, lab in enumerate(labels):
+            S = z[f"node_{i}"]
+            for k in range(S.shape[1]):
+                out[f"{lab}:{k + 1}"] = S[:, k]
+    return out
+
+
+def run_metrics(run_dir: str, model=None) -> dict:
+    """Fit diagnostics, recovery against the truth when there is one, and saved predictions."""
+    from . import metrics
+    from .io import truth_ranks
+
+    model = model or _model(run_dir)
+    out: dict = {"n_samples": model.n_samples_, "objective": model.objective_, "n_iter": model.n_iter_,
+                 "converged": model.converged_, "ranks": {node_label(n): r for n, r in model.ranks_.items()},
+                 "noise_var": model.noise_var_, "timings": model.timings_}
+    tr = runs.read_json(os.path.join(run_dir, "truth.json"), None)
+    if tr:
+        true = {n: r for n, r in truth_ranks(tr).items() if n in model.lattice_}
+        out["recovery"] = {**metrics.structure_scores(true, model.ranks_), "rank_accuracy": metrics.rank_accuracy(true, model.ranks_)}
+    for f in sorted(os.listdir(run_dir)):
+        if f.startswith("prediction_") and f.endswith(".json"):
+            p = runs.read_json(os.path.join(run_dir, f), {}) or {}
+            out.setdefault("predictions", {})[p.get("outcome") or f] = {
+                "metrics": p.get("metrics"), "selected_nodes": p.get("selected_nodes"), "baselines": p.get("baselines")}
+    return out
+
+
+def run_zip(run_dir: str) -> bytes:
+    """config.json, summary.csv, loadings.csv, scores.csv, metrics.json (+ data report) as a zip."""
+    model = _model(run_dir)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in ("config.json", "data_report.json", "truth.json"):
+            p = os.path.join(run_dir, f)
+            if os.path.exists(p):
+                z.write(p, f)
+        z.writestr("summary.csv", model.summary().to_csv(index=False))
+        z.writestr("loadings.csv", loadings_table(model).to_csv(index=False))
+        sc = scores_table(run_dir)
+        if sc is not None:
+            z.writestr("scores.csv", sc.to_csv(index=False))
+        z.writestr("metrics.json", json.dumps(run_metrics(run_dir, model), indent=1, default=str))
+    return buf.getvalue()
+
+
+def run_html(run_dir: str, title: str | None = None) -> str:
+    """One HTML file with the run's figures and tables; plotly.js is embedded once (works offline)."""
+    from . import figures
+    from .io import truth_ranks
+    from .predict import PredictionReport
+
+    model = _model(run_dir)
+    cfg = runs.read_json(os.path.join(run_dir, "config.json"), {}) or {}
+    name = (cfg.get("dataset") or {}).get("name", "")
+    figs = [("Recovered hierarchy", figures.model_hierarchy(model)),
+            ("How each modality's variance splits", figures.variance_figure(model))]
+    for n in [n for n in model.nodes_ if model.ranks_[n] > 0][:6]:
+        figs.append((f"Top loadings of {node_label(n)}", figures.loadings_figure(model, n, top=15)))
+    tr = runs.read_json(os.path.join(run_dir, "truth.json"), None)
+    if tr:
+        true = {n: r for n, r in truth_ranks(tr).items() if n in model.lattice_}
+        figs.append(("Truth vs recovered", figures.true_vs_recovered(model.lattice_, true, model)))
+    preds = []
+    for f in sorted(os.listdir(run_dir)):
+        if f.startswith("prediction_") and f.endswith(".json"):
+            rep = PredictionReport.from_dict(runs.read_json(os.path.join(run_dir, f)))
+            preds.append(rep)
+            figs.append((f"Prediction of {rep.outcome}", figures.curves_figure(rep)))
+            figs.append((f"HCL vs baselines: {rep.outcome}", figures.metrics_figure(rep)))
+    parts = [f"<h1>{html.escape(title or 'hcl-explore report')}</h1>",
+             f"<p>Run <code>{html.escape(os.path.basename(run_dir))}</code> · dataset {html.escape(name)} · "
+             f"{model.n_samples_:,} samples · modalities {html.escape(', '.join(model.modalities_))}</p>",
+             "<h2>Summary</h2>", model.summary().round(3).to_html(index=False, na_rep="", border=0)]
+    for rep in preds:
+        parts += [f"<h2>Prediction of {html.escape(str(rep.outcome))} ({rep.task})</h2>",
+                  f"<p>Selected nodes: {html.escape(', '.join(node_label(n) for n in rep.selected_nodes) or 'none')}</p>",
+                  rep.baselines.round(3).to_html(index=False, border=0),
+                  "".join(f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes)]
+    for i, (h, fig) in enumerate(figs):
+        parts.append(f"<h2>{html.escape(h)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
+             ".note{color:#555;font-size:13px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title or 'hcl-explore report')}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")

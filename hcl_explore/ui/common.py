@@ -1,0 +1,146 @@
+"""Shared state of the app: the workspace on disk, the current dataset, the selected run.
+
+Everything a user does is kept in the workspace folder (``$HCL_EXPLORE_WORKSPACE`` or
+``./workspace``): uploads, the dataset and lattice choices (``state.json``) and runs, so a refresh,
+a closed tab or an app restart loses nothing. The selected run id lives in the URL (``?run=``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import streamlit as st
+
+from .. import runs
+from ..lattice import Lattice, parse_node_label
+
+DEFAULT_DATASET = {"bundled": "clinical", "name": "clinical (bundled sample)"}
+
+
+def workspace() -> str:
+    return runs.workspace_dir()
+
+
+def _state_path() -> str:
+    return os.path.join(workspace(), "state.json")
+
+
+def get_state() -> dict:
+    """The persisted choices (dataset spec, lattice, ranks, settings)."""
+    st_ = runs.read_json(_state_path(), None)
+    if not st_:
+        st_ = {"dataset": DEFAULT_DATASET}
+    return st_
+
+
+def set_state(**kw: Any) -> dict:
+    cur = get_state()
+    cur.update(kw)
+    runs.write_json(_state_path(), cur)
+    return cur
+
+
+@st.cache_resource(show_spinner="Loading data ...", max_entries=8)
+def _load(spec_json: str, stamp: float):  # noqa: ARG001  stamp: reload when files change
+    return runs.load_from_spec(json.loads(spec_json))
+
+
+def _stamp(spec: dict) -> float:
+    paths = list((spec.get("modalities") or {}).values()) + [spec.get("outcomes")]
+    return max([os.path.getmtime(p) for p in paths if p and os.path.exists(p)] + [0.0])
+
+
+def load_dataset(spec: dict):
+    """(data, outcomes, truth) for a dataset spec, cached; raises the loader's errors."""
+    return _load(json.dumps(spec, sort_keys=True), _stamp(spec))
+
+
+def current_dataset():
+    """(spec, data, outcomes, truth, error message or None) of the dataset chosen on the data page."""
+    spec = get_state().get("dataset") or DEFAULT_DATASET
+    try:
+        data, outcomes, truth = load_dataset(spec)
+        return spec, data, outcomes, truth, None
+    except ValueError as exc:
+        return spec, None, None, None, str(exc)
+
+
+def lattice_choice(modalities: list[str]) -> tuple[Lattice, dict, str]:
+    """(candidate lattice, ranks {node: int | "auto"}, preset name) as saved by the lattice page."""
+    s = get_state().get("lattice") or {}
+    mods = list(modalities)
+    if s.get("modalities") != mods:
+        return Lattice.full(mods), {}, "full"
+    nodes = [tuple(n) for n in s.get("nodes", [])] or Lattice.full(mods).nodes
+    lat = Lattice(mods, nodes)
+    ranks = {lat.node(parse_node_label(k)): v for k, v in (s.get("ranks") or {}).items() if parse_node_label(k) in lat}
+    return lat, ranks, s.get("preset", "custom")
+
+
+def selected_run() -> str | None:
+    rid = st.query_params.get("run")
+    if rid:
+        try:
+            if os.path.isdir(runs.run_path(workspace(), rid)):
+                return rid
+        except ValueError:
+            return None
+    return None
+
+
+def select_run(rid: str | None) -> None:
+    if rid:
+        st.query_params["run"] = rid
+    elif "run" in st.query_params:
+        del st.query_params["run"]
+
+
+def finished_runs(kind: str = "fit"):
+    df = runs.list_runs(workspace())
+    return df[(df.kind == kind) & (df.state == "done")] if len(df) else df
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _model(path: str, mtime: float):  # noqa: ARG001
+    from ..model import HCL
+
+    return HCL.load(path)
+
+
+def load_run_model(rid: str):
+    path = os.path.join(runs.run_path(workspace(), rid), "model.npz")
+    return _model(path, os.path.getmtime(path))
+
+
+def run_pick(label: str = "Run", kind: str = "fit") -> str | None:
+    """A select box over finished runs, defaulting to the run in the URL; keeps the URL in sync."""
+    done = finished_runs(kind)
+    if not len(done):
+        st.info("No finished run yet. Launch one on the **Train** page.")
+        return None
+    ids = list(done.run_id)
+    cur = selected_run()
+    idx = ids.index(cur) if cur in ids else 0
+    labels = {r.run_id: f"{r.run_id} · {r.dataset} · {r.lattice}" for r in done.itertuples()}
+    rid = st.selectbox(label, ids, index=idx, format_func=lambda r: labels.get(r, r))
+    if rid != cur:
+        select_run(rid)
+    return rid
+
+
+def device_label() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    return f"CPU ({os.cpu_count()} cores; no CUDA GPU found)"
+
+
+def ago(t: float | None) -> str:
+    if not t:
+        return ""
+    s = time.time() - t
+    return f"{s:.0f} s ago" if s < 120 else f"{s / 60:.0f} min ago"

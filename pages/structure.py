@@ -1,0 +1,75 @@
+"""Structure: the recovered hierarchy of a finished run, how each modality's signal splits, the
+loadings and scores of a node, and the truth beside it when the dataset has one."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from hcl_explore import figures, metrics, runs
+from hcl_explore.io import truth_ranks
+from hcl_explore.lattice import node_label
+from hcl_explore.ui import common as ui
+
+st.title("Structure")
+rid = ui.run_pick()
+if rid is None:
+    st.stop()
+ws = ui.workspace()
+d = runs.run_path(ws, rid)
+model = ui.load_run_model(rid)
+present = [n for n in model.nodes_ if model.ranks_[n] > 0]
+c = st.columns(4)
+c[0].metric("Nodes found", f"{len(present)} of {len(model.lattice_.nodes)}")
+c[1].metric("Factors", sum(model.ranks_.values()))
+c[2].metric("Samples", f"{model.n_samples_:,}")
+c[3].metric("Fit time", f"{model.timings_.get('total', float('nan')):.1f} s")
+st.caption("Each circle is a subset of modalities; its size is the number of shared factors found, its colour the "
+           "share of those modalities' variance it explains. Faded circles are candidate nodes the data did not support.")
+st.plotly_chart(figures.model_hierarchy(model), width="stretch", key="hierarchy")
+st.plotly_chart(figures.variance_figure(model), width="stretch", key="variance")
+
+st.subheader("A node up close")
+if not present:
+    st.info("No factor was found.")
+else:
+    node = st.selectbox("Node", present, format_func=lambda n: f"{node_label(n)} ({model.ranks_[n]} factor(s))")
+    top = st.slider("Top features", 5, 40, 15)
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(figures.loadings_figure(model, node, top=top), width="stretch", key="loadings")
+    with right:
+        sc_path = os.path.join(d, "scores.npz")
+        if os.path.exists(sc_path):
+            labels = runs.read_json(os.path.join(d, "scores_nodes.json"), []) or []
+            with np.load(sc_path, allow_pickle=False) as z:
+                k = labels.index(node_label(node)) if node_label(node) in labels else None
+                S = z[f"node_{k}"] if k is not None else None
+            color, cname = None, "outcome"
+            oc_path = os.path.join(d, "outcomes.csv")
+            if os.path.exists(oc_path):
+                oc = pd.read_csv(oc_path)
+                cols = [c_ for c_ in oc.columns[1:]]
+                if cols:
+                    cname = st.selectbox("Colour by", cols)
+                    color = oc[cname].to_numpy()
+            if S is not None:
+                st.plotly_chart(figures.scores_figure(S, color=color, color_name=cname,
+                                                      title=f"Factor scores of {node_label(node)}"),
+                                width="stretch", key="scores")
+
+tr = runs.read_json(os.path.join(d, "truth.json"), None)
+if tr:
+    st.subheader("Truth vs recovered")
+    true = {model.lattice_.node(n): r for n, r in truth_ranks(tr).items() if n in model.lattice_}
+    sc = metrics.structure_scores(true, model.ranks_)
+    acc = metrics.rank_accuracy(true, model.ranks_)
+    c = st.columns(4)
+    c[0].metric("Structure F1", f"{sc['f1']:.2f}")
+    c[1].metric("Precision", f"{sc['precision']:.2f}")
+    c[2].metric("Recall", f"{sc['recall']:.2f}")
+    c[3].metric("Rank accuracy", f"{acc:.2f}")
+    st.plotly_chart(figures.true_vs_recovered(model.lattice_, true, model), width="stretch", key="truth")
+with st.expander("Summary table"):
+    st.dataframe(model.summary(), hide_index=True)

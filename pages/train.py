@@ -1,0 +1,89 @@
+"""Train: launch a fit in a background worker, watch it, cancel it; every run is kept on disk."""
+
+import time
+
+import streamlit as st
+
+from hcl_explore import figures, runs
+from hcl_explore.lattice import node_label
+from hcl_explore.ui import common as ui
+
+st.title("Train")
+ws = ui.workspace()
+spec, data, outcomes, truth, err = ui.current_dataset()
+if err:
+    st.error(f"The current dataset does not load: {err}")
+else:
+    lat, ranks, preset = ui.lattice_choice(list(data.modalities))
+    c = st.columns(3)
+    c[0].metric("Dataset", spec.get("name", "?"))
+    c[1].metric("Samples × modalities", f"{data.n_samples:,} × {data.n_modalities}")
+    c[2].metric("Candidate nodes", f"{len(lat.nodes)} ({preset})")
+    st.caption(f"Compute device: {ui.device_label()}")
+    with st.expander("Estimator settings"):
+        est = st.selectbox("Estimator", ["linear"], help="The linear HCL estimator (DESIGN §3).")
+        std = st.selectbox("Standardize features", ["auto", "yes", "no"],
+                           help="auto: scale features to unit variance when their scales differ (mixed units).")
+        dev = st.selectbox("Device", ["auto", "cpu", "cuda"])
+        max_iter = st.number_input("Max refinement iterations", 10, 100000, 5000, step=500)
+    if st.button("Launch training", type="primary", icon=":material/play_arrow:"):
+        cfg = {"kind": "fit", "dataset": spec, "lattice": {"nodes": [list(n) for n in lat.nodes]},
+               "lattice_name": preset, "ranks": {node_label(n): v for n, v in ranks.items()},
+               "params": {"estimator": est, "standardize": {"auto": "auto", "yes": True, "no": False}[std],
+                          "device": dev, "max_iter": int(max_iter)}}
+        rid = runs.create_run(ws, cfg)
+        runs.launch(ws, rid)
+        ui.select_run(rid)
+        st.toast(f"Launched run {rid}")
+
+
+@st.fragment(run_every=1.0)
+def monitor() -> None:
+    table = runs.list_runs(ws)
+    fits = table[table.kind == "fit"] if len(table) else table
+    if not len(fits):
+        st.info("No runs yet.")
+        return
+    rid = ui.selected_run()
+    if rid not in set(fits.run_id):
+        rid = fits.run_id.iloc[0]  # the newest run
+    st.subheader("Runs")
+    sel = st.dataframe(fits, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                       key="runs_table")
+    picked = sel.selection.rows if sel is not None and hasattr(sel, "selection") else []
+    if picked:
+        rid = fits.run_id.iloc[picked[0]]
+    if rid != ui.selected_run():
+        ui.select_run(rid)
+    st.subheader(f"Run {rid}")
+    stt = runs.read_status(ws, rid)
+    state = stt.get("state", "?")
+    prog = float(stt.get("progress", 0.0))
+    st.progress(min(max(prog, 0.0), 1.0), text=f"{state} · stage {stt.get('stage', '')} · {prog:.0%}")
+    ev = runs.read_metrics(ws, rid)
+    hist = [e["objective"] for e in ev if e.get("stage") == "refine" and "objective" in e]
+    cols = st.columns([3, 1])
+    with cols[0]:
+        if hist:
+            st.plotly_chart(figures.objective_figure(hist), width="stretch", key=f"obj_{rid}_{len(hist)}")
+    with cols[1]:
+        if stt.get("started"):
+            end = stt.get("finished") or time.time()
+            st.metric("Duration", f"{end - stt['started']:.1f} s")
+        if state in ("queued", "running"):
+            if st.button("Cancel run", icon=":material/stop:", key=f"cancel_{rid}"):
+                runs.cancel(ws, rid)
+                st.toast("Cancel requested")
+    if state == "failed":
+        st.error(f"Run failed: {stt.get('error', 'unknown error')}")
+        with st.expander("Worker log"):
+            st.code(runs.read_log(ws, rid) or "(empty)")
+    elif state == "cancelled":
+        st.warning("Run cancelled.")
+    elif state == "done":
+        st.success("Run finished.")
+        st.page_link("pages/structure.py", label="Open the structure page", icon=":material/hub:",
+                     query_params={"run": rid})
+
+
+monitor()

@@ -1,0 +1,181 @@
+"""Every page of the app through streamlit.testing.v1.AppTest (no browser): data QC, uploads and
+their errors, lattice edits, launching a tiny real run, results, prediction, export, failures."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import hcl_explore as hx
+from hcl_explore import runs
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    w = tmp_path / "ws"
+    monkeypatch.setenv("HCL_EXPLORE_WORKSPACE", str(w))
+    return runs.workspace_dir(str(w))
+
+
+def _app(page=None, run=None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if run:
+        at.query_params["run"] = run
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at) -> str:
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + [e.value for e in at.title]
+    parts += [e.value for e in at.subheader] + [str(e.value) for e in at.error] + [str(e.value) for e in at.success]
+    parts += [str(e.value) for e in at.info] + [str(e.value) for e in at.warning]
+    return "\n".join(map(str, parts))
+
+
+def _write_uploads(ws, n=600, bad=False):
+    data, truth = hx.simulate(n=n, dims={"a": 10, "b": 8, "c": 6},
+                              ranks={("a", "b", "c"): 1, ("a", "b"): 1, ("a",): 1, ("b",): 1, ("c",): 1}, noise=0.3, seed=1)
+    up = os.path.join(ws, "uploads")
+    os.makedirs(up, exist_ok=True)
+    uploads = []
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m]).round(4)
+        df.insert(0, "pid", [f"P{i}" for i in range(n)])
+        p = os.path.join(up, f"{m}.csv")
+        df.to_csv(p, index=False)
+        uploads.append({"file": f"{m}.csv", "path": p, "modality": m})
+    if bad:
+        p = os.path.join(up, "broken.csv")
+        Path(p).write_text("pid,x\n" + "".join(f"P{i},{i}\n" for i in range(20)) + "P999,1,2,3\n")
+        uploads.append({"file": "broken.csv", "path": p, "modality": "broken"})
+    out = pd.DataFrame({"pid": [f"P{i}" for i in range(n)], "event": (truth.Z[("a", "b")][:, 0] > 0.3).astype(int)})
+    out.to_csv(os.path.join(up, "outcomes__out.csv"), index=False)
+    runs.write_json(os.path.join(ws, "state.json"), {"dataset": {"bundled": "clinical", "name": "clinical"},
+                                                     "uploads": uploads, "upload_outcomes": os.path.join(up, "outcomes__out.csv")})
+    return uploads
+
+
+def _wait(ws, rid, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        st = runs.read_status(ws, rid)
+        if st["state"] in runs.FINAL:
+            return st
+        time.sleep(0.1)
+    raise AssertionError(runs.read_status(ws, rid))
+
+
+def test_data_page_opens_on_the_bundled_sample(ws):
+    at = _app()
+    assert at.title[0].value == "Data"
+    assert "Current dataset: clinical" in _texts(at)
+    samples = [m for m in at.metric if m.label == "Samples"][0]
+    assert samples.value == "3,000"
+    assert len(at.dataframe) >= 1  # the QC table
+    qc = at.dataframe[0].value
+    assert list(qc.modality) == ["diagnoses", "labs", "vitals", "notes"]
+
+
+def test_uploaded_files_become_the_dataset_and_a_bad_file_shows_its_error(ws):
+    _write_uploads(ws)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.radio(key="source").set_value("Upload files").run()
+    assert not at.exception
+    assert "Current dataset: uploaded: a, b, c" in _texts(at)
+    # A malformed file next to the good ones: a readable error naming it, the dataset unchanged.
+    _write_uploads(ws, bad=True)
+    runs.write_json(os.path.join(ws, "state.json"), dict(runs.read_json(os.path.join(ws, "state.json")),
+                                                          dataset={"modalities": {"a": os.path.join(ws, "uploads", "a.csv"),
+                                                                                  "b": os.path.join(ws, "uploads", "b.csv")},
+                                                                   "name": "uploaded: a, b"}))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.radio(key="source").set_value("Upload files").run()
+    errors = [str(e.value) for e in at.error]
+    assert any("broken.csv" in e and "line 22 has 4 fields" in e for e in errors), errors
+    assert "Current dataset: uploaded: a, b" in _texts(at)
+
+
+def test_lattice_page_presets_and_model_size(ws):
+    at = _app("lattice")
+    assert at.title[0].value == "Candidate lattice"
+    nodes = [m for m in at.metric if m.label == "Candidate nodes"][0]
+    assert nodes.value == "15 of 15"
+    at.selectbox[0].set_value("shared_private").run()
+    assert not at.exception
+    st_ = runs.read_json(os.path.join(ws, "state.json"))
+    assert st_["lattice"]["preset"] == "shared_private" and len(st_["lattice"]["nodes"]) == 5
+    nodes = [m for m in at.metric if m.label == "Candidate nodes"][0]
+    assert nodes.value == "5 of 15"
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_train_page_launches_a_real_run_and_shows_it_finish(ws):
+    _write_uploads(ws)
+    st_ = runs.read_json(os.path.join(ws, "state.json"))
+    spec = {"modalities": {u["modality"]: u["path"] for u in st_["uploads"]}, "id_column": "pid",
+            "outcomes": st_["upload_outcomes"], "name": "uploaded: a, b, c"}
+    runs.write_json(os.path.join(ws, "state.json"), dict(st_, dataset=spec))
+    at = _app("train")
+    assert "CPU" in _texts(at) or "GPU" in _texts(at)
+    at.button[0].click().run()  # Launch training
+    assert not at.exception
+    table = runs.list_runs(ws)
+    assert len(table) == 1
+    rid = table.run_id[0]
+    assert at.query_params["run"] == rid
+    assert _wait(ws, rid)["state"] == "done"
+    at = _app("train", run=rid)
+    assert "Run finished." in _texts(at)
+    # Structure page of that run: the hierarchy, variance, loadings and scores figures.
+    at = _app("structure", run=rid)
+    assert len(at.get("plotly_chart")) >= 4
+    assert [m for m in at.metric if m.label == "Nodes found"][0].value.endswith("of 7")
+    # Prediction page: evaluate in the background, then the results render.
+    at = _app("prediction", run=rid)
+    assert "No evaluation of this outcome yet" in _texts(at)
+    pid = runs.create_run(ws, {"kind": "predict", "parent": rid, "outcome": "event", "dataset": {"name": "p"},
+                               "options": {"n_bootstrap": 20}})
+    runs.run_worker(runs.run_path(ws, pid))
+    at = _app("prediction", run=rid)
+    assert "Selected nodes for" in _texts(at)
+    assert len(at.get("plotly_chart")) == 3
+    # Export page: both downloads are offered.
+    at = _app("export", run=rid)
+    assert len(at.get("download_button")) == 2
+
+
+def test_structure_page_compares_with_the_truth_of_the_sample_data(ws):
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"bundled": "clinical", "name": "clinical"}, "lattice": "full"})
+    assert runs.run_worker(runs.run_path(ws, rid)) == 0
+    at = _app("structure", run=rid)
+    assert "Truth vs recovered" in _texts(at)
+    f1 = [m for m in at.metric if m.label == "Structure F1"][0]
+    assert f1.value == "1.00"
+
+
+def test_a_failed_run_shows_its_error(ws):
+    bad = os.path.join(ws, "empty.csv")
+    Path(bad).write_text("")
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"modalities": {"a": bad, "b": bad}, "name": "bad"}})
+    runs.run_worker(runs.run_path(ws, rid))
+    at = _app("train", run=rid)
+    assert any("empty.csv: the file is empty" in str(e.value) for e in at.error)
+
+
+def test_pages_without_runs_say_what_to_do(ws):
+    for page in ("structure", "prediction", "export"):
+        at = _app(page)
+        assert "No finished run yet" in _texts(at)

@@ -1,0 +1,129 @@
+"""End to end: a real `streamlit run app.py` driven by headless Chromium (Playwright, the system
+browser at /usr/bin/chromium; never `playwright install`)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hcl_explore as hx
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.e2e
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("ws")
+    port = _free_port()
+    env = dict(os.environ, HCL_EXPLORE_WORKSPACE=str(ws), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false",
+                             "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url, ws
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}; scripts/setup.sh --dev installs it (apt-get install chromium).")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def csvs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("csv")
+    data, _ = hx.simulate(n=2000, dims={"labs": 30, "vitals": 20, "notes": 40},
+                          ranks={("labs", "vitals", "notes"): 2, ("labs", "vitals"): 1, ("labs",): 2, ("vitals",): 1, ("notes",): 2},
+                          noise=0.3, seed=0)
+    paths = []
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m]).round(4)
+        df.insert(0, "patient_id", [f"P{i:05d}" for i in range(data.n_samples)])
+        p = d / f"{m}.csv"
+        df.to_csv(p, index=False)
+        paths.append(str(p))
+    bad = d / "broken.csv"
+    bad.write_text("patient_id,x,y\n" + "".join(f"P{i:05d},1,2\n" for i in range(30)) + "P99999,1,2,3,4\n")
+    return paths, str(bad)
+
+
+def _wait_text(page, text, timeout=60_000):
+    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout)
+
+
+def test_upload_train_reload_structure_and_error(server, browser, csvs):
+    url, ws = server
+    paths, bad = csvs
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    _wait_text(page, "Current dataset")
+    page.get_by_text("Upload files").click()
+    page.locator("input[type=file]").first.set_input_files(paths)
+    _wait_text(page, "Current dataset: uploaded: labs, vitals, notes")
+    _wait_text(page, "Quality control")
+
+    page.get_by_role("link", name="Train").first.click()
+    page.get_by_role("button", name="Launch training").click()
+    _wait_text(page, "Run 2")  # run ids start with the year
+    page.wait_for_function("() => location.search.includes('run=')", timeout=30_000)
+    page.reload()
+    _wait_text(page, "· stage")  # the progress of the run, found again after the reload
+    _wait_text(page, "Run finished.", timeout=120_000)
+
+    page.get_by_role("link", name="Open the structure page").click()
+    _wait_text(page, "Nodes found")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    svg_text = page.locator(".js-plotly-plot").first.inner_text()
+    for label in ("labs+vitals+notes", "labs+vitals", "notes"):
+        assert label in svg_text
+    page.screenshot(path=str(Path(ws) / "structure.png"))
+
+    page.get_by_role("link", name="Data").first.click()
+    _wait_text(page, "Current dataset")
+    page.locator("input[type=file]").first.set_input_files(paths + [bad])
+    _wait_text(page, "broken.csv")
+    err = page.locator("[data-testid='stAlertContentError']").first
+    err.wait_for(timeout=60_000)
+    assert "broken.csv" in err.inner_text() and "fields" in err.inner_text()
+    # The good dataset stays current.
+    _wait_text(page, "Current dataset: uploaded: labs, vitals, notes")
+    page.close()
