@@ -63,14 +63,14 @@ st.success(f"Selected nodes for **{outcome}**: {sel}")
 c = st.columns(len(rep.metrics))
 for col, r in zip(c, rep.metrics.itertuples()):
     col.metric(r.metric.upper(), f"{r.value:.3f}", help=f"95 % bootstrap interval {r.ci_low:.3f} – {r.ci_high:.3f}")
-left, right = st.columns([3, 2])
+st.plotly_chart(figures.curves_figure(rep), width="stretch", key="curves")
+left, right = st.columns(2)
 with left:
-    st.plotly_chart(figures.curves_figure(rep), width="stretch", key="curves")
-with right:
     model = ui.load_run_model(rid)
-    st.plotly_chart(figures.model_hierarchy(model, highlight=rep.selected_nodes, title="Selected nodes"),
+    st.plotly_chart(figures.model_hierarchy(model, highlight=rep.selected_nodes, title="Selected nodes (red outline)"),
                     width="stretch", key="selected")
-st.plotly_chart(figures.metrics_figure(rep), width="stretch", key="metrics")
+with right:
+    st.plotly_chart(figures.metrics_figure(rep), width="stretch", key="metrics")
 st.markdown("**HCL vs baselines** (held-out test part)")
 st.dataframe(rep.baselines, hide_index=True, width="stretch")
 st.markdown("**Node importance**")

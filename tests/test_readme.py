@@ -23,3 +23,12 @@ def test_readme_commands_match_ci():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/setup.sh --dev && .venv/bin/python -m pytest -q" in text
     assert "bash scripts/setup.sh --dev" in ci and ".venv/bin/python -m pytest -q" in ci
+
+
+def test_readme_main_command_opens_the_app_without_prompts():
+    text = (ROOT / "README.md").read_text()
+    assert "scripts/setup.sh && .venv/bin/streamlit run app.py" in text
+    cfg = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert "headless = true" in cfg  # no first-run e-mail prompt
+    for shot in ("data", "lattice", "train", "structure", "prediction", "export"):
+        assert f"docs/screenshots/{shot}.png" in text and (ROOT / "docs" / "screenshots" / f"{shot}.png").exists()
