@@ -12,23 +12,24 @@ st.title("Data")
 state = ui.get_state()
 spec = state.get("dataset") or ui.DEFAULT_DATASET
 
-source = st.radio("Source", ["Bundled sample data", "Upload files"], horizontal=True,
-                  index=0 if spec.get("bundled") else 1, key="source")
-
-if source == "Bundled sample data":
+left_col, right_col = st.columns([1, 2])
+with left_col:
+    st.subheader("Bundled sample data")
     bundled = io.list_datasets()
     names = list(bundled)
     if not names:
         st.warning("No bundled datasets found (sample_data/ is missing from this installation).")
     else:
         cur = spec.get("bundled") if spec.get("bundled") in names else names[0]
-        name = st.selectbox("Dataset", names, index=names.index(cur))
+        name = st.selectbox("Dataset", names, index=names.index(cur), key="bundled_name")
         man = runs.read_json(os.path.join(bundled[name], "dataset.json"), {}) or {}
         st.caption(man.get("description", ""))
-        if spec.get("bundled") != name:
+        label = "In use" if spec.get("bundled") == name else "Use this dataset"
+        if st.button(label, disabled=spec.get("bundled") == name, key="use_bundled"):
             ui.set_state(dataset={"bundled": name, "name": f"{name} (bundled sample)"})
             st.rerun()
-else:
+with right_col:
+    st.subheader("Your files")
     st.caption("One table per modality: rows = samples, one id column, feature columns. CSV, TSV or Parquet. "
                "Files are saved to the workspace as soon as they are uploaded.")
     files = st.file_uploader("Modality tables", type=["csv", "tsv", "txt", "tab", "parquet", "pq", "gz"],
@@ -36,16 +37,20 @@ else:
     up_dir = os.path.join(ui.workspace(), "uploads")
     os.makedirs(up_dir, exist_ok=True)
     uploads = list(state.get("uploads") or [])
-    known = {u["path"] for u in uploads}
+    known = {u["path"]: u for u in uploads}
+    changed = False
     for f in files or []:
         path = os.path.join(up_dir, runs.sanitize_filename(f.name))
-        if path not in known:
+        fresh = path not in known
+        if fresh or not os.path.exists(path) or os.path.getsize(path) != f.size:
             with open(path + ".part", "wb") as fh:
                 fh.write(f.getbuffer())
             os.replace(path + ".part", path)
+            changed = True
+        if fresh:
             stem = runs.sanitize_filename(f.name).split(".")[0] or "modality"
             uploads.append({"file": f.name, "path": path, "modality": stem})
-            known.add(path)
+            known[path] = uploads[-1]
     out_file = st.file_uploader("Outcomes table (optional)", type=["csv", "tsv", "txt", "parquet", "pq", "gz"],
                                 key="outcome_file")
     outcomes_path = state.get("upload_outcomes")
@@ -54,8 +59,8 @@ else:
         with open(outcomes_path + ".part", "wb") as fh:
             fh.write(out_file.getbuffer())
         os.replace(outcomes_path + ".part", outcomes_path)
-    if uploads != state.get("uploads") or outcomes_path != state.get("upload_outcomes"):
-        state = ui.set_state(uploads=uploads, upload_outcomes=outcomes_path)
+    if changed or uploads != state.get("uploads") or outcomes_path != state.get("upload_outcomes"):
+        state = ui.set_state(uploads=uploads, upload_outcomes=outcomes_path, uploads_pending=True)
 
     if uploads:
         table = pd.DataFrame([{"file": u["file"], "modality": u["modality"], "remove": False} for u in uploads])
@@ -65,7 +70,7 @@ else:
         id_col = st.text_input("Id column (blank = detect)", value=state.get("upload_id_column") or "")
         new = [dict(u, modality=str(r.modality).strip() or u["modality"]) for u, r in zip(uploads, edited.itertuples()) if not r.remove]
         if new != uploads or id_col != (state.get("upload_id_column") or ""):
-            state = ui.set_state(uploads=new, upload_id_column=id_col)
+            state = ui.set_state(uploads=new, upload_id_column=id_col, uploads_pending=True)
             uploads = new
         if outcomes_path:
             st.caption(f"Outcomes: {os.path.basename(outcomes_path).removeprefix('outcomes__')}")
@@ -78,8 +83,12 @@ else:
         if not problems and uploads:
             try:
                 ui.load_dataset(cand)
-                if spec != cand:
-                    ui.set_state(dataset=cand)
+                # New or edited uploads become the current dataset as soon as they load.
+                if spec != cand and state.get("uploads_pending"):
+                    ui.set_state(dataset=cand, uploads_pending=False)
+                    st.rerun()
+                elif spec != cand and st.button("Use these files", key="use_uploads"):
+                    ui.set_state(dataset=cand, uploads_pending=False)
                     st.rerun()
             except ValueError as exc:
                 msg = str(exc)
@@ -91,7 +100,7 @@ else:
         if problems:
             st.info("The current dataset was not changed. Fix or remove the file above, or rename the modality.")
     else:
-        st.info("Upload two or more modality tables, or switch to the bundled sample data.")
+        st.info("Upload two or more modality tables (they become the current dataset as soon as they load).")
 
 spec, data, outcomes, truth, err = ui.current_dataset()
 st.divider()

@@ -74,6 +74,18 @@ c[2].metric("Fixed factors", sum(fixed.values()))
 c[3].metric("Loadings (fixed nodes)", f"{params:,}")
 st.caption(f"Model size: {len(lat.nodes)} candidate node(s); each factor of node S has one loading per feature of its "
            f"modalities ({', '.join(f'{m}: {d}' for m, d in dims.items())} features).")
-st.plotly_chart(figures.lattice_figure(full, active=set(lat.nodes), ranks={n: ranks.get(n, "auto") for n in lat.nodes}),
-                width="stretch")
+st.caption("Click a node in the diagram to switch it on or off.")
+event = st.plotly_chart(figures.lattice_figure(full, active=set(lat.nodes), ranks={n: ranks.get(n, "auto") for n in lat.nodes}),
+                        width="stretch", on_select="rerun", selection_mode="points", key="lattice_click")
+points = (event.selection.points if event is not None and hasattr(event, "selection") else []) or []
+clicked = [p_.get("customdata") for p_ in points if isinstance(p_.get("customdata"), str)]
+if clicked and st.session_state.get("last_click") != clicked:
+    st.session_state["last_click"] = clicked
+    node = parse_node_label(clicked[0])
+    nodes = [n for n in lat.nodes if n != node] if node in lat else list(lat.nodes) + [node]
+    if nodes:
+        toggled = Lattice(mods, nodes)
+        ui.set_state(lattice={"modalities": mods, "nodes": [list(n) for n in toggled.nodes],
+                              "ranks": {node_label(n): v for n, v in ranks.items() if n in toggled}, "preset": "custom"})
+        st.rerun()
 st.page_link("pages/train.py", label="Next: train", icon=":material/arrow_forward:")

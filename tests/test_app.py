@@ -62,7 +62,8 @@ def _write_uploads(ws, n=600, bad=False):
     out = pd.DataFrame({"pid": [f"P{i}" for i in range(n)], "event": (truth.Z[("a", "b")][:, 0] > 0.3).astype(int)})
     out.to_csv(os.path.join(up, "outcomes__out.csv"), index=False)
     runs.write_json(os.path.join(ws, "state.json"), {"dataset": {"bundled": "clinical", "name": "clinical"},
-                                                     "uploads": uploads, "upload_outcomes": os.path.join(up, "outcomes__out.csv")})
+                                                     "uploads": uploads, "upload_outcomes": os.path.join(up, "outcomes__out.csv"),
+                                                     "uploads_pending": True})
     return uploads
 
 
@@ -89,20 +90,21 @@ def test_data_page_opens_on_the_bundled_sample(ws):
 
 def test_uploaded_files_become_the_dataset_and_a_bad_file_shows_its_error(ws):
     _write_uploads(ws)
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.radio(key="source").set_value("Upload files").run()
-    assert not at.exception
+    at = _app()
     assert "Current dataset: uploaded: a, b, c" in _texts(at)
+    # Choosing the bundled data again is not undone by the uploads still listed.
+    at.selectbox(key="bundled_name").set_value("clinical").run()
+    at.button(key="use_bundled").click().run()
+    assert "Current dataset: clinical" in _texts(at)
+    at.run()
+    assert "Current dataset: clinical" in _texts(at)
     # A malformed file next to the good ones: a readable error naming it, the dataset unchanged.
     _write_uploads(ws, bad=True)
     runs.write_json(os.path.join(ws, "state.json"), dict(runs.read_json(os.path.join(ws, "state.json")),
                                                           dataset={"modalities": {"a": os.path.join(ws, "uploads", "a.csv"),
                                                                                   "b": os.path.join(ws, "uploads", "b.csv")},
                                                                    "name": "uploaded: a, b"}))
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.radio(key="source").set_value("Upload files").run()
+    at = _app()
     errors = [str(e.value) for e in at.error]
     assert any("broken.csv" in e and "line 22 has 4 fields" in e for e in errors), errors
     assert "Current dataset: uploaded: a, b" in _texts(at)

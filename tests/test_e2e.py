@@ -96,7 +96,6 @@ def test_upload_train_reload_structure_and_error(server, browser, csvs):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
     _wait_text(page, "Current dataset")
-    page.get_by_text("Upload files").click()
     page.locator("input[type=file]").first.set_input_files(paths)
     _wait_text(page, "Current dataset: uploaded: labs, vitals, notes")
     _wait_text(page, "Quality control")
