@@ -199,6 +199,24 @@ class MultimodalData:
         )
         return f"MultimodalData(n_samples={self.n_samples}; {parts})"
 
+    def _repr_html_(self) -> str:
+        from . import display
+
+        obs = self.observed.sum(axis=0)
+        df = pd.DataFrame({"modality": self.modalities, "features": [self.dims[m] for m in self.modalities],
+                           "samples": obs, "missing_share": 1 - obs / self.n_samples})
+        lines = [f"{self.n_samples:,} samples; {int(self.observed.all(axis=1).sum()):,} have every modality"]
+        w = self.report.get("warnings") if isinstance(self.report, dict) else None
+        if w:
+            lines.append(f"{len(w)} loading warning(s): see data.report['warnings']")
+        return display.block("MultimodalData", lines, display.table(df))
+
+    def plot_overlap(self):
+        """How samples overlap across modalities (a plotly Figure; the app's figure)."""
+        from .figures import overlap_figure
+
+        return overlap_figure(self.observed, self.modalities)
+
     def subset(self, rows: np.ndarray | Sequence[int]) -> "MultimodalData":
         """A new MultimodalData with the given rows (integer positions or a bool mask)."""
         idx = np.asarray(rows)

@@ -139,6 +139,23 @@ class Lattice:
         )
 
     # ------------------------------------------------------------------ node helpers
+    def _repr_html_(self) -> str:
+        from . import display
+        import pandas as pd
+
+        M = len(self.modalities)
+        levels = [node_level(n, M) for n in self.nodes]
+        counts = ", ".join(f"{levels.count(lv)} {lv}" for lv in ("global", "partial", "private") if lv in levels)
+        df = pd.DataFrame({"node": [node_label(n) for n in self.nodes], "level": levels, "size": [len(n) for n in self.nodes]})
+        return display.block(f"Lattice over {M} modalities: {len(self.nodes)} candidate nodes ({counts})",
+                             [f"modalities: {', '.join(self.modalities)}"], display.table(df))
+
+    def plot(self, active=None, ranks=None):
+        """The lattice as a Hasse diagram (a plotly Figure; the app's figure)."""
+        from .figures import lattice_figure
+
+        return lattice_figure(self, active=active, ranks=ranks)
+
     def node(self, raw: Iterable[str] | str) -> Node:
         """Canonical form of a node given in any order (a single name is a private node)."""
         return self._canonical(raw)

@@ -45,6 +45,44 @@ def _variance_ratio(var: np.ndarray) -> float:
     return float(v.max() / v.min()) if v.size else 1.0
 
 
+class _ProgressBar:
+    """A tqdm bar over the fit's stages (covariance pass, ranks per node, refinement)."""
+
+    _WEIGHT = {"covariance": 40, "noise": 5, "ranks": 25, "refine": 29, "done": 1}
+
+    def __init__(self, n_nodes: int):
+        from tqdm.auto import tqdm
+
+        self.n_nodes = max(n_nodes, 1)
+        self.bar = tqdm(total=100, desc="HCL fit", unit="%")
+        self.done = 0.0
+        self.nodes_seen = 0
+
+    def _to(self, value: float, stage: str) -> None:
+        value = min(100.0, max(value, self.done))
+        if value > self.done:
+            self.bar.update(value - self.done)
+            self.done = value
+        self.bar.set_postfix_str(stage, refresh=False)
+
+    def update(self, stage: str, info: Mapping[str, Any]) -> None:
+        if stage == "covariance":
+            n = info.get("n_samples") or 0
+            self._to(40.0 * (info.get("rows", 0) / n if n else 1.0), "covariance")
+        elif stage == "noise":
+            self._to(45.0, "noise")
+        elif stage == "ranks":
+            self.nodes_seen += 1
+            self._to(45.0 + 25.0 * self.nodes_seen / self.n_nodes, "ranks")
+        elif stage == "refine":
+            self._to(70.0 + 29.0 * min(1.0, math.log1p(info.get("iteration", 0)) / math.log1p(200)), "refine")
+        elif stage == "done":
+            self._to(100.0, "done")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class HCL:
     """Hierarchical contrastive learning over a candidate lattice of modality subsets.
 
@@ -149,12 +187,36 @@ class HCL:
         raise ValueError(f"ranks must be 'auto', an int or a dict, got {type(r).__name__}.")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data, callback: L.Callback | None = None) -> "HCL":
+    def fit(self, data, callback: L.Callback | None = None, progress: bool = False) -> "HCL":
         """Fit on a :class:`MultimodalData` (or any source with ``iter_chunks``).
 
         ``callback(stage, info)`` is called with stages ``covariance``, ``noise``, ``ranks``,
-        ``refine`` and ``done``.
+        ``refine`` and ``done``; ``progress=True`` shows a progress bar (tqdm: a widget in
+        Jupyter, text in a terminal). An exception or a KeyboardInterrupt (Ctrl-C, a kernel
+        interrupt) during the fit leaves the estimator unfitted, never half-fitted.
         """
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
+            delattr(self, attr)  # a new fit starts unfitted: an interrupt cannot leave a stale mix
+        bar = None
+        if progress:
+            bar = _ProgressBar(len(self._resolve_lattice(list(data.modalities)).nodes))
+            inner = callback
+
+            def callback(stage, info):  # noqa: F811  chain the bar before the user's callback
+                bar.update(stage, info)
+                if inner is not None:
+                    inner(stage, info)
+        try:
+            return self._fit(data, callback)
+        except BaseException:
+            for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
+                delattr(self, attr)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _fit(self, data, callback: L.Callback | None) -> "HCL":
         if self.estimator != "linear":
             raise ValueError(f"Unknown estimator {self.estimator!r}; available: 'linear'.")
         t0 = time.perf_counter()
@@ -320,6 +382,48 @@ class HCL:
             return f"HCL(estimator={self.estimator!r}, ranks={self.ranks!r}, lattice={self.lattice!r})"
         found = ", ".join(f"{node_label(n)}:{self.ranks_[n]}" for n in self.nodes_)
         return f"HCL(fitted; modalities={self.modalities_}; nodes {{{found}}})"
+
+    def _repr_html_(self) -> str:
+        from . import display
+
+        if not hasattr(self, "W_"):
+            return display.block("HCL (not fitted)", [f"estimator={self.estimator!r}, ranks={self.ranks!r}, "
+                                                      f"lattice={self.lattice if isinstance(self.lattice, str) or self.lattice is None else 'custom'}"])
+        sm = self.summary()
+        present = sm[sm.present].drop(columns=["present"])
+        lines = [f"{len(present)} of {len(sm)} candidate nodes found, {int(present['rank'].sum())} factors; "
+                 f"{self.n_samples_:,} samples; modalities {', '.join(self.modalities_)}",
+                 f"refinement: {self.n_iter_} evaluations, converged={self.converged_}; device {self.device_}"]
+        return display.block("HCL (fitted)", lines, display.table(present))
+
+    # ------------------------------------------------------------------ figures (the app's figures)
+    def plot_hierarchy(self, highlight=(), title: str = "Recovered hierarchy"):
+        """The recovered hierarchy over modality subsets (plotly Figure)."""
+        from .figures import model_hierarchy
+
+        self._check_fitted()
+        return model_hierarchy(self, highlight=highlight, title=title)
+
+    def plot_variance(self):
+        """How each modality's variance splits across global, partial and private nodes (plotly Figure)."""
+        from .figures import variance_figure
+
+        self._check_fitted()
+        return variance_figure(self)
+
+    def plot_loadings(self, node, top: int = 15):
+        """Heatmap of the ``top`` features loading on ``node``'s factors (plotly Figure)."""
+        from .figures import loadings_figure
+
+        self._check_fitted()
+        return loadings_figure(self, node, top=top)
+
+    def plot_objective(self):
+        """The refinement objective per evaluation (plotly Figure)."""
+        from .figures import objective_figure
+
+        self._check_fitted()
+        return objective_figure(list(self.objective_history_))
 
     # ------------------------------------------------------------------ persistence
     def get_params(self) -> dict[str, Any]:

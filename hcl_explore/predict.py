@@ -608,6 +608,29 @@ class PredictionReport:
                    frame(d["baselines"]), curves, d.get("threshold"), dict(d.get("counts", {})), list(d.get("notes", [])),
                    float(d.get("lambda", np.nan)), pd.DataFrame(), dict(d.get("timings", {})), d.get("outcome"))
 
+    def _repr_html_(self) -> str:
+        from . import display
+
+        lines = [f"{self.task} outcome {self.outcome or ''}; " + ", ".join(f"{k} {v:,}" for k, v in self.counts.items()),
+                 "selected nodes: " + (", ".join(node_label(n) for n in self.selected_nodes) or "none")]
+        body = "<b>HCL on the test part (95 % bootstrap intervals)</b>" + display.table(self.metrics)
+        body += "<b>HCL vs baselines</b>" + display.table(self.baselines)
+        imp = self.node_importance.assign(node=[node_label(n) for n in self.node_importance.node])
+        body += "<b>Node importance</b>" + display.table(imp)
+        return display.block("PredictionReport", lines, body)
+
+    def plot_curves(self):
+        """ROC and precision-recall curves (binary) or observed vs predicted (continuous), HCL vs baselines."""
+        from .figures import curves_figure
+
+        return curves_figure(self)
+
+    def plot_metrics(self):
+        """HCL vs baselines on the main metrics, with HCL's bootstrap intervals (plotly Figure)."""
+        from .figures import metrics_figure
+
+        return metrics_figure(self)
+
     def __str__(self) -> str:
         lines = [f"Prediction of {self.outcome or 'the outcome'} ({self.task}); "
                  + ", ".join(f"{k} {v}" for k, v in self.counts.items())]

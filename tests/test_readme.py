@@ -32,3 +32,14 @@ def test_readme_main_command_opens_the_app_without_prompts():
     assert "headless = true" in cfg  # no first-run e-mail prompt
     for shot in ("data", "lattice", "train", "structure", "prediction", "export"):
         assert f"docs/screenshots/{shot}.png" in text and (ROOT / "docs" / "screenshots" / f"{shot}.png").exists()
+
+
+def test_readme_notebook_snippet_runs(tmp_path, monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## In a notebook.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    fig = ns["model"].plot_hierarchy()
+    assert "diagnoses+labs" in str(fig.to_dict())
+    assert "HCL fit" in capsys.readouterr().err
