@@ -313,10 +313,11 @@ def read_table(source: Source, label: str | None = None, *, memory_limit: int | 
     def _read(encoding: str, errors: str = "strict") -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
+            # Mixed types across the parser's chunks end up as text columns, which the cleaning parses.
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
             return pd.read_csv(
                 path, sep=delim, encoding=encoding, encoding_errors=errors, compression=compression,
-                index_col=False if trailing else None, na_values=_EXTRA_NA,
-                low_memory=False, skip_blank_lines=True,
+                index_col=False if trailing else None, na_values=_EXTRA_NA, skip_blank_lines=True,
             )
 
     try:
@@ -495,6 +496,7 @@ def _prepare_table(
     max_categories: int,
     spec: list[dict] | None,
     decimal_comma: bool = False,
+    owned: bool = False,
 ) -> _Prepared:
     """Turn a raw table into (ids, numeric matrix with NaN cells, feature names) and say what was
     done to each column. With ``spec`` the columns are rebuilt as recorded instead of learned."""
@@ -563,7 +565,14 @@ def _prepare_table(
         # Numeric columns are checked together on one float block: files can have 10^5 rows x 10^3 columns.
         num_cols = [c for c in feats if pd.api.types.is_bool_dtype(df[c]) or pd.api.types.is_numeric_dtype(df[c])]
         col_of = {c: j for j, c in enumerate(num_cols)}
-        B = df[num_cols].to_numpy(dtype=np.float64, na_value=np.nan) if num_cols else np.empty((n, 0))
+        B = df[num_cols].to_numpy(dtype=np.float64, na_value=np.nan, copy=False) if num_cols else np.empty((n, 0))
+        if not B.flags.writeable:
+            # A view of the parser's float block (no 10^8-cell copy). Frames read from files are
+            # ours to modify; a caller's DataFrame is copied instead.
+            if owned:
+                B.flags.writeable = True
+            else:
+                B = B.copy()
         with np.errstate(invalid="ignore"):
             mn = np.fmin.reduce(B, axis=0) if n else np.full(B.shape[1], np.nan)
             mx = np.fmax.reduce(B, axis=0) if n else np.full(B.shape[1], np.nan)
@@ -735,7 +744,7 @@ def load_modalities(
             raise LoadError(f"Modality {m!r} is not in the given preprocessing (it has {list(pre)}).")
         p = _prepare_table(raw[m], idc[m], lab, max_categories=max_categories,
                            spec=None if spec_m is None else spec_m["columns"],
-                           decimal_comma=infos[m].delimiter == ";")
+                           decimal_comma=infos[m].delimiter == ";", owned=infos[m].format in ("csv", "tsv", "text"))
         rep = p.report
         X = p.X
         nrow = X.shape[0]

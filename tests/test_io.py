@@ -340,3 +340,14 @@ def test_inspect_prints_the_report(tmp_path, base, other, capsys):
     assert rep["data"]["modalities"]["labs"]["features_kept"] == 2
     assert main(["inspect", str(tmp_path / "missing.csv"), f"other={other}"]) == 2
     assert "missing.csv: file not found" in capsys.readouterr().err
+
+
+def test_a_callers_dataframe_is_never_modified(other):
+    rng = np.random.default_rng(9)
+    df = pd.DataFrame({"patient_id": IDS, "x": rng.normal(size=N), "y": rng.normal(size=N)})
+    df.loc[3, "x"] = np.nan
+    df.loc[5, "y"] = np.inf
+    before = df.copy(deep=True)
+    d = hx.load_modalities({"m": df, "o": other})
+    assert d.report["modalities"]["m"]["cells_imputed"] == 2
+    pd.testing.assert_frame_equal(df, before)
