@@ -49,11 +49,16 @@ def main() -> None:
     ap.add_argument("--cols", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dir", default=None, help="keep the files here (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the files already in --dir")
     args = ap.parse_args()
     folder = args.dir or tempfile.mkdtemp(prefix="bench_load_")
     os.makedirs(folder, exist_ok=True)
     t = time.perf_counter()
-    paths = write_files(folder, args.modalities, args.rows, args.cols)
+    existing = {f"mod{k}": os.path.join(folder, f"mod{k}.csv") for k in range(args.modalities)}
+    if args.reuse and all(os.path.exists(p) for p in existing.values()):
+        paths = existing
+    else:
+        paths = write_files(folder, args.modalities, args.rows, args.cols)
     size = sum(os.path.getsize(p) for p in paths.values())
     print(f"{args.modalities} files x {args.rows:,} rows x {args.cols} columns: {size / 2**20:.0f} MiB of CSV "
           f"(written in {time.perf_counter() - t:.1f} s)")

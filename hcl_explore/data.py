@@ -49,7 +49,10 @@ class MultimodalData:
         ids: Sequence | None = None,
         feature_names: Mapping[str, Sequence[str]] | None = None,
         report: dict | None = None,
+        _observed: np.ndarray | None = None,
     ):
+        """``_observed`` is for loaders that already know which rows are present and guarantee
+        rows are either complete or all-NaN, with no infinities (skips a full scan)."""
         if len(X) == 0:
             raise ValueError("MultimodalData needs at least one modality.")
         self.modalities: list[str] = [str(m) for m in X]
@@ -76,7 +79,7 @@ class MultimodalData:
                     f"Modality {name!r} has {a.shape[0]} rows but {self.modalities[0]!r} has {n}; "
                     "rows must be aligned samples."
                 )
-            if np.isinf(a).any():
+            if _observed is None and np.isinf(a).any():
                 r, c = np.argwhere(np.isinf(a))[0]
                 raise ValueError(f"Modality {name!r}: infinite value at row {r}, column {c}.")
             arrays[str(name)] = a
@@ -87,7 +90,7 @@ class MultimodalData:
         self.n_samples: int = int(n)
 
         obs = np.zeros((n, len(self.modalities)), dtype=bool)
-        for j, m in enumerate(self.modalities):
+        for j, m in enumerate(self.modalities if _observed is None else []):
             nan = np.isnan(arrays[m])
             row_all = nan.all(axis=1)
             row_any = nan.any(axis=1)
@@ -101,6 +104,8 @@ class MultimodalData:
                     "hcl_explore.load_modalities, which imputes and reports."
                 )
             obs[:, j] = ~row_all
+        if _observed is not None:
+            obs = np.asarray(_observed, dtype=bool).reshape(n, len(self.modalities))
         empty = np.flatnonzero(~obs.any(axis=1))
         if empty.size:
             raise ValueError(

@@ -486,6 +486,7 @@ class _Prepared:
     names: list[str]
     spec: list[dict]
     report: dict
+    present: np.ndarray | None = None  # (n_rows,) rows that have the modality
 
 
 def _prepare_table(
@@ -814,6 +815,7 @@ def load_modalities(
             "empty_rows": empty_rows,
         })
         p.X = X
+        p.present = present
         prepared[m] = p
         mod_reports[m] = rep
 
@@ -831,10 +833,15 @@ def load_modalities(
         if len(pos) == len(all_keys) and np.array_equal(pos, np.arange(len(pos))):
             arrays[m] = p.X  # same samples in the same order: no copy
         else:
-            A = np.full((len(all_keys), p.X.shape[1]), np.nan)
+            A = np.empty((len(all_keys), p.X.shape[1]))
             A[pos] = p.X
+            absent_rows = np.ones(len(all_keys), dtype=bool)
+            absent_rows[pos] = False
+            A[absent_rows] = np.nan
             arrays[m] = A
-    observed = np.stack([~np.isnan(arrays[m]).all(axis=1) for m in names], axis=1)
+    observed = np.zeros((len(all_keys), len(names)), dtype=bool)
+    for j, m in enumerate(names):
+        observed[all_keys.get_indexer(prepared[m].keys), j] = prepared[m].present
     nothing = ~observed.any(axis=1)
     if nothing.any():
         # Ids whose rows are empty in every file carry no data: report them rather than keep them.
@@ -868,7 +875,8 @@ def load_modalities(
         "warnings": sorted(set(warn), key=warn.index),
         "preprocessing": {m: {"id_column": idc[m], "columns": prepared[m].spec} for m in names},
     }
-    return MultimodalData(arrays, ids=display, feature_names={m: prepared[m].names for m in names}, report=report)
+    return MultimodalData(arrays, ids=display, feature_names={m: prepared[m].names for m in names}, report=report,
+                          _observed=observed)
 
 
 def _components(adj: np.ndarray) -> list[list[int]]:
