@@ -13,11 +13,24 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import contrastive as C
 from . import linear as L
 from .data import MultimodalData
 from .lattice import Lattice, Node, node_label, node_level, parse_node_label
 
 _FORMAT_VERSION = 1
+#: Files of the contrastive estimator carry this version, so that a version-1 reader refuses them
+#: with "saved by a newer hcl_explore" instead of failing on unknown parameters.
+_FORMAT_VERSION_CONTRASTIVE = 2
+ESTIMATORS = ("linear", "contrastive")
+#: Parameters of the contrastive estimator and their defaults (``get_params`` lists them only
+#: when ``estimator="contrastive"``, so linear models and their files are unchanged).
+CONTRASTIVE_DEFAULTS: dict[str, Any] = {
+    "encoder": "mlp", "hidden": (128,), "loss": "infonce", "temperature": 0.1,
+    "reconstruction_weight": 1.0, "decorrelation_weight": 1.0, "supervised_weight": 1.0,
+    "max_epochs": 100, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "val_fraction": 0.1,
+    "patience": 10, "checkpoint_dir": None, "resume": False, "amp": True,
+}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -94,8 +107,10 @@ class HCL:
     ranks : "auto", int, or mapping node -> int | "auto"
         Factors per node. An int applies to every node. In a mapping, nodes not named are
         ``"auto"``; 0 switches a node off.
-    estimator : "linear"
-        The linear estimator of DESIGN §3 (the contrastive one comes with its own issue).
+    estimator : "linear" or "contrastive"
+        ``"linear"``: the linear estimator of DESIGN §3. ``"contrastive"``: per-(modality, node)
+        neural encoders trained with a structure-aware contrastive loss
+        (:mod:`hcl_explore.contrastive` documents the losses exactly); for nonlinear modalities.
     device : "auto", "cpu" or "cuda"
     standardize : "auto" or bool
         Scale every feature to unit variance before fitting (loadings are reported in original
@@ -109,7 +124,39 @@ class HCL:
     tol, max_iter : float, int
         Stopping rule of the masked factorization (relative objective change and gradient).
     random_state : int or None
-        Kept for API stability; the linear estimator is deterministic.
+        The linear estimator is deterministic; the contrastive one seeds its initialization, the
+        validation split and the batch order with it.
+
+    Contrastive estimator only (keyword arguments; ignored by the linear one)
+    ----------------------------------------------------------------------
+    encoder : "mlp" (default) or "linear"
+    hidden : tuple of int
+        Hidden widths of every (modality, node) encoder (``(128,)``); decoders use them reversed.
+    loss : "infonce" (default) or "paper"
+    temperature : float
+        InfoNCE temperature (0.1).
+    reconstruction_weight, decorrelation_weight, supervised_weight : float
+        Weights of the loss terms (1.0 each); the contrastive term has weight 1.
+    max_epochs, batch_size, lr, weight_decay : training (Adam) settings (100, 256, 1e-3, 0).
+    val_fraction, patience : share of samples held out for early stopping (0.1) and epochs
+        without improvement before stopping (10). The best epoch's weights are kept.
+    checkpoint_dir, resume : write ``checkpoint.pt`` there after every epoch; ``resume=True``
+        continues from it (same data, lattice, ranks and settings; ``max_epochs`` may grow).
+    amp : bool
+        bfloat16 autocast on CUDA (never on CPU).
+
+    With ``estimator="contrastive"``: ``ranks`` given as ints fixes the nodes and block sizes;
+    ``"auto"`` (or a mapping with ``"auto"`` entries) first fits the linear estimator and takes its
+    nodes and ranks. Inputs are always centred on the training rows and, unless
+    ``standardize=False``, scaled to unit variance; ``balance_modalities``, ``tol`` and ``max_iter``
+    only matter for that linear rank search. ``loadings_``/``W_`` are then a linear
+    approximation (least squares of each modality's standardized features on its nodes' scores,
+    training rows), ``noise_var_`` is the decoder's mean squared reconstruction error per
+    standardized feature (validation rows), and ``summary()``'s ``var_``/``signal_`` columns are
+    computed from that approximation. ``n_iter_`` is the number of epochs, ``objective_`` the best
+    monitored (validation) loss, ``objective_history_`` the training loss per epoch and
+    ``val_history_`` the validation loss per epoch. ``score_error_cov`` (and hence
+    ``evaluate_prediction(bias_correction=True)``) is not available.
 
     Attributes
     ----------
@@ -131,6 +178,7 @@ class HCL:
         tol: float = 1e-10,
         max_iter: int = 5000,
         random_state: int | None = 0,
+        **contrastive: Any,
     ):
         self.lattice = lattice
         self.ranks = ranks
@@ -142,6 +190,12 @@ class HCL:
         self.tol = tol
         self.max_iter = max_iter
         self.random_state = random_state
+        unknown = sorted(set(contrastive) - set(CONTRASTIVE_DEFAULTS))
+        if unknown:
+            raise TypeError(f"HCL got unexpected keyword argument(s) {unknown}; contrastive options are "
+                            f"{sorted(CONTRASTIVE_DEFAULTS)}.")
+        for k, v in CONTRASTIVE_DEFAULTS.items():
+            setattr(self, k, contrastive.get(k, v))
 
     # ------------------------------------------------------------------ helpers
     def _resolve_lattice(self, modalities: list[str]) -> Lattice:
@@ -187,18 +241,29 @@ class HCL:
         raise ValueError(f"ranks must be 'auto', an int or a dict, got {type(r).__name__}.")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data, callback: L.Callback | None = None, progress: bool = False) -> "HCL":
+    def fit(self, data, callback: L.Callback | None = None, progress: bool = False, y=None) -> "HCL":
         """Fit on a :class:`MultimodalData` (or any source with ``iter_chunks``).
 
         ``callback(stage, info)`` is called with stages ``covariance``, ``noise``, ``ranks``,
-        ``refine`` and ``done``; ``progress=True`` shows a progress bar (tqdm: a widget in
-        Jupyter, text in a terminal). An exception or a KeyboardInterrupt (Ctrl-C, a kernel
-        interrupt) during the fit leaves the estimator unfitted, never half-fitted.
+        ``refine`` and ``done`` (contrastive estimator: ``epoch`` after every epoch with ``epoch``,
+        ``max_epochs``, ``loss`` and its terms, ``val_loss``, ``best_loss``, ``seconds``, preceded by
+        the linear stages when ranks are ``"auto"``); ``progress=True`` shows a progress bar (tqdm: a
+        widget in Jupyter, text in a terminal). An exception or a KeyboardInterrupt (Ctrl-C, a
+        kernel interrupt) during the fit - also one raised by the callback, which is how a run is
+        cancelled - leaves the estimator unfitted, never half-fitted.
+
+        ``y`` (contrastive estimator only): an outcome per sample (NaN = unlabelled) for the
+        supervised head; 0/1 values are treated as binary, others as continuous.
         """
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a new fit starts unfitted: an interrupt cannot leave a stale mix
+        if y is not None and self.estimator != "contrastive":
+            raise ValueError("y is only used by the contrastive estimator's supervised head; the linear "
+                             "estimator is unsupervised (use evaluate_prediction for outcomes).")
         bar = None
-        if progress:
+        if progress and self.estimator == "contrastive":
+            bar = C.EpochBar(int(self.max_epochs))
+        elif progress:
             bar = _ProgressBar(len(self._resolve_lattice(list(data.modalities)).nodes))
             inner = callback
 
@@ -207,6 +272,8 @@ class HCL:
                 if inner is not None:
                     inner(stage, info)
         try:
+            if self.estimator == "contrastive":
+                return self._fit_contrastive(data, callback, y)
             return self._fit(data, callback)
         except BaseException:
             for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
@@ -218,7 +285,7 @@ class HCL:
 
     def _fit(self, data, callback: L.Callback | None) -> "HCL":
         if self.estimator != "linear":
-            raise ValueError(f"Unknown estimator {self.estimator!r}; available: 'linear'.")
+            raise ValueError(f"Unknown estimator {self.estimator!r}; available: {', '.join(map(repr, ESTIMATORS))}.")
         t0 = time.perf_counter()
         dev = resolve_device(self.device)
         mods = list(data.modalities)
@@ -305,6 +372,194 @@ class HCL:
             callback("done", {"objective": res.objective, "n_iter": res.n_iter, "converged": res.converged})
         return self
 
+    # ------------------------------------------------------------------ contrastive estimator
+    def _contrastive_config(self) -> C.TrainConfig:
+        if self.loss not in C.LOSSES:
+            raise ValueError(f"loss must be one of {C.LOSSES}, got {self.loss!r}.")
+        if self.encoder not in C.ENCODERS:
+            raise ValueError(f"encoder must be one of {C.ENCODERS}, got {self.encoder!r}.")
+        if not float(self.temperature) > 0:
+            raise ValueError("temperature must be > 0.")
+        if int(self.batch_size) < 2 or int(self.max_epochs) < 1 or int(self.patience) < 1:
+            raise ValueError("batch_size must be >= 2, max_epochs and patience >= 1.")
+        if not 0 <= float(self.val_fraction) < 1:
+            raise ValueError("val_fraction must be in [0, 1).")
+        if self.resume and not self.checkpoint_dir:
+            raise ValueError("resume=True needs a checkpoint_dir.")
+        return C.TrainConfig(loss=self.loss, temperature=float(self.temperature),
+                             reconstruction_weight=float(self.reconstruction_weight),
+                             decorrelation_weight=float(self.decorrelation_weight),
+                             supervised_weight=float(self.supervised_weight), max_epochs=int(self.max_epochs),
+                             batch_size=int(self.batch_size), lr=float(self.lr), weight_decay=float(self.weight_decay),
+                             patience=int(self.patience), amp=bool(self.amp),
+                             seed=int(self.random_state) if self.random_state is not None else 0)
+
+    def _standardized(self, X: Mapping[str, np.ndarray], observed: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 copies ``(x - mean_) / scale_`` with missing rows set to 0."""
+        sl = L.block_slices(self.modalities_, self.dims_)
+        out = {}
+        for j, m in enumerate(self.modalities_):
+            x = (np.asarray(X[m], dtype=np.float32) - self.mean_[sl[m]].astype(np.float32)) / \
+                self.scale_[sl[m]].astype(np.float32)
+            x[~observed[:, j]] = 0.0
+            out[m] = x
+        return out
+
+    def _fit_contrastive(self, data, callback: L.Callback | None, y) -> "HCL":
+        t0 = time.perf_counter()
+        cfg = self._contrastive_config()
+        dev = resolve_device(self.device)
+        mods = list(data.modalities)
+        lat = self._resolve_lattice(mods)
+        fixed = self._resolve_ranks(lat)
+        timings: dict[str, float] = {}
+        diagnostics: dict = {}
+        if any(r is None for r in fixed.values()):
+            # ranks "auto": the linear estimator's structure is the starting point.
+            lin = HCL(lattice=lat, ranks=self.ranks, estimator="linear", device=self.device,
+                      standardize=self.standardize, balance_modalities=self.balance_modalities,
+                      chunk_size=self.chunk_size, tol=self.tol, max_iter=self.max_iter,
+                      random_state=self.random_state).fit(data, callback=callback)
+            ranks = dict(lin.ranks_)
+            diagnostics = lin.rank_diagnostics_
+            timings["ranks"] = time.perf_counter() - t0
+        else:
+            ranks = {n: int(r) for n, r in fixed.items()}
+        nodes = [n for n in lat.nodes if ranks[n] > 0]
+        if not nodes:
+            raise ValueError("No lattice node has a positive rank; the contrastive estimator has nothing to learn.")
+
+        t1 = time.perf_counter()
+        if hasattr(data, "X") and hasattr(data, "observed"):
+            X = {m: data.X[m] for m in mods}
+            obs = np.asarray(data.observed, dtype=bool)
+        else:  # a streamed source: read it once into CPU memory (float32)
+            chunks = list(data.iter_chunks(self.chunk_size))
+            X = {m: np.concatenate([np.asarray(c.X[m], dtype=np.float32) for c in chunks]) for m in mods}
+            obs = np.concatenate([c.observed for c in chunks]).astype(bool)
+        n = obs.shape[0]
+        dims = {m: int(X[m].shape[1]) for m in mods}
+        for node in nodes:
+            for i, m in enumerate(node):
+                for m2 in node[i + 1:]:
+                    if not (obs[:, mods.index(m)] & obs[:, mods.index(m2)]).any():
+                        raise ValueError(f"Node {node_label(node)}: no sample has both {m!r} and {m2!r}; "
+                                         "nothing can align them. Drop the node or give it rank 0.")
+        yv, task = None, None
+        if y is not None:
+            yv = np.asarray(getattr(y, "values", y), dtype=np.float64).reshape(-1)
+            if yv.shape[0] != n:
+                raise ValueError(f"y has {yv.shape[0]} values for {n} samples.")
+            lab = np.isfinite(yv)
+            if lab.sum() < 2:
+                raise ValueError("y needs at least two labelled (finite) values.")
+            task = "binary" if set(np.unique(yv[lab])) <= {0.0, 1.0} else "continuous"
+            if task == "continuous":
+                yv = (yv - yv[lab].mean()) / (yv[lab].std() or 1.0)
+            yv = np.where(lab, yv, np.nan).astype(np.float32)
+
+        rng = np.random.default_rng(self.random_state)
+        n_val = int(round(float(self.val_fraction) * n)) if n >= 20 else 0
+        perm = rng.permutation(n)
+        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        # Standardization from the training rows that observe each modality.
+        mean = np.zeros(sum(dims.values()))
+        scale = np.ones_like(mean)
+        sl = L.block_slices(mods, dims)
+        for j, m in enumerate(mods):
+            rows = train_rows[obs[train_rows, j]]
+            if rows.size < 2:
+                raise ValueError(f"Modality {m!r} is observed in fewer than 2 training samples.")
+            xm = np.asarray(X[m][rows], dtype=np.float64)
+            mean[sl[m]] = xm.mean(0)
+            if self.standardize is not False:
+                sd = xm.std(0)
+                scale[sl[m]] = np.where(sd > 1e-12, sd, 1.0)
+        self.modalities_, self.dims_, self.mean_, self.scale_ = mods, dims, mean, scale
+        arrays = C.Arrays(self._standardized(X, obs), obs, yv)
+        timings["standardize"] = time.perf_counter() - t1
+
+        spec = C.ModuleSpec(mods, dims, nodes, {nd: ranks[nd] for nd in nodes}, self.encoder,
+                            tuple(int(h) for h in self.hidden), n_outputs=1 if yv is not None else 0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            module = C.HCLModule(spec)
+        signature = C.signature_of(spec, cfg, n, {"val_rows": int(np.sum(val_rows) % 1000003), "task": task,
+                                                   "standardize": self.standardize is not False})
+        t2 = time.perf_counter()
+        res = C.train(module, arrays, train_rows, val_rows, cfg, dev, task=task, callback=callback,
+                      checkpoint_dir=os.fspath(self.checkpoint_dir) if self.checkpoint_dir else None,
+                      resume=bool(self.resume), signature=signature)
+        timings["train"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        enc = C.raw_encodings(module, arrays, train_rows, dev, batch_size=self.chunk_size)
+        C.set_output_stats(module, enc, obs[train_rows])
+        scores = C.node_scores(module, enc, obs[train_rows])
+        # Linear approximation of the loadings: least squares of the standardized features on the
+        # scores of the nodes holding each modality (training rows that observe it).
+        cols = L.node_columns(nodes, ranks)
+        W = np.zeros((sum(dims.values()), sum(ranks[nd] for nd in nodes)))
+        total_var, noise = {}, {}
+        check_rows = val_rows if val_rows.size >= 2 else train_rows
+        mse = C.reconstruction_mse(module, arrays, check_rows, dev, batch_size=self.chunk_size)
+        for j, m in enumerate(mods):
+            o = obs[train_rows, j]
+            xm = arrays.X[m][train_rows][o].astype(np.float64)
+            total_var[m] = float(xm.var(0).sum())
+            noise[m] = float(mse.get(m, np.nan))
+            mine = [nd for nd in nodes if m in nd]
+            if not mine:
+                continue
+            S = np.concatenate([scores[nd][o] for nd in mine], axis=1)
+            B = np.linalg.lstsq(S, xm, rcond=None)[0]
+            c = np.concatenate([np.arange(cols[nd].start, cols[nd].stop) for nd in mine])
+            W[sl[m].start:sl[m].stop, c] = B.T
+        module.to("cpu")
+        timings["summary"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+
+        self.lattice_ = lat
+        self.feature_names_ = {m: list(data.feature_names[m]) for m in mods}
+        self.standardized_ = self.standardize is not False
+        self.preprocessing_ = (getattr(data, "report", None) or {}).get("preprocessing")
+        self.noise_var_ = noise
+        self.ranks_ = {nd: int(ranks[nd]) for nd in lat.nodes}
+        self.nodes_ = nodes
+        self.module_ = module
+        self.task_ = task
+        self.objective_ = float(res.best_loss)
+        self.n_iter_ = int(res.n_epochs)
+        self.n_epochs_ = int(res.n_epochs)
+        self.best_epoch_ = int(res.best_epoch)
+        self.converged_ = bool(res.converged)
+        self.objective_history_ = list(res.history)
+        self.val_history_ = list(res.val_history)
+        self.total_var_ = total_var
+        self.n_samples_ = int(n)
+        self.counts_ = obs.T.astype(np.int64) @ obs.astype(np.int64)
+        self.rank_diagnostics_ = diagnostics
+        self.timings_ = timings
+        self.device_ = str(dev)
+        self.signal_rank_ = {}
+        self.W_ = W
+        if callback is not None:
+            callback("done", {"objective": self.objective_, "n_iter": self.n_iter_, "converged": self.converged_})
+        return self
+
+    def _transform_contrastive(self, data: MultimodalData, fill: float) -> dict[Node, np.ndarray]:
+        obs = np.asarray(data.observed, dtype=bool)
+        arrays = C.Arrays(self._standardized(data.X, obs), obs)
+        dev = torch.device(self.device_)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            dev = torch.device("cpu")
+        module = self.module_.to(dev)
+        try:
+            enc = C.raw_encodings(module, arrays, np.arange(obs.shape[0]), dev, batch_size=self.chunk_size)
+        finally:
+            self.module_.to("cpu")
+        return C.node_scores(self.module_, enc, obs, fill=fill)
+
     # ------------------------------------------------------------------ learned views
     def _check_fitted(self) -> None:
         if not hasattr(self, "W_"):
@@ -335,6 +590,8 @@ class HCL:
         for m in self.modalities_:
             if data.X[m].shape[1] != self.dims_[m]:
                 raise ValueError(f"Modality {m!r} has {data.X[m].shape[1]} features; the model was fitted on {self.dims_[m]}.")
+        if self.estimator == "contrastive":
+            return self._transform_contrastive(data, fill)
         sl = L.block_slices(self.modalities_, self.dims_)
         Xt = {}
         for j, m in enumerate(self.modalities_):
@@ -348,6 +605,10 @@ class HCL:
         """Mean covariance (R, R) of the score errors over ``data``'s observation patterns, in the
         column order of :meth:`column_nodes` (see ``linear.gls_error_cov``)."""
         self._check_fitted()
+        if self.estimator == "contrastive":
+            raise ValueError("The score-error covariance (and the bias-corrected estimator) exists only for the "
+                             "linear estimator: the contrastive estimator's scores have no GLS error model. "
+                             "Use bias_correction=False, or estimator='linear'.")
         return L.gls_error_cov(data.observed, self.modalities_, self.W_, self.column_nodes(), self.noise_var_, self.dims_)
 
     def fit_transform(self, data: MultimodalData) -> dict[Node, np.ndarray]:
@@ -442,7 +703,9 @@ class HCL:
             "tol": self.tol,
             "max_iter": self.max_iter,
             "random_state": self.random_state,
-        }
+        } | ({k: (list(v) if isinstance(v, tuple) else (os.fspath(v) if isinstance(v, os.PathLike) else v))
+              for k, v in ((k, getattr(self, k)) for k in CONTRASTIVE_DEFAULTS)}
+             if self.estimator == "contrastive" else {})
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a fitted model to one ``.npz`` file (arrays + a JSON header; no pickle).
@@ -451,9 +714,10 @@ class HCL:
         """
         self._check_fitted()
         path = os.fspath(path)
+        contrastive = self.estimator == "contrastive"
         meta = {
             "format": "hcl_explore.HCL",
-            "version": _FORMAT_VERSION,
+            "version": _FORMAT_VERSION_CONTRASTIVE if contrastive else _FORMAT_VERSION,
             "params": self.get_params(),
             "modalities": self.modalities_,
             "lattice": self.lattice_.to_dict(),
@@ -473,6 +737,13 @@ class HCL:
             "standardized": self.standardized_,
             "preprocessing": self.preprocessing_,
         }
+        extra: dict[str, np.ndarray] = {}
+        if contrastive:
+            # The network's state dict as plain arrays ("module.<name>"); rebuilt from module_spec.
+            meta.update({"module_spec": self.module_.spec.to_dict(), "task": self.task_,
+                         "n_epochs": self.n_epochs_, "best_epoch": self.best_epoch_})
+            extra = {f"module.{k}": v.detach().cpu().numpy() for k, v in self.module_.state_dict().items()}
+            extra["val_history"] = np.asarray(self.val_history_, dtype=float)
         tmp = path + ".tmp"
         with open(tmp, "wb") as fh:
             np.savez(
@@ -483,6 +754,7 @@ class HCL:
                 scale=self.scale_,
                 counts=self.counts_,
                 objective_history=np.asarray(self.objective_history_, dtype=float),
+                **extra,
             )
         os.replace(tmp, path)
 
@@ -498,7 +770,7 @@ class HCL:
             raise ValueError(f"{path}: not a saved hcl_explore model ({exc}).") from exc
         if meta.get("format") != "hcl_explore.HCL":
             raise ValueError(f"{path}: not a saved hcl_explore model.")
-        if int(meta.get("version", 0)) > _FORMAT_VERSION:
+        if int(meta.get("version", 0)) > _FORMAT_VERSION_CONTRASTIVE:
             raise ValueError(f"{path}: saved by a newer hcl_explore (format {meta['version']}).")
         p = dict(meta["params"])
         if isinstance(p.get("lattice"), dict):
@@ -527,4 +799,15 @@ class HCL:
         model.rank_diagnostics_ = {}
         model.standardized_ = bool(meta.get("standardized", np.any(model.scale_ != 1.0)))
         model.preprocessing_ = meta.get("preprocessing")
+        if model.estimator == "contrastive":
+            spec = C.ModuleSpec.from_dict(meta["module_spec"])
+            module = C.HCLModule(spec)
+            state = {k[len("module."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("module.")}
+            module.load_state_dict(state)
+            module.eval()
+            model.module_ = module
+            model.task_ = meta.get("task")
+            model.n_epochs_ = int(meta.get("n_epochs", model.n_iter_))
+            model.best_epoch_ = int(meta.get("best_epoch", 0))
+            model.val_history_ = arrays["val_history"].tolist() if "val_history" in arrays else []
         return model

@@ -1,0 +1,576 @@
+"""The contrastive HCL estimator (DESIGN §3): the torch module, its losses and the training loop.
+
+The user-facing estimator is :class:`hcl_explore.HCL` with ``estimator="contrastive"``; this module
+holds what it drives (scvi-tools style):
+
+* :class:`HCLModule` - the network: per-(modality, node) encoders, per-modality decoders and an
+  optional supervised head. Nothing about data loading, devices or stopping lives in it.
+* :func:`batch_losses` - the loss terms of one minibatch (pure function of module outputs).
+* :func:`train` - minibatch training with a validation split, early stopping, mixed precision on
+  CUDA, per-epoch checkpoints and resume.
+* :func:`node_scores` - the node blocks of new samples (what ``HCL.transform`` returns).
+
+Losses, for one minibatch (all computed in float32)
+---------------------------------------------------
+Encoder ``f_{m,S}`` maps the standardized ``x_m`` to an ``r_S``-dim block for every node ``S``
+containing ``m``. Each block is *batch-standardized*: every coordinate centred and scaled to unit
+variance over the batch rows that observe ``m`` (call it ``h_{m,S}``). This rules out collapse and
+puts all modalities of a node on one scale.
+
+* **contrastive** (nodes with ``|S| >= 2``): for each pair ``m < m'`` in ``S``, over the rows ``i``
+  observing both, with ``a_i = h_{m,S}(x_i)`` and ``b_j = h_{m',S}(x_j)``:
+
+  - ``loss="infonce"``: logits ``l_ij = -||a_i - b_j||^2 / (2 tau r_S)`` (a Gaussian kernel; the
+    positive pair is the same sample), symmetric cross-entropy
+    ``(CE(l, diag) + CE(l^T, diag)) / 2``.
+  - ``loss="paper"``: the paper's form linear in the similarities,
+    ``mean_{i != j} s_ij - mean_i s_ii`` with ``s_ij = <a_i, b_j> / r_S``.
+
+  Cosine similarity is replaced by ``<a, b> / r_S`` of batch-standardized blocks (their squared
+  norm is ``r_S`` on average, so this is the cosine up to per-sample norm fluctuations) because with
+  ``r_S = 1`` a cosine is +-1 and has no gradient. The node's term is the mean over its pairs; the
+  contrastive loss is the mean over shared nodes. Each node aligns only the modalities it contains.
+* **reconstruction** (weight ``reconstruction_weight``): a decoder per modality maps the
+  concatenation of all of that modality's raw blocks to ``x_m``; mean squared error per feature,
+  over the rows observing ``m``. The shared blocks enter *detached*, so the reconstruction trains
+  the private encoder (and the decoder) on what the shared nodes leave, and never pulls private
+  signal into a shared block.
+* **decorrelation** (weight ``decorrelation_weight``): per modality, the sum of the squared
+  off-diagonal entries of the correlation matrix of all its standardized blocks side by side
+  (between blocks of different nodes and within a block), divided by the number of its block
+  coordinates R_m, over the rows observing it; the mean over modalities.
+* **supervised** (weight ``supervised_weight``, only when ``fit(..., y=...)``): a linear head on the
+  node scores (for each node the mean of its present modalities' standardized blocks): MSE for a
+  continuous outcome, logistic loss for a 0/1 outcome, over the labelled rows.
+
+A sample missing modality ``m`` contributes nothing to any term that involves ``m``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .lattice import Node, node_label
+
+Callback = Callable[[str, dict], None]
+LOSSES = ("infonce", "paper")
+ENCODERS = ("linear", "mlp")
+CHECKPOINT_NAME = "checkpoint.pt"
+_EPS = 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- module
+class GroupedMLP(nn.Module):
+    """``K`` independent MLPs that share only their input: ``d_in -> hidden... -> out_sizes[k]``.
+
+    Equivalent to ``K`` separate ``nn.Sequential`` MLPs (ReLU between layers), computed as one wide
+    first layer and batched (einsum) later layers. ``hidden=()`` gives ``K`` linear maps. The output
+    is the ``K`` outputs side by side, shape ``(b, sum(out_sizes))``.
+    """
+
+    def __init__(self, d_in: int, out_sizes: Sequence[int], hidden: Sequence[int] = ()):
+        super().__init__()
+        self.out_sizes = [int(r) for r in out_sizes]
+        self.hidden = [int(h) for h in hidden]
+        K = len(self.out_sizes)
+        if not self.hidden:
+            self.first = nn.Linear(d_in, sum(self.out_sizes))
+            return
+        self.first = nn.Linear(d_in, K * self.hidden[0])
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        widths = self.hidden + [max(self.out_sizes)]
+        for h_in, h_out in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / math.sqrt(h_in)
+            self.weights.append(nn.Parameter(torch.empty(K, h_in, h_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(K, h_out).uniform_(-bound, bound)))
+        r_max = widths[-1]
+        keep = [k * r_max + j for k, r in enumerate(self.out_sizes) for j in range(r)]
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        if not self.hidden:
+            return h
+        K = len(self.out_sizes)
+        h = h.view(x.shape[0], K, self.hidden[0])
+        for W, b in zip(self.weights, self.biases):
+            h = torch.einsum("bki,kio->bko", F.relu(h), W) + b
+        return h.reshape(x.shape[0], -1)[:, self.keep]
+
+
+def _mlp(d_in: int, d_out: int, hidden: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(d_in, h), nn.ReLU()]
+        d_in = h
+    layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class ModuleSpec:
+    """What :class:`HCLModule` is built from (JSON-able; saved with the model)."""
+
+    modalities: list[str]
+    dims: dict[str, int]
+    nodes: list[Node]
+    ranks: dict[Node, int]
+    encoder: str = "mlp"
+    hidden: tuple[int, ...] = (128,)
+    n_outputs: int = 0
+
+    def to_dict(self) -> dict:
+        return {"modalities": list(self.modalities), "dims": dict(self.dims),
+                "nodes": [node_label(n) for n in self.nodes],
+                "ranks": {node_label(n): int(self.ranks[n]) for n in self.nodes},
+                "encoder": self.encoder, "hidden": list(self.hidden), "n_outputs": int(self.n_outputs)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModuleSpec":
+        nodes = [tuple(lbl.split("+")) for lbl in d["nodes"]]
+        return cls(list(d["modalities"]), {k: int(v) for k, v in d["dims"].items()}, nodes,
+                   {tuple(k.split("+")): int(v) for k, v in d["ranks"].items()}, d["encoder"],
+                   tuple(int(h) for h in d["hidden"]), int(d.get("n_outputs", 0)))
+
+
+class HCLModule(nn.Module):
+    """The HCL network.
+
+    For modality ``m`` (key ``"m<j>"``, its position), ``encoders[m]`` maps ``(b, d_m)`` to the blocks
+    of the nodes containing ``m``, side by side in lattice order, ``(b, R_m)``; ``decoders[m]`` maps
+    ``(b, R_m)`` back to ``(b, d_m)`` (hidden widths reversed). ``head`` (optional) maps the stacked
+    node scores ``(b, R)`` to ``n_outputs``. Buffers ``out_mean_<j>``, ``out_scale_<j>`` hold the
+    training-set mean and sd of every block coordinate, used to standardize encodings at
+    transform time.
+    """
+
+    def __init__(self, spec: ModuleSpec):
+        super().__init__()
+        if spec.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {spec.encoder!r}.")
+        self.spec = spec
+        hidden = tuple(spec.hidden) if spec.encoder == "mlp" else ()
+        self.encoders = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        #: per modality: [(node, start, stop)] of its blocks in the encoder output
+        self.blocks: dict[str, list[tuple[Node, int, int]]] = {}
+        for j, m in enumerate(spec.modalities):
+            mine = [n for n in spec.nodes if m in n]
+            sizes = [spec.ranks[n] for n in mine]
+            start, blocks = 0, []
+            for n, r in zip(mine, sizes):
+                blocks.append((n, start, start + r))
+                start += r
+            self.blocks[m] = blocks
+            if not mine:
+                continue
+            self.encoders[f"m{j}"] = GroupedMLP(spec.dims[m], sizes, hidden)
+            self.decoders[f"m{j}"] = _mlp(start, spec.dims[m], tuple(reversed(hidden)))
+            self.register_buffer(f"out_mean_{j}", torch.zeros(start))
+            self.register_buffer(f"out_scale_{j}", torch.ones(start))
+        self.n_factors = sum(spec.ranks[n] for n in spec.nodes)
+        self.head = nn.Linear(self.n_factors, spec.n_outputs) if spec.n_outputs else None
+
+    def encode(self, xs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw encoder outputs ``{m: (b, R_m)}`` for the modalities that have nodes."""
+        return {m: self.encoders[f"m{j}"](xs[m]) for j, m in enumerate(self.spec.modalities)
+                if f"m{j}" in self.encoders}
+
+    def decode(self, m: str, h: torch.Tensor) -> torch.Tensor:
+        return self.decoders[f"m{self.spec.modalities.index(m)}"](h)
+
+    def standardize_outputs(self, m: str, h: torch.Tensor) -> torch.Tensor:
+        j = self.spec.modalities.index(m)
+        return (h - getattr(self, f"out_mean_{j}")) / getattr(self, f"out_scale_{j}")
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def _batch_standardize(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Centre and scale every column over the rows with weight 1; rows with weight 0 become 0."""
+    n = w.sum().clamp_min(1.0)
+    mu = (h * w[:, None]).sum(0) / n
+    c = (h - mu) * w[:, None]
+    sd = torch.sqrt((c**2).sum(0) / n + _EPS)
+    return c / sd
+
+
+def contrastive_pair_loss(a: torch.Tensor, b: torch.Tensor, loss: str, temperature: float) -> torch.Tensor:
+    """Contrastive loss between two ``(n, r)`` batch-standardized encodings of the same n samples."""
+    r = a.shape[1]
+    if loss == "infonce":
+        logits = -torch.cdist(a, b).pow(2) / (2.0 * temperature * r)
+        target = torch.arange(a.shape[0], device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    if loss == "paper":
+        s = a @ b.T / r
+        n = a.shape[0]
+        pos = torch.diagonal(s).mean()
+        neg = (s.sum() - torch.diagonal(s).sum()) / max(n * (n - 1), 1)
+        return neg - pos
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+
+
+def node_scores_from(module: HCLModule, hs: Mapping[str, torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+    """Stacked node scores ``(b, R)``: per node the mean of its present modalities' standardized
+    blocks (0 where none is present)."""
+    mods = module.spec.modalities
+    cols = []
+    for node in module.spec.nodes:
+        acc, cnt = 0.0, 0.0
+        for m in node:
+            j = mods.index(m)
+            _, s, e = next(bl for bl in module.blocks[m] if bl[0] == node)
+            w = obs[:, j].to(hs[m].dtype)[:, None]
+            acc = acc + hs[m][:, s:e] * w
+            cnt = cnt + w
+        cols.append(acc / torch.clamp(cnt, min=1.0))
+    return torch.cat(cols, dim=1)
+
+
+def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.Tensor, *, loss: str,
+                 temperature: float, weights: Mapping[str, float], y: torch.Tensor | None = None,
+                 task: str | None = None, amp: bool = False) -> dict[str, torch.Tensor]:
+    """The loss terms of one minibatch (see the module docstring) and their weighted ``total``.
+
+    ``xs[m]``: ``(b, d_m)`` standardized, zeros where missing; ``obs``: ``(b, M)`` bool.
+    """
+    mods = module.spec.modalities
+    dev_type = obs.device.type
+    with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=amp and dev_type == "cuda"):
+        raw = module.encode(xs)
+    raw = {m: h.float() for m, h in raw.items()}
+    w = {m: obs[:, mods.index(m)].float() for m in raw}
+    hs = {m: _batch_standardize(raw[m], w[m]) for m in raw}
+    zero = torch.zeros((), device=obs.device)
+
+    con_terms = []
+    for node in module.spec.nodes:
+        if len(node) < 2:
+            continue
+        pair_terms = []
+        for i, m in enumerate(node):
+            for m2 in node[i + 1:]:
+                both = obs[:, mods.index(m)] & obs[:, mods.index(m2)]
+                if int(both.sum()) < 2:
+                    continue
+                _, s1, e1 = next(bl for bl in module.blocks[m] if bl[0] == node)
+                _, s2, e2 = next(bl for bl in module.blocks[m2] if bl[0] == node)
+                pair_terms.append(contrastive_pair_loss(hs[m][both, s1:e1], hs[m2][both, s2:e2], loss, temperature))
+        if pair_terms:
+            con_terms.append(torch.stack(pair_terms).mean())
+    contrastive = torch.stack(con_terms).mean() if con_terms else zero
+
+    rec_terms, dec_terms = [], []
+    for m, h in raw.items():
+        n_m = w[m].sum()
+        if n_m < 1:
+            continue
+        parts = [h[:, s:e] if len(node) == 1 else h[:, s:e].detach() for node, s, e in module.blocks[m]]
+        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=amp and dev_type == "cuda"):
+            xhat = module.decode(m, torch.cat(parts, dim=1))
+        err = ((xhat.float() - xs[m].float()) ** 2).mean(dim=1)
+        rec_terms.append((err * w[m]).sum() / n_m)
+        R = h.shape[1]
+        if R >= 2 and n_m >= 2:
+            C = hs[m].T @ hs[m] / n_m
+            off = C - torch.diag(torch.diagonal(C))
+            dec_terms.append((off**2).sum() / R)
+    reconstruction = torch.stack(rec_terms).mean() if rec_terms else zero
+    decorrelation = torch.stack(dec_terms).mean() if dec_terms else zero
+
+    supervised = zero
+    if module.head is not None and y is not None:
+        lab = torch.isfinite(y)
+        if int(lab.sum()) > 0:
+            out = module.head(node_scores_from(module, hs, obs)[lab]).squeeze(-1)
+            if task == "binary":
+                supervised = F.binary_cross_entropy_with_logits(out, y[lab])
+            else:
+                supervised = F.mse_loss(out, y[lab])
+    total = (contrastive + weights["reconstruction"] * reconstruction + weights["decorrelation"] * decorrelation
+             + weights["supervised"] * supervised)
+    return {"total": total, "contrastive": contrastive, "reconstruction": reconstruction,
+            "decorrelation": decorrelation, "supervised": supervised}
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    loss: str = "infonce"
+    temperature: float = 0.1
+    reconstruction_weight: float = 1.0
+    decorrelation_weight: float = 1.0
+    supervised_weight: float = 1.0
+    max_epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    min_delta: float = 1e-4
+    amp: bool = True
+    seed: int = 0
+
+    def weights(self) -> dict[str, float]:
+        return {"reconstruction": self.reconstruction_weight, "decorrelation": self.decorrelation_weight,
+                "supervised": self.supervised_weight}
+
+
+@dataclass
+class TrainResult:
+    history: list[float] = field(default_factory=list)  # mean training loss per epoch
+    val_history: list[float] = field(default_factory=list)  # validation loss per epoch (NaN: no split)
+    n_epochs: int = 0
+    best_epoch: int = 0
+    best_loss: float = float("nan")
+    converged: bool = False  # stopped early (patience ran out) rather than at max_epochs
+    resumed_from: int = 0  # epochs already done in the checkpoint this fit resumed from
+
+
+class Arrays:
+    """Standardized float32 arrays on the CPU (zeros where a modality is missing) and the mask.
+
+    Minibatches are gathered here and moved to the device one at a time, so the data never has
+    to fit on the accelerator.
+    """
+
+    def __init__(self, X: Mapping[str, np.ndarray], observed: np.ndarray, y: np.ndarray | None = None):
+        self.X = dict(X)
+        self.observed = np.asarray(observed, dtype=bool)
+        self.y = y
+
+    def batch(self, rows: np.ndarray, device: torch.device):
+        pin = device.type == "cuda"
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        xs = {m: put(x[rows]) for m, x in self.X.items()}
+        y = put(self.y[rows].astype(np.float32)) if self.y is not None else None
+        return xs, put(self.observed[rows]), y
+
+
+def _batches(rows: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
+    out = [rows[s:s + batch_size] for s in range(0, rows.size, batch_size)]
+    if drop_last and len(out) > 1 and out[-1].size < batch_size:
+        out = out[:-1]
+    return [b for b in out if b.size >= 2]
+
+
+def _state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _save_checkpoint(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.ndarray, cfg: TrainConfig,
+          device: torch.device, *, task: str | None = None, callback: Callback | None = None,
+          checkpoint_dir: str | None = None, resume: bool = False, signature: str = "") -> TrainResult:
+    """Train ``module`` in place (Adam, minibatches, early stopping on the validation loss).
+
+    Every epoch: shuffle the training rows (seeded by ``(cfg.seed, epoch)``, so a resumed run draws
+    the same batches), one pass of minibatches, then the validation loss. The best weights (lowest
+    validation loss, or training loss without a split) are restored at the end. Training stops
+    after ``cfg.patience`` epochs without a relative improvement of ``cfg.min_delta``, or at
+    ``cfg.max_epochs``. With ``checkpoint_dir`` the full state (weights, optimizer, best weights,
+    histories, patience counter) is written atomically after every epoch to
+    ``checkpoint_dir/checkpoint.pt``; ``resume=True`` continues from it (``signature`` must match
+    the one it was written with: same data shape, lattice, ranks and settings).
+
+    ``callback("epoch", info)`` after every epoch; an exception raised there stops training.
+    """
+    module.to(device)
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    res = TrainResult()
+    best_state = _state_copy(module)
+    best = math.inf
+    bad = 0
+    start = 0
+    ck_path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
+    if ck_path and resume and os.path.exists(ck_path):
+        ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+        if ck.get("signature") != signature:
+            raise ValueError(f"{ck_path} was written for another data set, lattice or settings; "
+                             "remove it or use another checkpoint_dir (or resume=False).")
+        module.load_state_dict(ck["module"])
+        opt.load_state_dict(ck["optimizer"])
+        best_state = ck["best_state"]
+        best, bad, start = float(ck["best"]), int(ck["bad_epochs"]), int(ck["epoch"])
+        res.history = [float(v) for v in ck["history"]]
+        res.val_history = [float(v) for v in ck["val_history"]]
+        res.best_epoch = int(ck["best_epoch"])
+        res.resumed_from = start
+    if ck_path:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+    use_amp = cfg.amp and device.type == "cuda"
+    weights = cfg.weights()
+    keys = ("total", "contrastive", "reconstruction", "decorrelation", "supervised")
+
+    def run_pass(rows: np.ndarray, training: bool) -> dict[str, float]:
+        sums = dict.fromkeys(keys, 0.0)
+        count = 0
+        module.train(training)
+        for idx in _batches(rows, cfg.batch_size, drop_last=training):
+            xs, obs, y = data.batch(idx, device)
+            with torch.set_grad_enabled(training):
+                terms = batch_losses(module, xs, obs, loss=cfg.loss, temperature=cfg.temperature, weights=weights,
+                                     y=y, task=task, amp=use_amp)
+            if training:
+                opt.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                opt.step()
+            for k in keys:
+                sums[k] += float(terms[k].detach()) * idx.size
+            count += idx.size
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    converged = bad >= cfg.patience
+    epoch = start
+    while epoch < cfg.max_epochs and not converged:
+        t0 = time.perf_counter()
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_rows)
+        tr = run_pass(perm, training=True)
+        if val_rows.size >= 2:
+            va = run_pass(val_rows, training=False)
+            monitored = va["total"]
+        else:
+            va, monitored = {}, tr["total"]
+        epoch += 1
+        res.history.append(tr["total"])
+        res.val_history.append(va.get("total", float("nan")))
+        if not math.isfinite(monitored):
+            raise FloatingPointError(f"The loss became {monitored} at epoch {epoch}; lower lr.")
+        improved = not math.isfinite(best) or monitored < best - cfg.min_delta * max(1.0, abs(best))
+        if improved:
+            best, bad, res.best_epoch = monitored, 0, epoch
+            best_state = _state_copy(module)
+        else:
+            bad += 1
+        converged = bad >= cfg.patience
+        if ck_path:
+            _save_checkpoint(ck_path, {
+                "signature": signature, "epoch": epoch, "module": _state_copy(module), "optimizer": opt.state_dict(),
+                "best_state": best_state, "best": best, "bad_epochs": bad, "best_epoch": res.best_epoch,
+                "history": list(res.history), "val_history": list(res.val_history)})
+        if callback is not None:
+            info = {"epoch": epoch, "max_epochs": cfg.max_epochs, "loss": tr["total"],
+                    **{k: tr[k] for k in keys[1:]}, "val_loss": va.get("total", float("nan")),
+                    "best_loss": best, "seconds": time.perf_counter() - t0}
+            callback("epoch", info)
+    module.load_state_dict(best_state)
+    res.n_epochs = epoch
+    res.best_loss = best
+    res.converged = converged
+    return res
+
+
+@torch.no_grad()
+def raw_encodings(module: HCLModule, data: Arrays, rows: np.ndarray, device: torch.device,
+                  batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """Raw encoder outputs ``{m: (len(rows), R_m)}`` (float64), computed in batches."""
+    module.eval()
+    mods = [m for j, m in enumerate(module.spec.modalities) if f"m{j}" in module.encoders]
+    out: dict[str, list[np.ndarray]] = {m: [np.zeros((0, module.blocks[m][-1][2]))] for m in mods}
+    for s in range(0, rows.size, batch_size):
+        xs, _, _ = data.batch(rows[s:s + batch_size], device)
+        for m, h in module.encode(xs).items():
+            out[m].append(h.float().cpu().numpy().astype(np.float64))
+    return {m: np.concatenate(v) for m, v in out.items()}
+
+
+@torch.no_grad()
+def reconstruction_mse(module: HCLModule, data: Arrays, rows: np.ndarray, device: torch.device,
+                       batch_size: int = 8192) -> dict[str, float]:
+    """Mean squared reconstruction error per standardized feature ``{m: float}`` over the rows of
+    ``rows`` that observe ``m``."""
+    module.eval()
+    mods = module.spec.modalities
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for s in range(0, rows.size, batch_size):
+        xs, obs, _ = data.batch(rows[s:s + batch_size], device)
+        for m, h in module.encode(xs).items():
+            o = obs[:, mods.index(m)]
+            err = ((module.decode(m, h).float() - xs[m].float()) ** 2).mean(dim=1)
+            sums[m] = sums.get(m, 0.0) + float(err[o].sum())
+            counts[m] = counts.get(m, 0) + int(o.sum())
+    return {m: sums[m] / counts[m] for m in sums if counts[m] > 0}
+
+
+def set_output_stats(module: HCLModule, enc: Mapping[str, np.ndarray], observed: np.ndarray) -> None:
+    """Store the mean and sd of every block coordinate over the observed rows (transform-time scale)."""
+    for j, m in enumerate(module.spec.modalities):
+        if m not in enc:
+            continue
+        h = enc[m][observed[:, j]]
+        mu = h.mean(0) if h.shape[0] else np.zeros(h.shape[1])
+        sd = h.std(0) if h.shape[0] > 1 else np.ones(h.shape[1])
+        getattr(module, f"out_mean_{j}").copy_(torch.as_tensor(mu, dtype=torch.float32))
+        getattr(module, f"out_scale_{j}").copy_(torch.as_tensor(np.where(sd > 1e-8, sd, 1.0), dtype=torch.float32))
+
+
+def node_scores(module: HCLModule, enc: Mapping[str, np.ndarray], observed: np.ndarray,
+                fill: float = 0.0) -> dict[Node, np.ndarray]:
+    """``{node: (n, r_S)}``: per node the mean over its *present* modalities of their standardized
+    blocks; ``fill`` where a sample has none of the node's modalities."""
+    mods = module.spec.modalities
+    std = {}
+    for j, m in enumerate(mods):
+        if m in enc:
+            mu = getattr(module, f"out_mean_{j}").cpu().numpy().astype(np.float64)
+            sd = getattr(module, f"out_scale_{j}").cpu().numpy().astype(np.float64)
+            std[m] = (enc[m] - mu) / sd
+    n = observed.shape[0]
+    out: dict[Node, np.ndarray] = {}
+    for node in module.spec.nodes:
+        r = module.spec.ranks[node]
+        acc = np.zeros((n, r))
+        cnt = np.zeros((n, 1))
+        for m in node:
+            j = mods.index(m)
+            _, s, e = next(bl for bl in module.blocks[m] if bl[0] == node)
+            o = observed[:, j:j + 1]
+            acc += np.where(o, std[m][:, s:e], 0.0)
+            cnt += o
+        out[node] = np.where(cnt > 0, acc / np.maximum(cnt, 1), fill)
+    return out
+
+
+class EpochBar:
+    """A tqdm bar over epochs for ``fit(progress=True)``."""
+
+    def __init__(self, max_epochs: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=max_epochs, desc="HCL contrastive fit", unit="epoch")
+
+    def update(self, stage: str, info: Mapping[str, Any]) -> None:
+        if stage == "epoch":
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{info['loss']:.4g}", val=f"{info['val_loss']:.4g}", refresh=False)
+        elif stage != "done":
+            self.bar.set_postfix_str(f"rank search: {stage}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def signature_of(spec: ModuleSpec, cfg: TrainConfig, n_samples: int, extra: Mapping[str, Any]) -> str:
+    """What a checkpoint must agree with to be resumed (max_epochs and patience may change)."""
+    c = {k: v for k, v in vars(cfg).items() if k not in ("max_epochs", "patience")}
+    return json.dumps({"spec": spec.to_dict(), "cfg": c, "n": int(n_samples), **extra}, sort_keys=True, default=str)
