@@ -37,7 +37,7 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 # Where each stage of a fit starts and ends on the progress bar.
 _STAGE_SPAN = {"load": (0.0, 0.1), "covariance": (0.1, 0.45), "noise": (0.45, 0.5), "ranks": (0.5, 0.7),
-               "refine": (0.7, 0.97), "save": (0.97, 0.99), "predict": (0.1, 0.95)}
+               "refine": (0.7, 0.97), "save": (0.97, 0.99), "predict": (0.1, 0.95), "epoch": (0.1, 0.95)}
 
 
 class Cancelled(Exception):
@@ -277,11 +277,14 @@ class _Reporter:
             frac = min(1.0, float(info.get("rows", 0)) / float(info["n_samples"]))
         elif stage == "refine":
             frac = min(1.0, math.log1p(float(info.get("iteration", 0))) / math.log1p(200))
+        elif stage == "epoch" and info.get("max_epochs"):
+            frac = min(1.0, float(info.get("epoch", 0)) / float(info["max_epochs"]))
         elif stage == "ranks":
             frac = min(1.0, float(self.status.get("_nodes_done", 0) + 1) / max(1, self.status.get("_n_nodes", 1)))
             self.status["_nodes_done"] = self.status.get("_nodes_done", 0) + 1
         self.set(stage=stage, progress=round(max(float(self.status.get("progress", 0.0)), lo + (hi - lo) * frac), 4),
-                 **({"objective": float(info["objective"])} if "objective" in info else {}))
+                 **({"objective": float(info["objective"])} if "objective" in info else {}),
+                 **({"objective": float(info["loss"])} if stage == "epoch" and "loss" in info else {}))
 
     def close(self) -> None:
         self.metrics.close()

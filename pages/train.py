@@ -21,7 +21,11 @@ else:
     c[2].metric("Candidate nodes", f"{len(lat.nodes)} ({preset})")
     st.caption(f"Compute device: {ui.device_label()}")
     with st.expander("Estimator settings"):
-        est = st.selectbox("Estimator", ["linear"], help="The linear HCL estimator (DESIGN §3).")
+        est = st.selectbox("Estimator", ["linear", "contrastive"],
+                           help="linear: structured factor analysis with automatic ranks (fast, exact for linear data). "
+                                "contrastive: neural encoders per (modality, node) with a contrastive loss per shared node, "
+                                "starting from the linear estimator's structure when ranks are auto.")
+        epochs = st.number_input("Contrastive: max epochs", 1, 1000, 100, disabled=est != "contrastive")
         std = st.selectbox("Standardize features", ["auto", "yes", "no"],
                            help="auto: scale features to unit variance when their scales differ (mixed units).")
         dev = st.selectbox("Device", ["auto", "cpu", "cuda"])
@@ -30,7 +34,7 @@ else:
         cfg = {"kind": "fit", "dataset": spec, "lattice": {"nodes": [list(n) for n in lat.nodes]},
                "lattice_name": preset, "ranks": {node_label(n): v for n, v in ranks.items()},
                "params": {"estimator": est, "standardize": {"auto": "auto", "yes": True, "no": False}[std],
-                          "device": dev, "max_iter": int(max_iter)}}
+                          "device": dev, **({"max_iter": int(max_iter)} if est == "linear" else {"max_epochs": int(epochs)})}}
         rid = runs.create_run(ws, cfg)
         runs.launch(ws, rid)
         ui.select_run(rid)
@@ -61,7 +65,8 @@ def monitor() -> None:
     prog = float(stt.get("progress", 0.0))
     st.progress(min(max(prog, 0.0), 1.0), text=f"{state} · stage {stt.get('stage', '')} · {prog:.0%}")
     ev = runs.read_metrics(ws, rid)
-    hist = [e["objective"] for e in ev if e.get("stage") == "refine" and "objective" in e]
+    hist = [e["objective"] for e in ev if e.get("stage") == "refine" and "objective" in e] or \
+        [e["loss"] for e in ev if e.get("stage") == "epoch" and "loss" in e]
     cols = st.columns([3, 1])
     with cols[0]:
         if hist:
