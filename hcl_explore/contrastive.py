@@ -240,15 +240,19 @@ def node_scores_from(module: HCLModule, hs: Mapping[str, torch.Tensor], obs: tor
 
 def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.Tensor, *, loss: str,
                  temperature: float, weights: Mapping[str, float], y: torch.Tensor | None = None,
-                 task: str | None = None, amp: bool = False) -> dict[str, torch.Tensor]:
+                 task: str | None = None, amp: bool = False,
+                 raw: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one minibatch (see the module docstring) and their weighted ``total``.
 
     ``xs[m]``: ``(b, d_m)`` standardized, zeros where missing; ``obs``: ``(b, M)`` bool.
+    ``raw``: encoder outputs computed elsewhere (data-parallel training gathers them from every
+    process); default ``module.encode(xs)``.
     """
     mods = module.spec.modalities
     dev_type = obs.device.type
-    with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=amp and dev_type == "cuda"):
-        raw = module.encode(xs)
+    if raw is None:
+        with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=amp and dev_type == "cuda"):
+            raw = module.encode(xs)
     raw = {m: h.float() for m, h in raw.items()}
     w = {m: obs[:, mods.index(m)].float() for m in raw}
     hs = {m: _batch_standardize(raw[m], w[m]) for m in raw}
@@ -378,6 +382,28 @@ def _save_checkpoint(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def distributed_context(device: torch.device) -> tuple[int, int]:
+    """(rank, world size). Under ``torchrun`` (WORLD_SIZE > 1 in the environment) the process group
+    is created here when the caller has not: NCCL on CUDA, gloo on the CPU."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """All processes' row blocks concatenated in rank order, differentiable: the backward pass
+    hands each process the summed gradient of its own rows."""
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t), dim=0)
+
+
 def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.ndarray, cfg: TrainConfig,
           device: torch.device, *, task: str | None = None, callback: Callback | None = None,
           checkpoint_dir: str | None = None, resume: bool = False, signature: str = "") -> TrainResult:
@@ -393,8 +419,27 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
     the one it was written with: same data shape, lattice, ranks and settings).
 
     ``callback("epoch", info)`` after every epoch; an exception raised there stops training.
+
+    Data-parallel under ``torchrun`` (torch.distributed initialized, or WORLD_SIZE > 1): every
+    process holds the data and draws the same global batches; each encodes its own 1/world of the
+    rows, the encodings are all-gathered (differentiably) so that every loss term - the contrastive
+    ones need every sample of the batch as negatives - is the single-process loss of the global
+    batch, and gradients are averaged. The loss trajectory therefore matches one process with the
+    same batch size. Only rank 0 writes checkpoints and calls ``callback``; a stop there (an
+    exception) is broadcast so that every process stops.
     """
+    import torch.distributed as dist
+
+    rank, world = distributed_context(device)
+    if world > 1 and cfg.batch_size % world:
+        raise ValueError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes ({world}).")
     module.to(device)
+    if world > 1:
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)  # identical starting weights everywhere
+    if rank != 0:
+        checkpoint_dir = None
+        callback = None
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     res = TrainResult()
     best_state = _state_copy(module)
@@ -426,13 +471,27 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
         count = 0
         module.train(training)
         for idx in _batches(rows, cfg.batch_size, drop_last=training):
+            if training and world > 1 and idx.size % world:
+                continue  # a short last batch that does not split evenly
             xs, obs, y = data.batch(idx, device)
             with torch.set_grad_enabled(training):
+                raw = None
+                if training and world > 1:
+                    local = np.array_split(idx, world)[rank]
+                    xl, _, _ = data.batch(local, device)
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        enc = module.encode(xl)
+                    raw = {m: _gather_rows(h.float()) for m, h in enc.items()}
                 terms = batch_losses(module, xs, obs, loss=cfg.loss, temperature=cfg.temperature, weights=weights,
-                                     y=y, task=task, amp=use_amp)
+                                     y=y, task=task, amp=use_amp, raw=raw)
             if training:
                 opt.zero_grad(set_to_none=True)
                 terms["total"].backward()
+                if world > 1:
+                    for p_ in module.parameters():
+                        if p_.grad is not None:
+                            dist.all_reduce(p_.grad, op=dist.ReduceOp.SUM)
+                            p_.grad /= world
                 opt.step()
             for k in keys:
                 sums[k] += float(terms[k].detach()) * idx.size
@@ -467,11 +526,22 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
                 "signature": signature, "epoch": epoch, "module": _state_copy(module), "optimizer": opt.state_dict(),
                 "best_state": best_state, "best": best, "bad_epochs": bad, "best_epoch": res.best_epoch,
                 "history": list(res.history), "val_history": list(res.val_history)})
+        stop: BaseException | None = None
         if callback is not None:
             info = {"epoch": epoch, "max_epochs": cfg.max_epochs, "loss": tr["total"],
                     **{k: tr[k] for k in keys[1:]}, "val_loss": va.get("total", float("nan")),
                     "best_loss": best, "seconds": time.perf_counter() - t0}
-            callback("epoch", info)
+            try:
+                callback("epoch", info)
+            except BaseException as exc:  # noqa: BLE001  re-raised below, after telling the others
+                stop = exc
+        if world > 1:
+            flag = torch.tensor([1.0 if stop is not None else 0.0], device=device)
+            dist.all_reduce(flag)
+            if flag.item() > 0 and stop is None:
+                stop = RuntimeError("training stopped by rank 0")
+        if stop is not None:
+            raise stop
     module.load_state_dict(best_state)
     res.n_epochs = epoch
     res.best_loss = best

@@ -10,7 +10,8 @@
     prediction_<outcome>.json   evaluations of outcomes (``kind="predict"`` runs write into their parent)
 ```
 The worker is ``python -m hcl_explore worker RUN_DIR`` (the CLI's entry point), started in its own
-session so that it outlives the app process; the app only polls these files. Every file is
+session so that it outlives the app process (``torchrun --nproc-per-node=N -m hcl_explore worker
+RUN_DIR`` trains the contrastive estimator data-parallel; only rank 0 writes); the app only polls these files. Every file is
 written to a temporary name and renamed, so a reader never sees half a file; a crashed worker is
 detected from its pid and shown as failed; a cancel request is a file the worker checks at every
 progress event (and a SIGTERM).
@@ -298,6 +299,9 @@ def run_worker(run_dir: str) -> int:
     if cfg is None:
         print(f"{d}: no readable config.json", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under torchrun only rank 0 writes the run directory; the others train and stay silent.
+        return _follower(cfg)
     rep = _Reporter(d)
 
     def on_term(signum, frame):  # noqa: ARG001
@@ -328,6 +332,21 @@ def run_worker(run_dir: str) -> int:
         return 1
     finally:
         rep.close()
+
+
+def _follower(cfg: Mapping[str, Any]) -> int:
+    """A non-zero rank of a multi-process run: the same fit, no files written."""
+    from .lattice import Lattice
+    from .model import HCL
+
+    if cfg.get("kind", "fit") != "fit":
+        return 0
+    data, _, _ = load_from_spec(cfg["dataset"])
+    lat_cfg = cfg.get("lattice")
+    lat = Lattice(data.modalities, [tuple(n) for n in lat_cfg["nodes"]]) if isinstance(lat_cfg, dict) \
+        else Lattice.preset(lat_cfg or "full", data.modalities)
+    HCL(lattice=lat, ranks=cfg.get("ranks", "auto"), **dict(cfg.get("params") or {})).fit(data)
+    return 0
 
 
 def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
