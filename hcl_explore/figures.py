@@ -379,6 +379,21 @@ def _value_range(values: Mapping[Node, float] | None) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
+def _graph_figure(lattice: Lattice, title: str, traces, **layout: Any) -> go.Figure:
+    """A lattice graph figure: the traces, the level annotations, hidden axes, a height by layers."""
+    fig = go.Figure()
+    for t in traces:
+        fig.add_trace(t)
+    for a in _layer_annotations(lattice):
+        fig.add_annotation(**a)
+    _graph_axes(fig, lattice)
+    n_layers = len({len(n) for n in lattice.nodes})
+    _layout(fig, title, height=max(320, 150 * n_layers + 130), margin=dict(l=20, r=20, t=60, b=50),
+            legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+            plot_bgcolor="white", **layout)
+    return fig
+
+
 def hierarchy_graph(
     lattice: Lattice,
     ranks: Mapping[Any, int],
@@ -425,17 +440,9 @@ def hierarchy_graph(
     hl = {_as_node(lattice, h) for h in highlight}
     cmin, cmax = value_range if value_range is not None else _value_range(vals_n)
     spec = _graph_data(lattice, ranks_n, vals_n, value_name, value_format, _node_map(lattice, details))
-    fig = go.Figure()
-    for t in _graph_traces(lattice, values=vals_n, value_name=value_name, value_format=value_format,
-                           cmin=cmin, cmax=cmax, highlight=hl, absent_name="absent (0 factors)", **spec):
-        fig.add_trace(t)
-    for a in _layer_annotations(lattice):
-        fig.add_annotation(**a)
-    _graph_axes(fig, lattice)
-    n_layers = len({len(n) for n in lattice.nodes})
-    _layout(fig, title, height=max(320, 150 * n_layers + 130), margin=dict(l=20, r=20, t=60, b=50),
-            legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-            plot_bgcolor="white", hovermode="closest")
+    fig = _graph_figure(lattice, title, _graph_traces(
+        lattice, values=vals_n, value_name=value_name, value_format=value_format, cmin=cmin, cmax=cmax,
+        highlight=hl, absent_name="absent (0 factors)", **spec), hovermode="closest")
     hint = "Marker size = number of factors"
     hint += f"; colour = {value_name}" if vals_n is not None else "; colour = level"
     hint += "; grey = candidate node found absent"
@@ -499,17 +506,9 @@ def lattice_figure(
         hover[n] = "<br>".join([f"<b>{node_label(n)}</b>", f"level: {node_level(n, M)}",
                                 "factors: " + (("chosen from the data" if r == "auto" else str(int(r))) if on
                                                else "off (not a candidate)")])
-    fig = go.Figure()
-    for t in _graph_traces(lattice, rank_text=rank_text, present=present, sizes=sizes, hover=hover, values=None,
-                           value_name="", value_format="", cmin=0.0, cmax=1.0, highlight=set(),
-                           absent_name="switched off"):
-        fig.add_trace(t)
-    for a in _layer_annotations(lattice):
-        fig.add_annotation(**a)
-    _graph_axes(fig, lattice)
-    n_layers = len({len(n) for n in lattice.nodes})
-    _layout(fig, title, height=max(320, 150 * n_layers + 130), margin=dict(l=20, r=20, t=60, b=50),
-            legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1), plot_bgcolor="white")
+    fig = _graph_figure(lattice, title, _graph_traces(
+        lattice, rank_text=rank_text, present=present, sizes=sizes, hover=hover, values=None, value_name="",
+        value_format="", cmin=0.0, cmax=1.0, highlight=set(), absent_name="switched off"))
     _caption(fig, "Label = node · factors (auto = chosen from the data); grey = switched off.")
     return fig
 

@@ -395,6 +395,14 @@ def _id_keys(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return key, disp
 
 
+def _table_ids(df: pd.DataFrame, col: str, lab: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_id_keys` of a table's id column, its errors naming the file and the column."""
+    try:
+        return _id_keys(df[col])
+    except LoadError as exc:
+        raise LoadError(f"{lab}: id column {col!r}: {exc}.") from None
+
+
 def _looks_like_id(df: pd.DataFrame, c: str) -> bool:
     s = df[c]
     if s.isna().any() or pd.api.types.is_bool_dtype(s):
@@ -502,10 +510,7 @@ def _prepare_table(
     """Turn a raw table into (ids, numeric matrix with NaN cells, feature names) and say what was
     done to each column. With ``spec`` the columns are rebuilt as recorded instead of learned."""
     report: dict[str, Any] = {"dropped": [], "one_hot": [], "converted": []}
-    try:
-        keys, display = _id_keys(df[id_col])
-    except LoadError as exc:
-        raise LoadError(f"{lab}: id column {id_col!r}: {exc}.") from None
+    keys, display = _table_ids(df, id_col, lab)
     miss = np.flatnonzero(pd.isna(keys))
     if miss.size:
         # Rows with no id and no values (blank lines of commas) are skipped; an id-less row with
@@ -1029,10 +1034,7 @@ def load_outcomes(
         raise LoadError(f"{lab}: no id column {idc!r}; columns are {list(df.columns)[:10]}.")
     blank = df.isna().all(axis=1).to_numpy()
     df = df.loc[~blank].reset_index(drop=True)
-    try:
-        keys, display = _id_keys(df[idc])
-    except LoadError as exc:
-        raise LoadError(f"{lab}: id column {idc!r}: {exc}.") from None
+    keys, display = _table_ids(df, idc, lab)
     miss = np.flatnonzero(pd.isna(keys))
     if miss.size:
         raise LoadError(f"{lab}: id column {idc!r} is blank in {miss.size} row(s) (first: {_row_ref(int(miss[0]))}).")
