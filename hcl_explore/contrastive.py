@@ -75,17 +75,22 @@ class GroupedMLP(nn.Module):
 
     Equivalent to ``K`` separate ``nn.Sequential`` MLPs (ReLU between layers), computed as one wide
     first layer and batched (einsum) later layers. ``hidden=()`` gives ``K`` linear maps. The output
-    is the ``K`` outputs side by side, shape ``(b, sum(out_sizes))``.
+    is the ``K`` outputs side by side, shape ``(b, sum(out_sizes))``. With ``skip=True`` (and hidden
+    layers) a bias-free linear map of the input is added to the output: the MLP learns a
+    correction to a linear encoder, which :meth:`set_linear` can start from a known solution.
     """
 
-    def __init__(self, d_in: int, out_sizes: Sequence[int], hidden: Sequence[int] = ()):
+    def __init__(self, d_in: int, out_sizes: Sequence[int], hidden: Sequence[int] = (), skip: bool = False):
         super().__init__()
         self.out_sizes = [int(r) for r in out_sizes]
         self.hidden = [int(h) for h in hidden]
         K = len(self.out_sizes)
+        self.skip = None
         if not self.hidden:
             self.first = nn.Linear(d_in, sum(self.out_sizes))
             return
+        if skip:
+            self.skip = nn.Linear(d_in, sum(self.out_sizes), bias=False)
         self.first = nn.Linear(d_in, K * self.hidden[0])
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -106,7 +111,23 @@ class GroupedMLP(nn.Module):
         h = h.view(x.shape[0], K, self.hidden[0])
         for W, b in zip(self.weights, self.biases):
             h = torch.einsum("bki,kio->bko", F.relu(h), W) + b
-        return h.reshape(x.shape[0], -1)[:, self.keep]
+        h = h.reshape(x.shape[0], -1)[:, self.keep]
+        return h if self.skip is None else h + self.skip(x)
+
+    @torch.no_grad()
+    def set_linear(self, P: torch.Tensor) -> None:
+        """Make the map start as ``x -> x @ P.T`` (``P``: ``(sum(out_sizes), d_in)``): the linear
+        layer (no hidden layers) or the skip path takes ``P``, and the MLP's last layer is zeroed
+        so that it adds nothing until training moves it."""
+        if not self.hidden:
+            self.first.weight.copy_(P)
+            self.first.bias.zero_()
+            return
+        if self.skip is None:
+            raise ValueError("set_linear needs skip=True when the map has hidden layers.")
+        self.skip.weight.copy_(P)
+        self.weights[-1].zero_()
+        self.biases[-1].zero_()
 
 
 def _mlp(d_in: int, d_out: int, hidden: Sequence[int]) -> nn.Sequential:
@@ -129,19 +150,21 @@ class ModuleSpec:
     encoder: str = "mlp"
     hidden: tuple[int, ...] = (128,)
     n_outputs: int = 0
+    skip: bool = True  # MLP encoders carry a linear skip path (files written before it had none)
 
     def to_dict(self) -> dict:
         return {"modalities": list(self.modalities), "dims": dict(self.dims),
                 "nodes": [node_label(n) for n in self.nodes],
                 "ranks": {node_label(n): int(self.ranks[n]) for n in self.nodes},
-                "encoder": self.encoder, "hidden": list(self.hidden), "n_outputs": int(self.n_outputs)}
+                "encoder": self.encoder, "hidden": list(self.hidden), "n_outputs": int(self.n_outputs),
+                "skip": bool(self.skip)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModuleSpec":
         nodes = [tuple(lbl.split("+")) for lbl in d["nodes"]]
         return cls(list(d["modalities"]), {k: int(v) for k, v in d["dims"].items()}, nodes,
                    {tuple(k.split("+")): int(v) for k, v in d["ranks"].items()}, d["encoder"],
-                   tuple(int(h) for h in d["hidden"]), int(d.get("n_outputs", 0)))
+                   tuple(int(h) for h in d["hidden"]), int(d.get("n_outputs", 0)), bool(d.get("skip", False)))
 
 
 class HCLModule(nn.Module):
@@ -175,7 +198,7 @@ class HCLModule(nn.Module):
             self.blocks[m] = blocks
             if not mine:
                 continue
-            self.encoders[f"m{j}"] = GroupedMLP(spec.dims[m], sizes, hidden)
+            self.encoders[f"m{j}"] = GroupedMLP(spec.dims[m], sizes, hidden, skip=spec.skip)
             self.decoders[f"m{j}"] = _mlp(start, spec.dims[m], tuple(reversed(hidden)))
             self.register_buffer(f"out_mean_{j}", torch.zeros(start))
             self.register_buffer(f"out_scale_{j}", torch.ones(start))
@@ -238,9 +261,58 @@ def node_scores_from(module: HCLModule, hs: Mapping[str, torch.Tensor], obs: tor
     return torch.cat(cols, dim=1)
 
 
+def _spans(module: HCLModule, m: str, nodes: Sequence[Node]) -> list[tuple[int, int]]:
+    """Column spans of modality ``m``'s blocks for ``nodes`` in its encoder output."""
+    where = {node: (s, e) for node, s, e in module.blocks[m]}
+    return [where[node] for node in nodes]
+
+
+def contrast_groups(nodes: Sequence[Node], modalities: Sequence[str], contrast: str) -> list[dict]:
+    """The contrastive terms: each a set of nodes and the modality pairs it aligns.
+
+    ``"node"``: one term per shared node S, over the pairs in S, comparing the S blocks.
+    ``"nested"``: one term per modality pair {m, m'} that some shared node contains, comparing the
+    blocks of *all* shared nodes containing the pair side by side. A pair's similarity is then the
+    sum over the nodes it shares, so information common to more modalities is rewarded in the
+    node that holds all of them and a pair node has nothing to gain from copying it.
+    """
+    shared = [n for n in nodes if len(n) >= 2]
+    if contrast == "node":
+        return [{"nodes": [n], "pairs": [(m, m2) for i, m in enumerate(n) for m2 in n[i + 1:]]} for n in shared]
+    if contrast != "nested":
+        raise ValueError(f"contrast must be 'nested' or 'node', got {contrast!r}.")
+    out = []
+    for i, m in enumerate(modalities):
+        for m2 in modalities[i + 1:]:
+            over = [n for n in shared if m in n and m2 in n]
+            if over:
+                out.append({"nodes": over, "pairs": [(m, m2)]})
+    return out
+
+
+def _quadratic_features(module: HCLModule, m: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Degree-2 monomials ``h_i h_j`` (i <= j) within each node block of modality ``m``, side by
+    side ``(b, Q)``, and the ``(R_m, Q)`` 0/1 mask of (block coordinate, monomial) pairs from
+    *different* nodes."""
+    cache = module.__dict__.setdefault("_quad_index", {})
+    if m not in cache:
+        ii, jj, owner = [], [], []
+        for k, (_, s, e) in enumerate(module.blocks[m]):
+            for a in range(s, e):
+                for b in range(a, e):
+                    ii.append(a), jj.append(b), owner.append(k)
+        col_owner = [k for k, (_, s, e) in enumerate(module.blocks[m]) for _ in range(s, e)]
+        cross = torch.tensor([[float(c != o) for o in owner] for c in col_owner])
+        cache[m] = (torch.tensor(ii), torch.tensor(jj), cross)
+    ii, jj, cross = cache[m]
+    dev = h.device
+    return h[:, ii.to(dev)] * h[:, jj.to(dev)], cross.to(dev)
+
+
 def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.Tensor, *, loss: str,
                  temperature: float, weights: Mapping[str, float], y: torch.Tensor | None = None,
-                 task: str | None = None, amp: bool = False,
+                 task: str | None = None, amp: bool = False, decorrelation: str = "quadratic",
+                 contrast: str = "nested",
                  raw: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one minibatch (see the module docstring) and their weighted ``total``.
 
@@ -259,18 +331,15 @@ def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.T
     zero = torch.zeros((), device=obs.device)
 
     con_terms = []
-    for node in module.spec.nodes:
-        if len(node) < 2:
-            continue
+    for group in contrast_groups(module.spec.nodes, mods, contrast):
         pair_terms = []
-        for i, m in enumerate(node):
-            for m2 in node[i + 1:]:
-                both = obs[:, mods.index(m)] & obs[:, mods.index(m2)]
-                if int(both.sum()) < 2:
-                    continue
-                _, s1, e1 = next(bl for bl in module.blocks[m] if bl[0] == node)
-                _, s2, e2 = next(bl for bl in module.blocks[m2] if bl[0] == node)
-                pair_terms.append(contrastive_pair_loss(hs[m][both, s1:e1], hs[m2][both, s2:e2], loss, temperature))
+        for m, m2 in group["pairs"]:
+            both = obs[:, mods.index(m)] & obs[:, mods.index(m2)]
+            if int(both.sum()) < 2:
+                continue
+            a = torch.cat([hs[m][both, s:e] for s, e in _spans(module, m, group["nodes"])], dim=1)
+            b = torch.cat([hs[m2][both, s:e] for s, e in _spans(module, m2, group["nodes"])], dim=1)
+            pair_terms.append(contrastive_pair_loss(a, b, loss, temperature))
         if pair_terms:
             con_terms.append(torch.stack(pair_terms).mean())
     contrastive = torch.stack(con_terms).mean() if con_terms else zero
@@ -289,7 +358,12 @@ def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.T
         if R >= 2 and n_m >= 2:
             C = hs[m].T @ hs[m] / n_m
             off = C - torch.diag(torch.diagonal(C))
-            dec_terms.append((off**2).sum() / R)
+            dec = (off**2).sum()
+            if decorrelation == "quadratic" and len(module.blocks[m]) > 1:
+                q, cross = _quadratic_features(module, m, hs[m])
+                Q = _batch_standardize(q, w[m])
+                dec = dec + ((hs[m].T @ Q / n_m) ** 2 * cross).sum()
+            dec_terms.append(dec / R)
     reconstruction = torch.stack(rec_terms).mean() if rec_terms else zero
     decorrelation = torch.stack(dec_terms).mean() if dec_terms else zero
 
@@ -316,6 +390,8 @@ class TrainConfig:
     reconstruction_weight: float = 1.0
     decorrelation_weight: float = 1.0
     supervised_weight: float = 1.0
+    decorrelation: str = "quadratic"
+    contrast: str = "nested"
     max_epochs: int = 100
     batch_size: int = 256
     lr: float = 1e-3
@@ -483,6 +559,7 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
                         enc = module.encode(xl)
                     raw = {m: _gather_rows(h.float()) for m, h in enc.items()}
                 terms = batch_losses(module, xs, obs, loss=cfg.loss, temperature=cfg.temperature, weights=weights,
+                                     decorrelation=cfg.decorrelation, contrast=cfg.contrast,
                                      y=y, task=task, amp=use_amp, raw=raw)
             if training:
                 opt.zero_grad(set_to_none=True)

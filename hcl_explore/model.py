@@ -26,8 +26,8 @@ ESTIMATORS = ("linear", "contrastive")
 #: Parameters of the contrastive estimator and their defaults (``get_params`` lists them only
 #: when ``estimator="contrastive"``, so linear models and their files are unchanged).
 CONTRASTIVE_DEFAULTS: dict[str, Any] = {
-    "encoder": "mlp", "hidden": (128,), "loss": "infonce", "temperature": 0.1,
-    "reconstruction_weight": 1.0, "decorrelation_weight": 1.0, "supervised_weight": 1.0,
+    "encoder": "mlp", "hidden": (128,), "init": "linear", "loss": "infonce", "temperature": 0.1,
+    "reconstruction_weight": 1.0, "decorrelation_weight": 1.0, "decorrelation": "quadratic", "contrast": "nested", "supervised_weight": 1.0,
     "max_epochs": 100, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "val_fraction": 0.1,
     "patience": 10, "checkpoint_dir": None, "resume": False, "amp": True,
 }
@@ -50,6 +50,33 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 AUTO_STANDARDIZE_RATIO = 20.0
+
+
+def _start_from_linear(module: C.HCLModule, lin: "HCL", mean: np.ndarray, scale: np.ndarray) -> None:
+    """Start every encoder at the linear estimator's per-modality projection.
+
+    For modality m with fitted loadings B_m ``(d_m, R_m)`` (its nodes' columns of ``lin.W_``, in
+    the linear estimator's units), the least-squares scores of x_m alone are ``pinv(B_m) x_lin``;
+    rewritten for the contrastive estimator's standardized input ``x_c`` (``mean``, ``scale``)
+    this is ``pinv(B_m) diag(scale / lin.scale_) x_c`` plus a constant (the batch standardization
+    of the blocks removes constants). Training then moves away from the linear solution only
+    where the loss gains.
+    """
+    sl = L.block_slices(lin.modalities_, lin.dims_)
+    cols = L.node_columns(lin.nodes_, lin.ranks_)
+    for j, m in enumerate(module.spec.modalities):
+        key = f"m{j}"
+        if key not in module.encoders:
+            continue
+        blocks = module.blocks[m]
+        if any(node not in cols or cols[node].stop - cols[node].start != e - s for node, s, e in blocks):
+            return  # different structure (cannot happen when the ranks came from lin); keep random
+        c = np.concatenate([np.arange(cols[node].start, cols[node].stop) for node, _, _ in blocks])
+        B = lin.W_[sl[m], :][:, c]
+        P = np.linalg.pinv(B) * (scale[sl[m]] / lin.scale_[sl[m]])[None, :]
+        # Unit-variance outputs at the start, as the batch-standardized blocks will be.
+        P /= np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)
+        module.encoders[key].set_linear(torch.as_tensor(P, dtype=torch.float32))
 
 
 def _variance_ratio(var: np.ndarray) -> float:
@@ -382,6 +409,12 @@ class HCL:
             raise ValueError("temperature must be > 0.")
         if int(self.batch_size) < 2 or int(self.max_epochs) < 1 or int(self.patience) < 1:
             raise ValueError("batch_size must be >= 2, max_epochs and patience >= 1.")
+        if self.decorrelation not in ("linear", "quadratic"):
+            raise ValueError(f"decorrelation must be 'linear' or 'quadratic', got {self.decorrelation!r}.")
+        if self.contrast not in ("nested", "node"):
+            raise ValueError(f"contrast must be 'nested' or 'node', got {self.contrast!r}.")
+        if self.init not in ("linear", "random"):
+            raise ValueError(f"init must be 'linear' or 'random', got {self.init!r}.")
         if not 0 <= float(self.val_fraction) < 1:
             raise ValueError("val_fraction must be in [0, 1).")
         if self.resume and not self.checkpoint_dir:
@@ -389,6 +422,7 @@ class HCL:
         return C.TrainConfig(loss=self.loss, temperature=float(self.temperature),
                              reconstruction_weight=float(self.reconstruction_weight),
                              decorrelation_weight=float(self.decorrelation_weight),
+                             decorrelation=str(self.decorrelation), contrast=str(self.contrast),
                              supervised_weight=float(self.supervised_weight), max_epochs=int(self.max_epochs),
                              batch_size=int(self.batch_size), lr=float(self.lr), weight_decay=float(self.weight_decay),
                              patience=int(self.patience), amp=bool(self.amp),
@@ -414,22 +448,6 @@ class HCL:
         fixed = self._resolve_ranks(lat)
         timings: dict[str, float] = {}
         diagnostics: dict = {}
-        if any(r is None for r in fixed.values()):
-            # ranks "auto": the linear estimator's structure is the starting point.
-            lin = HCL(lattice=lat, ranks=self.ranks, estimator="linear", device=self.device,
-                      standardize=self.standardize, balance_modalities=self.balance_modalities,
-                      chunk_size=self.chunk_size, tol=self.tol, max_iter=self.max_iter,
-                      random_state=self.random_state).fit(data, callback=callback)
-            ranks = dict(lin.ranks_)
-            diagnostics = lin.rank_diagnostics_
-            timings["ranks"] = time.perf_counter() - t0
-        else:
-            ranks = {n: int(r) for n, r in fixed.items()}
-        nodes = [n for n in lat.nodes if ranks[n] > 0]
-        if not nodes:
-            raise ValueError("No lattice node has a positive rank; the contrastive estimator has nothing to learn.")
-
-        t1 = time.perf_counter()
         if hasattr(data, "X") and hasattr(data, "observed"):
             X = {m: data.X[m] for m in mods}
             obs = np.asarray(data.observed, dtype=bool)
@@ -439,12 +457,30 @@ class HCL:
             obs = np.concatenate([c.observed for c in chunks]).astype(bool)
         n = obs.shape[0]
         dims = {m: int(X[m].shape[1]) for m in mods}
-        for node in nodes:
+        for node in (nd for nd in lat.nodes if fixed[nd] != 0):
             for i, m in enumerate(node):
                 for m2 in node[i + 1:]:
                     if not (obs[:, mods.index(m)] & obs[:, mods.index(m2)]).any():
                         raise ValueError(f"Node {node_label(node)}: no sample has both {m!r} and {m2!r}; "
                                          "nothing can align them. Drop the node or give it rank 0.")
+        lin = None
+        t_lin = time.perf_counter()
+        if any(r is None for r in fixed.values()) or self.init == "linear":
+            # The linear estimator's structure (ranks "auto") and its per-modality projections
+            # (init "linear") are the starting point; it costs one pass over the data.
+            lin = HCL(lattice=lat, ranks=self.ranks, estimator="linear", device=self.device,
+                      standardize=self.standardize, balance_modalities=self.balance_modalities,
+                      chunk_size=self.chunk_size, tol=self.tol, max_iter=self.max_iter,
+                      random_state=self.random_state).fit(data, callback=callback)
+            ranks = dict(lin.ranks_)
+            diagnostics = lin.rank_diagnostics_
+            timings["linear"] = time.perf_counter() - t_lin
+        else:
+            ranks = {n: int(r) for n, r in fixed.items()}
+        nodes = [n for n in lat.nodes if ranks[n] > 0]
+        if not nodes:
+            raise ValueError("No lattice node has a positive rank; the contrastive estimator has nothing to learn.")
+
         yv, task = None, None
         if y is not None:
             yv = np.asarray(getattr(y, "values", y), dtype=np.float64).reshape(-1)
@@ -458,6 +494,7 @@ class HCL:
                 yv = (yv - yv[lab].mean()) / (yv[lab].std() or 1.0)
             yv = np.where(lab, yv, np.nan).astype(np.float32)
 
+        t1 = time.perf_counter()
         rng = np.random.default_rng(self.random_state)
         n_val = int(round(float(self.val_fraction) * n)) if n >= 20 else 0
         perm = rng.permutation(n)
@@ -484,6 +521,8 @@ class HCL:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             module = C.HCLModule(spec)
+        if lin is not None and self.init == "linear":
+            _start_from_linear(module, lin, mean, scale)
         signature = C.signature_of(spec, cfg, n, {"val_rows": int(np.sum(val_rows) % 1000003), "task": task,
                                                    "standardize": self.standardize is not False})
         t2 = time.perf_counter()
