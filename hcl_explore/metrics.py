@@ -161,3 +161,52 @@ def recovery_report(truth, model) -> dict:
     out["blocks"] = block_distances(tr, est)
     out["nodes"] = node_gram_errors(tr, est)
     return out
+
+
+def probe_r2(scores: Mapping[Node, np.ndarray], Z: Mapping[Node, np.ndarray], rows: np.ndarray | None = None,
+             fit_fraction: float = 0.5) -> pd.DataFrame:
+    """Linear-probe recovery of the true factors from learned node blocks (any estimator).
+
+    ``scores``: learned ``{node: (n, r_hat)}`` (``model.transform(data)``); ``Z``: true factors
+    ``{node: (n, r)}`` (``truth.Z``); ``rows``: the samples to probe on (default all; pass samples
+    the model was not fitted on). A least-squares probe with intercept is fitted on the first
+    ``fit_fraction`` of ``rows`` and scored on the rest.
+
+    Returns a frame indexed by learned node with one column per true node: entry (S, T) is the
+    mean over T's factors of the held-out R^2 of predicting them from S's block (a node the
+    model lacks scores 0). The diagonal is recovery; off-diagonal entries are leakage. Column
+    ``"others"`` holds, for learned node S = true node T, the R^2 from the blocks of *all other*
+    learned nodes together (leakage into T from anywhere else).
+    """
+    nodes = list(Z)
+    n = next(iter(Z.values())).shape[0]
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    k = int(round(fit_fraction * rows.size))
+    if k < 2 or rows.size - k < 2:
+        raise ValueError(f"probe_r2 needs at least 4 rows, got {rows.size}.")
+    fit, test = rows[:k], rows[k:]
+
+    def r2(F: np.ndarray, T: np.ndarray) -> float:
+        A = np.c_[np.ones(n), F]
+        B = np.linalg.lstsq(A[fit], T[fit], rcond=None)[0]
+        res = T[test] - A[test] @ B
+        return float(np.mean(1.0 - res.var(0) / T[test].var(0)))
+
+    empty = np.zeros((n, 0))
+    out = pd.DataFrame(0.0, index=[node_label(s) for s in nodes], columns=[node_label(t) for t in nodes] + ["others"])
+    for s in nodes:
+        F = np.asarray(scores.get(s, empty), dtype=float)
+        for t in nodes:
+            out.loc[node_label(s), node_label(t)] = r2(F, Z[t])
+        rest = [np.asarray(v, dtype=float) for u, v in scores.items() if u != s]
+        out.loc[node_label(s), "others"] = r2(np.concatenate(rest, axis=1) if rest else empty, Z[s])
+    return out
+
+
+def probe_summary(table: pd.DataFrame) -> dict[str, float]:
+    """Diagonal mean / min, off-diagonal mean / max and mean "others" R^2 of a :func:`probe_r2` frame."""
+    R = table.drop(columns="others").to_numpy()
+    off = R[~np.eye(len(R), dtype=bool)]
+    return {"diag_mean": float(R.diagonal().mean()), "diag_min": float(R.diagonal().min()),
+            "off_mean": float(off.mean()) if off.size else 0.0, "off_max": float(off.max()) if off.size else 0.0,
+            "others_mean": float(table["others"].mean())}

@@ -56,3 +56,27 @@ def test_structure_scores_and_rank_accuracy():
     assert s["f1"] == pytest.approx(2 / 3)
     assert mt.rank_accuracy(t, e) == pytest.approx(1 / 4)
     assert mt.structure_scores(t, t)["f1"] == 1.0 and mt.rank_accuracy(t, t) == 1.0
+
+
+def test_probe_r2_scores_recovery_and_leakage():
+    import hcl_explore as hx
+    from hcl_explore.metrics import probe_r2, probe_summary
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    Z = {("a",): rng.standard_normal((n, 2)), ("a", "b"): rng.standard_normal((n, 1)), ("b",): rng.standard_normal((n, 2))}
+    Q = np.linalg.qr(rng.standard_normal((2, 2)))[0]
+    scores = {("a",): Z[("a",)] @ Q + 3.0,  # a rotation and a shift: still perfect
+              ("a", "b"): Z[("a", "b")] + 0.5 * Z[("b",)][:, :1]}  # leaks half of b's first factor; b missing
+    T = probe_r2(scores, Z)
+    assert list(T.index) == ["a", "a+b", "b"] and list(T.columns) == ["a", "a+b", "b", "others"]
+    assert T.loc["a", "a"] > 0.999 and abs(T.loc["a", "b"]) < 0.01
+    assert abs(T.loc["b", "b"]) < 0.01  # a node the model lacks scores 0
+    assert 0.75 < T.loc["a+b", "a+b"] < 0.85  # 1 / (1 + 0.25)
+    assert 0.05 < T.loc["a+b", "b"] < 0.15  # (0.25 / 1.25) on one of b's two factors, averaged
+    assert 0.05 < T.loc["b", "others"] < 0.15  # b's factors from every other block: the same leak
+    s = probe_summary(T)
+    assert s["off_max"] == pytest.approx(T.loc["a+b", "b"], abs=1e-12)
+    with pytest.raises(ValueError, match="4 rows"):
+        probe_r2(scores, Z, rows=np.arange(3))
+    assert hx.metrics.probe_r2 is probe_r2
