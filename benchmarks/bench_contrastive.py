@@ -13,8 +13,11 @@ same process with the same batch size and optimizer.
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import resource
 import sys
+import threading
 import time
 
 import numpy as np
@@ -27,6 +30,37 @@ import hcl_explore as hx
 def peak_rss_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024 if sys.platform != "darwin" else r / 2**20
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+class RssPeak:
+    """Highest resident memory seen (sampled every 20 ms) while the block runs: the process peak
+    (ru_maxrss) is set by the simulation, so the fit's own peak is measured this way."""
+
+    def __enter__(self) -> "RssPeak":
+        self.start = rss_mb()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
 
 
 def autoencoder_rate(X: dict[str, np.ndarray], widths: dict[str, tuple[int, int]], epochs: int, batch_size: int,
@@ -70,13 +104,17 @@ def main() -> None:
     print(f"simulated n={a.n:,} x 3 x {a.d} in {time.perf_counter() - t:.1f}s; peak RSS {peak_rss_mb():,.0f} MB")
     model = hx.HCL(ranks=2, estimator="contrastive", hidden=(a.hidden,), max_epochs=a.epochs, batch_size=a.batch_size,
                    val_fraction=0.0, patience=a.epochs + 1, device=a.device)
+    gc.collect()
     t = time.perf_counter()
-    model.fit(data)
+    with RssPeak() as mem:
+        model.fit(data)
     train = model.timings_["train"]
     rate = a.epochs * a.n / train
     print(f"contrastive: {a.epochs} epoch(s) in {train:.1f}s = {rate:,.0f} samples/s "
           f"(fit total {time.perf_counter() - t:.1f}s; {sum(p.numel() for p in model.module_.parameters()):,} parameters)")
-    print(f"peak RSS after contrastive fit: {peak_rss_mb():,.0f} MB")
+    data_mb = sum(x.nbytes for x in data.X.values()) / 2**20
+    print(f"memory: data {data_mb:,.0f} MB (float64); RSS {mem.start:,.0f} MB before the fit, peak {mem.peak:,.0f} MB "
+          f"during it (+{mem.peak - mem.start:,.0f} MB: float32 standardized copy, network, summary pass)")
     if a.device.startswith("cuda"):
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
     # Same size: per modality the contrastive encoders have (#nodes of m) x hidden hidden units and R_m outputs.

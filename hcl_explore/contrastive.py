@@ -567,7 +567,8 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
     keys = ("total", "contrastive", "reconstruction", "decorrelation", "supervised")
 
     def run_pass(rows: np.ndarray, training: bool) -> dict[str, float]:
-        sums = dict.fromkeys(keys, 0.0)
+        # Sums stay on the device until the end of the pass: one host sync per epoch, not per batch.
+        sums = torch.zeros(len(keys), device=device)
         count = 0
         module.train(training)
         for idx in _batches(rows, cfg.batch_size, drop_last=training):
@@ -594,10 +595,9 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
                             dist.all_reduce(p_.grad, op=dist.ReduceOp.SUM)
                             p_.grad /= world
                 opt.step()
-            for k in keys:
-                sums[k] += float(terms[k].detach()) * idx.size
+            sums += torch.stack([terms[k].detach().float() for k in keys]) * idx.size
             count += idx.size
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        return dict(zip(keys, (sums / max(count, 1)).tolist()))
 
     converged = bad >= cfg.patience
     epoch = start
