@@ -21,11 +21,20 @@ else:
     c[2].metric("Candidate nodes", f"{len(lat.nodes)} ({preset})")
     st.caption(f"Compute device: {ui.device_label()}")
     with st.expander("Estimator settings"):
-        est = st.selectbox("Estimator", ["linear", "contrastive"],
+        est = st.selectbox("Estimator", ["linear", "contrastive"], key="estimator",
                            help="linear: structured factor analysis with automatic ranks (fast, exact for linear data). "
-                                "contrastive: neural encoders per (modality, node) with a contrastive loss per shared node, "
-                                "starting from the linear estimator's structure when ranks are auto.")
-        epochs = st.number_input("Contrastive: max epochs", 1, 1000, 100, disabled=est != "contrastive")
+                                "contrastive: neural encoders per (modality, node), started at the linear solution, "
+                                "aligning each node's blocks only between the modalities it holds; for nonlinear "
+                                "modalities. With auto ranks it takes the linear estimator's, which over-count on "
+                                "strongly nonlinear data: set the ranks on the Lattice page when you know them.")
+        neural = est == "contrastive"
+        epochs = st.number_input("Contrastive: max epochs", 1, 1000, 100, disabled=not neural,
+                                 help="Training stops earlier when the validation loss stops improving.")
+        width = st.number_input("Contrastive: hidden units per encoder", 0, 4096, 128, step=32, disabled=not neural,
+                                help="0: linear encoders.")
+        loss = st.selectbox("Contrastive: loss", ["infonce", "paper"], disabled=not neural,
+                            help="infonce: softmax over the batch with a temperature; paper: the linear-in-similarity "
+                                 "form of the HCL paper.")
         std = st.selectbox("Standardize features", ["auto", "yes", "no"],
                            help="auto: scale features to unit variance when their scales differ (mixed units).")
         dev = st.selectbox("Device", ["auto", "cpu", "cuda"])
@@ -34,7 +43,9 @@ else:
         cfg = {"kind": "fit", "dataset": spec, "lattice": {"nodes": [list(n) for n in lat.nodes]},
                "lattice_name": preset, "ranks": {node_label(n): v for n, v in ranks.items()},
                "params": {"estimator": est, "standardize": {"auto": "auto", "yes": True, "no": False}[std],
-                          "device": dev, **({"max_iter": int(max_iter)} if est == "linear" else {"max_epochs": int(epochs)})}}
+                          "device": dev, **({"max_iter": int(max_iter)} if not neural else
+                                            {"max_epochs": int(epochs), "loss": loss,
+                                             **({"hidden": [int(width)]} if width else {"encoder": "linear"})})}}
         rid = runs.create_run(ws, cfg)
         runs.launch(ws, rid)
         ui.select_run(rid)

@@ -159,6 +159,30 @@ def test_train_page_launches_a_real_run_and_shows_it_finish(ws):
     assert len(at.get("download_button")) == 2
 
 
+def test_train_page_launches_a_contrastive_run_with_its_settings(ws):
+    _write_uploads(ws, n=400)
+    st_ = runs.read_json(os.path.join(ws, "state.json"))
+    spec = {"modalities": {u["modality"]: u["path"] for u in st_["uploads"]}, "id_column": "pid", "name": "up"}
+    runs.write_json(os.path.join(ws, "state.json"), dict(st_, dataset=spec))
+    at = _app("train")
+    at.selectbox(key="estimator").set_value("contrastive").run()
+    at.number_input[0].set_value(3).run()  # max epochs
+    at.number_input[1].set_value(16).run()  # hidden units
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    rid = runs.list_runs(ws).run_id[0]
+    cfg = runs.read_json(os.path.join(runs.run_path(ws, rid), "config.json"))
+    assert cfg["params"] == {"estimator": "contrastive", "standardize": "auto", "device": "auto", "max_epochs": 3,
+                             "loss": "infonce", "hidden": [16]}
+    assert _wait(ws, rid)["state"] == "done"
+    epochs = [e for e in runs.read_metrics(ws, rid) if e.get("stage") == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    model = hx.HCL.load(os.path.join(runs.run_path(ws, rid), "model.npz"))
+    assert model.estimator == "contrastive" and model.module_.spec.hidden == (16,)
+    at = _app("structure", run=rid)
+    assert len(at.get("plotly_chart")) >= 4
+
+
 def test_structure_page_compares_with_the_truth_of_the_sample_data(ws):
     rid = runs.create_run(ws, {"kind": "fit", "dataset": {"bundled": "clinical", "name": "clinical"}, "lattice": "full"})
     assert runs.run_worker(runs.run_path(ws, rid)) == 0
