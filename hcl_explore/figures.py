@@ -1017,28 +1017,46 @@ def metrics_figure(report: "PredictionReport", *, metrics: Sequence[str] | None 
 # optimisation
 
 
-def objective_figure(history: Sequence[float], *, title: str = "Refinement objective") -> go.Figure:
-    """Objective value per refinement iteration (log y axis when all values are positive).
+def objective_figure(history: Sequence[float], *, title: str = "Refinement objective",
+                     validation: Sequence[float] | None = None, x_label: str = "iteration") -> go.Figure:
+    """Objective value per refinement iteration, or training loss per epoch with the validation
+    loss beside it (log y axis when all values are positive).
 
     Parameters
     ----------
     history : sequence of float (n_iter,), possibly empty
     title : str
+    validation : sequence of float (n_iter,), optional
+        Validation loss per epoch (NaN where none was computed); drawn dashed.
+    x_label : str
+        ``"iteration"`` (linear refinement) or ``"epoch"`` (contrastive training).
     """
     h = np.asarray(list(history), dtype=float)
     fig = go.Figure()
     if h.size == 0:
         _layout(fig, title, height=360)
-        return _note(fig, "No refinement iterations were recorded.")
+        return _note(fig, "No refinement iterations were recorded." if x_label == "iteration" else f"No {x_label}s were recorded.")
     k = _thin(h.size, 1000)
+    mode = "lines+markers" if k.size <= 60 else "lines"
+    name = "objective" if validation is None else "training"
     fig.add_trace(go.Scatter(
-        x=(k + 1).astype(np.int32), y=h[k], mode="lines+markers" if k.size <= 60 else "lines", name="objective",
+        x=(k + 1).astype(np.int32), y=h[k], mode=mode, name=name,
         line=dict(color=LEVEL_COLORS["global"], width=2), marker=dict(size=5),
-        hovertemplate="iteration %{x}<br>objective %{y:.6g}<extra></extra>",
+        hovertemplate=f"{x_label} %{{x}}<br>{name} %{{y:.6g}}<extra></extra>",
     ))
-    positive = bool(np.all(h[np.isfinite(h)] > 0))
-    _layout(fig, title, height=360, margin=dict(l=20, r=20, t=60, b=40), showlegend=False)
-    fig.update_xaxes(title_text="iteration")
-    fig.update_yaxes(title_text="objective" + (" (log scale)" if positive else ""),
+    values = h[np.isfinite(h)]
+    v = np.asarray(list(validation or []), dtype=float)[: h.size]
+    if v.size and np.isfinite(v).any():
+        kv = k[k < v.size]
+        fig.add_trace(go.Scatter(
+            x=(kv + 1).astype(np.int32), y=v[kv], mode=mode, name="validation",
+            line=dict(color=LEVEL_COLORS["partial"], width=2, dash="dash"), marker=dict(size=5),
+            hovertemplate=f"{x_label} %{{x}}<br>validation %{{y:.6g}}<extra></extra>",
+        ))
+        values = np.concatenate([values, v[np.isfinite(v)]])
+    positive = bool(np.all(values > 0))
+    _layout(fig, title, height=360, margin=dict(l=20, r=20, t=60, b=40), showlegend=len(fig.data) > 1)
+    fig.update_xaxes(title_text=x_label)
+    fig.update_yaxes(title_text=("objective" if validation is None else "loss") + (" (log scale)" if positive else ""),
                      type="log" if positive else "linear")
     return fig

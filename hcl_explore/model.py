@@ -733,10 +733,14 @@ class HCL:
         return loadings_figure(self, node, top=top)
 
     def plot_objective(self):
-        """The refinement objective per evaluation (plotly Figure)."""
+        """The refinement objective per evaluation, or (contrastive estimator) the training and
+        validation loss per epoch (plotly Figure)."""
         from .figures import objective_figure
 
         self._check_fitted()
+        if self.estimator == "contrastive":
+            return objective_figure(list(self.objective_history_), title="Training loss", x_label="epoch",
+                                    validation=list(getattr(self, "val_history_", [])))
         return objective_figure(list(self.objective_history_))
 
     # ------------------------------------------------------------------ persistence

@@ -76,12 +76,15 @@ def monitor() -> None:
     prog = float(stt.get("progress", 0.0))
     st.progress(min(max(prog, 0.0), 1.0), text=f"{state} · stage {stt.get('stage', '')} · {prog:.0%}")
     ev = runs.read_metrics(ws, rid)
-    hist = [e["objective"] for e in ev if e.get("stage") == "refine" and "objective" in e] or \
-        [e["loss"] for e in ev if e.get("stage") == "epoch" and "loss" in e]
+    epochs = [e for e in ev if e.get("stage") == "epoch" and "loss" in e]
+    hist = [e["loss"] for e in epochs] or [e["objective"] for e in ev if e.get("stage") == "refine" and "objective" in e]
     cols = st.columns([3, 1])
     with cols[0]:
         if hist:
-            st.plotly_chart(figures.objective_figure(hist), width="stretch", key=f"obj_{rid}_{len(hist)}")
+            fig = (figures.objective_figure(hist, title="Training loss", x_label="epoch",
+                                            validation=[e.get("val_loss", float("nan")) for e in epochs])
+                   if epochs else figures.objective_figure(hist))
+            st.plotly_chart(fig, width="stretch", key=f"obj_{rid}_{len(hist)}")
     with cols[1]:
         if stt.get("started"):
             end = stt.get("finished") or time.time()

@@ -262,6 +262,8 @@ def test_summary_loadings_and_params(small):
     L = model.loadings_  # a least-squares approximation, on the support only
     assert L[("a", ("a", "b"))].shape == (12, 1) and ("c", ("a", "b")) not in L
     assert set(model.noise_var_) == {"a", "b", "c"} and all(0 < v < 2 for v in model.noise_var_.values())
+    fig = model.plot_objective()  # training and validation loss per epoch
+    assert [t.name for t in fig.data] == ["training", "validation"] and len(fig.data[1].y) == model.n_epochs_
     p = model.get_params()
     assert p["hidden"] == [32] and p["loss"] == "infonce" and p["max_epochs"] == 3
     assert "hidden" not in lin.get_params()  # linear models (and their files) are unchanged

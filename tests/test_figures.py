@@ -406,6 +406,12 @@ def test_objective_figure(fitted):
     assert F.objective_figure([1.0, 0.0, -1.0]).layout.yaxis.type == "linear"
     long = F.objective_figure(list(np.geomspace(1, 1e-6, 20_000)))
     assert len(long.data[0].y) <= 1000 and long.data[0].x[-1] == 20_000
+    # contrastive training: training and validation loss per epoch; the paper loss can be negative
+    ep = F.objective_figure([3.0, 2.0, 1.5], validation=[3.2, 2.5, float("nan")], x_label="epoch", title="Training loss")
+    assert [t.name for t in ep.data] == ["training", "validation"] and ep.layout.showlegend
+    assert list(ep.data[1].y[:2]) == [3.2, 2.5] and ep.layout.xaxis.title.text == "epoch"
+    assert ep.layout.yaxis.type == "log"
+    assert F.objective_figure([0.5, -0.2], validation=[0.4, -0.1]).layout.yaxis.type == "linear"
 
 
 # --------------------------------------------------------------------------------------- module rules
