@@ -25,8 +25,8 @@ else:
                            help="linear: structured factor analysis with automatic ranks (fast, exact for linear data). "
                                 "contrastive: neural encoders per (modality, node), started at the linear solution, "
                                 "aligning each node's blocks only between the modalities it holds; for nonlinear "
-                                "modalities. With auto ranks it takes the linear estimator's, which over-count on "
-                                "strongly nonlinear data: set the ranks on the Lattice page when you know them.")
+                                "modalities. Auto ranks start from the linear estimator's and drop the directions "
+                                "that are only squares or products of stronger factors.")
         neural = est == "contrastive"
         epochs = st.number_input("Contrastive: max epochs", 1, 1000, 100, disabled=not neural,
                                  help="Training stops earlier when the validation loss stops improving.")

@@ -1,0 +1,282 @@
+"""Rank search for nonlinear modalities: drop the linear directions that are harmonics of factors.
+
+A nonlinear map of a node's factors ``z`` also creates linear directions that carry functions of
+them (``z_1^2``, ``z_1 z_2``, ``z_1^3``, products with the factors of other nodes holding the same
+modalities). They are shared by the same modalities, so the linear estimator's rank search
+counts them, and at large n they are significant: on 3 x 30 nonlinear features with 2 factors
+per node it finds 5-9 per node (20 at 100 features). The contrastive encoders represent such
+functions inside the factors' own block, so they should not get blocks of their own.
+
+:func:`prune_harmonics` starts from a fitted linear model (its ranks are the upper bound) and
+keeps, node by node, largest first (so that each node's *context* - the kept factors of the
+larger nodes sharing its modalities - is known), only directions that polynomials of what is
+already kept do not explain:
+
+* **Two views of the node's block.** A shared node S, for every pair {a, b} in S: the
+  posterior-mean scores of S's block from ``x_a`` alone and from ``x_b`` alone. A private node
+  {a}: the same from two random halves of a's features. The two views have independent noise.
+* **Deflation.** Step by step: remove from each view what degree-1..3 monomials of its own kept
+  directions and its context predict (least squares), take the top canonical pair of what is
+  left, and measure the share of that pair's *raw* cross-covariance the removal leaves,
+  corrected for the p/n that regressing on p unrelated columns removes by chance. A new factor,
+  independent of the kept ones, is left whole (measured 0.88-1.05); a harmonic mostly goes
+  (0.1-0.5). The search stops at the first direction with less than ``1 - HARMONIC_SHARE`` left,
+  or with a canonical correlation below ``MIN_RELATIVE_RHO`` times the node's first (weak
+  higher-order remnants).
+* **Presence.** In a node of three or more modalities, a direction found between two of them
+  must also be predicted by each other modality's view (``PRESENCE_SHARE`` of its signal): a
+  pair's own factor leaking into the larger node is set aside and the search goes on.
+* The node's rank is the median over its pairs of the directions kept. Context for a private
+  node comes from the *other* modalities' side of its shared nodes, so that its own noise never
+  explains anything.
+
+Measured (``hx.simulate``, n = 5,000-20,000): exact ranks on 19 of 19 data sets - nonlinear with
+3 or 4 modalities, 20-200 features, noise 0.3-1.0, unequal ranks, 30 % missing; and linear ones,
+where nothing is a polynomial of anything else and the linear ranks are kept (the clinical and
+omics samples keep their exact structure).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations_with_replacement
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .lattice import Node, node_label
+from .linear import block_slices, node_columns
+
+#: A direction is a harmonic when the polynomial of the kept directions predicts this share of
+#: its canonical correlation (see the module docstring).
+HARMONIC_SHARE = 0.5
+#: A direction whose canonical correlation is below this share of the node's first is not a factor.
+MIN_RELATIVE_RHO = 0.4
+#: In a node of three or more modalities, a direction found between two of them must be seen
+#: (this share of its signal predicted) by each of the others.
+PRESENCE_SHARE = 0.25
+#: Rows used (a seeded subsample of larger data).
+MAX_ROWS = 20_000
+
+
+def _std(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    sd = a.std(0)
+    return a / np.where(sd > 1e-12, sd, 1.0)
+
+
+def _poly(parts: Sequence[np.ndarray], degree: int = 3) -> np.ndarray | None:
+    """All monomials of degree 1 to ``degree`` of the columns of ``parts`` side by side, standardized."""
+    cols = [p for p in parts if p is not None and p.shape[1]]
+    if not cols:
+        return None
+    B = _std(np.concatenate(cols, axis=1))
+    feats = [B]
+    for deg in range(2, degree + 1):
+        idx = np.array(list(combinations_with_replacement(range(B.shape[1]), deg)))
+        feats.append(np.prod(B[:, idx], axis=2))
+    return _std(np.concatenate(feats, axis=1))
+
+
+def _r2_adj(y: np.ndarray, Q: np.ndarray | None) -> float:
+    if Q is None:
+        return 0.0
+    n, p = Q.shape
+    if n - p - 1 < 10:
+        return 0.0
+    A = np.c_[np.ones(n), Q]
+    res = y - A @ np.linalg.lstsq(A, y, rcond=None)[0]
+    r2 = 1.0 - res.var() / max(y.var(), 1e-300)
+    return float(1.0 - (1.0 - r2) * (n - 1) / (n - p - 1))
+
+
+def _cca(U: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical directions ``(r, r)`` of both sides (variates: ``(U - mean) @ A``, ``(V - mean) @ B``)
+    and their correlations (descending)."""
+    def whitener(A: np.ndarray) -> np.ndarray:
+        A = A - A.mean(0)
+        C = A.T @ A / A.shape[0]
+        lam, E = np.linalg.eigh(C + 1e-10 * np.trace(C) * np.eye(C.shape[0]))
+        return E / np.sqrt(np.maximum(lam, 1e-300))
+
+    Wu, Wv = whitener(U), whitener(V)
+    Uc, Vc = U - U.mean(0), V - V.mean(0)
+    P, rho, Qt = np.linalg.svd((Uc @ Wu).T @ (Vc @ Wv) / U.shape[0], full_matrices=False)
+    return Wu @ P, Wv @ Qt.T, rho
+
+
+def _scores(x: np.ndarray, B: np.ndarray, noise: float) -> np.ndarray:
+    """Posterior-mean factor scores ``(n, R)`` of ``x`` ``(n, d)`` under ``x = B z + e``,
+    ``z ~ N(0, I)``, ``e ~ N(0, noise I)`` (well defined even when d < R)."""
+    s2 = max(float(noise), 1e-8)
+    M = B.T @ B / s2 + np.eye(B.shape[1])
+    return np.linalg.solve(M, (x @ B).T / s2).T
+
+
+def _residual(S: np.ndarray, Q: np.ndarray | None) -> np.ndarray:
+    """Columns of ``S`` centred, with their least-squares fit on ``Q`` (and a constant) removed."""
+    S = S - S.mean(0)
+    if Q is None:
+        return S
+    A = np.c_[np.ones(S.shape[0]), Q]
+    return S - A @ np.linalg.lstsq(A, S, rcond=None)[0]
+
+
+def _test(sides: tuple[np.ndarray, np.ndarray], contexts: tuple[list[np.ndarray], list[np.ndarray]],
+          others: Sequence[np.ndarray] = ()) -> dict:
+    """Directions of one block shared by two views ``(n, r)`` that are not functions of the kept ones.
+
+    Step by step: remove from each view what polynomials of its kept variates and context
+    predict, take the top canonical pair of what is left, and compare its correlation there
+    (``rho_left``) with that of the same directions on the raw views (``rho``). A new factor is
+    left almost whole (``rho_left / rho`` near 1); a harmonic of kept factors mostly goes. Stop at
+    the first direction that is explained (``rho_left < (1 - HARMONIC_SHARE) rho``) or weak
+    (``rho < MIN_RELATIVE_RHO`` times the first). ``others``: the block seen by the node's other
+    modalities; a direction they do not see (a pair's factor leaking into a larger node) is set
+    aside (removed linearly) and the search goes on. Returns the kept directions (as maps
+    ``(r, k)`` of each view) and a per-step record.
+    """
+    Sa, Sb = sides[0] - sides[0].mean(0), sides[1] - sides[1].mean(0)
+    r = Sa.shape[1]
+    kept_a: list[np.ndarray] = []
+    kept_b: list[np.ndarray] = []
+    aside_a: list[np.ndarray] = []
+    aside_b: list[np.ndarray] = []
+    record = []
+    first = None
+    for _ in range(r):
+        u_k = [Sa @ np.column_stack(kept_a)] if kept_a else []
+        v_k = [Sb @ np.column_stack(kept_b)] if kept_b else []
+        Qa = _poly(contexts[0] + u_k)
+        Qb = _poly(contexts[1] + v_k)
+        if aside_a:
+            lin_a, lin_b = Sa @ np.column_stack(aside_a), Sb @ np.column_stack(aside_b)
+            Qa = lin_a if Qa is None else np.c_[Qa, lin_a]
+            Qb = lin_b if Qb is None else np.c_[Qb, lin_b]
+        Ra, Rb = _residual(Sa, Qa), _residual(Sb, Qb)
+        A, B, rho_left = _cca(Ra, Rb)
+        da, db = A[:, 0], B[:, 0]
+        u, v = Sa @ da, Sb @ db
+        rho = float(np.corrcoef(u, v)[0, 1])
+        first = rho if first is None else first
+        # Share of the direction's cross-covariance that the polynomials leave (a ratio of
+        # covariances: residualizing also removes variance, which would inflate a correlation).
+        # Regressing on p unrelated columns removes about p/n of any signal: corrected for.
+        n = Sa.shape[0]
+        chance = (1.0 - (0 if Qa is None else Qa.shape[1] + 1) / n) * (1.0 - (0 if Qb is None else Qb.shape[1] + 1) / n)
+        left = float(np.mean(Ra @ da * (Rb @ db)) / max(abs(np.mean(u * v)), 1e-300)) / max(chance, 0.05)
+        w = _std(u[:, None])[:, 0] + _std(v[:, None])[:, 0]
+        rr = max(abs(rho), 1e-12)
+        seen = min([_r2_adj(w, _std(o)) / (2 * rr / (1 + rr)) for o in others], default=1.0)
+        step = {"rho": round(rho, 4), "left": round(left, 3), "seen_by_others": round(seen, 3)}
+        record.append(step)
+        if rho < MIN_RELATIVE_RHO * first or left < 1.0 - HARMONIC_SHARE:
+            step["kept"] = False
+            break
+        if seen < PRESENCE_SHARE:
+            step["kept"] = False
+            aside_a.append(da)
+            aside_b.append(db)
+            continue
+        step["kept"] = True
+        kept_a.append(da)
+        kept_b.append(db)
+    A = np.column_stack(kept_a) if kept_a else np.zeros((r, 0))
+    B = np.column_stack(kept_b) if kept_b else np.zeros((r, 0))
+    return {"kept": A.shape[1], "directions": (A, B), "record": record}
+
+
+def prune_harmonics(lin, X: Mapping[str, np.ndarray], observed: np.ndarray,
+                    seed: int | None = 0) -> tuple[dict[Node, int], dict[str, dict]]:
+    """Ranks without harmonics, from a fitted linear model ``lin`` (its ranks are the upper bound).
+
+    ``X``: ``{m: (n, d_m)}`` as given to ``lin.fit`` (NaN rows where missing), ``observed``:
+    ``(n, M)`` bool. Returns ``({node: rank}, diagnostics by node label)``.
+    """
+    mods = list(lin.modalities_)
+    sl = block_slices(mods, lin.dims_)
+    cols = node_columns(lin.nodes_, lin.ranks_)
+    rng = np.random.default_rng(seed)
+    ranks = dict(lin.ranks_)
+    diag: dict[str, dict] = {}
+    xs: dict[str, np.ndarray] = {}
+    for m in mods:
+        xs[m] = (np.asarray(X[m], dtype=np.float64) - lin.mean_[sl[m]]) / lin.scale_[sl[m]]
+
+    seen = np.flatnonzero(observed.any(axis=1))
+    base = np.sort(rng.choice(seen, MAX_ROWS, replace=False)) if seen.size > MAX_ROWS else seen
+
+    def rows_with(ms: Sequence[str]) -> np.ndarray:
+        return base[observed[np.ix_(base, [mods.index(m) for m in ms])].all(axis=1)]
+
+    def block_scores(m: str, node: Node, rows: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
+        mine = [nd for nd in lin.nodes_ if m in nd]
+        c = np.concatenate([np.arange(cols[nd].start, cols[nd].stop) for nd in mine])
+        B = lin.W_[sl[m], :][:, c]
+        x = xs[m][rows]
+        if feats is not None:
+            B, x = B[feats], x[:, feats]
+        S = _scores(x, B, lin.noise_var_[m])
+        start = 0
+        for nd in mine:
+            if nd == node:
+                return S[:, start:start + lin.ranks_[nd]]
+            start += lin.ranks_[nd]
+        raise KeyError(node)
+
+    # Kept directions as linear maps, so that they can be evaluated on any rows: per modality m,
+    # (node, direction matrix over m's scores of that node, centring) - m's own side of its shared
+    # nodes; other[m] lists the partner modality's side of them.
+    own: dict[str, list[tuple[str, Node, np.ndarray, np.ndarray]]] = {m: [] for m in mods}
+    other: dict[str, list[tuple[str, Node, np.ndarray, np.ndarray]]] = {m: [] for m in mods}
+
+    def context(store: list[tuple[str, Node, np.ndarray, np.ndarray]], rows: np.ndarray) -> list[np.ndarray]:
+        return [(block_scores(m, nd, rows) - mu) @ D for m, nd, D, mu in store]
+
+    for node in sorted([n for n in lin.nodes_ if ranks[n] > 0], key=len, reverse=True):
+        r = ranks[node]
+        info: dict = {"linear_rank": int(r)}
+        if len(node) >= 2:
+            counts, pairs = [], {}
+            found: list[tuple[dict, str, tuple]] = []  # added to the contexts after the node: its
+            # pairs see the same factors, which must not explain each other
+            for i, a in enumerate(node):
+                for b in node[i + 1:]:
+                    rest = [m for m in node if m not in (a, b)]
+                    rows = rows_with(node)
+                    if rows.size < 50:  # too few samples with every modality: no presence check
+                        rows, rest = rows_with((a, b)), []
+                    if rows.size < 50:
+                        continue
+                    Sa, Sb = block_scores(a, node, rows), block_scores(b, node, rows)
+                    res = _test((Sa, Sb), (context(own[a], rows), context(own[b], rows)),
+                                [block_scores(m, node, rows) for m in rest])
+                    counts.append(res["kept"])
+                    pairs[f"{a}+{b}"] = res["record"]
+                    if res["kept"]:
+                        A, B = res["directions"]
+                        found += [(own, a, (a, node, A, Sa.mean(0))), (own, b, (b, node, B, Sb.mean(0))),
+                                  (other, a, (b, node, B, Sb.mean(0))), (other, b, (a, node, A, Sa.mean(0)))]
+            for store, m, item in found:
+                if not any(it[0] == item[0] and it[1] == item[1] for it in store[m]):  # one pair's view per
+                    store[m].append(item)  # (modality, node): the others repeat it
+            if counts:
+                ranks[node] = int(np.floor(np.median(counts)))
+            info["pairs"] = pairs
+        else:
+            m = node[0]
+            partners = sorted({p for _, nd, _, _ in other[m] for p in nd if p != m} | {m}, key=mods.index)
+            rows = rows_with(partners)
+            store = other[m]
+            if rows.size < 50:  # too few samples with the partners: test without their context
+                rows, store = rows_with((m,)), []
+            d = lin.dims_[m]
+            if rows.size >= 50 and d >= 4:
+                perm = rng.permutation(d)
+                h1, h2 = np.sort(perm[: d // 2]), np.sort(perm[d // 2:])
+                ctx = context(store, rows)
+                res = _test((block_scores(m, node, rows, h1), block_scores(m, node, rows, h2)), (ctx, ctx))
+                ranks[node] = res["kept"]
+                info["halves"] = res["record"]
+        info["rank"] = int(ranks[node])
+        diag[node_label(node)] = info
+    return ranks, diag
