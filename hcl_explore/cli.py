@@ -98,12 +98,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimator_params(args: argparse.Namespace) -> dict:
+    """HCL keyword arguments from the shared estimator options of ``fit`` and ``run``."""
+    params: dict = {"standardize": {"auto": "auto", "yes": True, "no": False}[args.standardize], "device": args.device}
+    if args.estimator == "contrastive":
+        params.update({"estimator": "contrastive", "max_epochs": args.epochs, "loss": args.loss,
+                       **({"hidden": [int(h) for h in args.hidden.split(",")]} if args.hidden not in ("", "0")
+                          else {"encoder": "linear"})})
+        if getattr(args, "checkpoint_dir", None):
+            params.update({"checkpoint_dir": args.checkpoint_dir, "resume": bool(args.resume)})
+    return params
+
+
+def _add_estimator_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--standardize", default="auto", choices=["auto", "yes", "no"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--estimator", default="linear", choices=["linear", "contrastive"])
+    p.add_argument("--epochs", type=int, default=100, help="contrastive: maximum epochs (early stopping may end sooner)")
+    p.add_argument("--hidden", default="128", help="contrastive: hidden widths, comma-separated (0: linear encoders)")
+    p.add_argument("--loss", default="infonce", choices=["infonce", "paper"], help="contrastive: loss")
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import hcl_explore as hx
 
     data, _ = _load(args)
-    model = hx.HCL(lattice=args.lattice, ranks=_parse_ranks(args.ranks), device=args.device,
-                   standardize={"auto": "auto", "yes": True, "no": False}[args.standardize]).fit(data)
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir.")
+    model = hx.HCL(lattice=args.lattice, ranks=_parse_ranks(args.ranks), **_estimator_params(args)).fit(data)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun every process trains; rank 0 reports and saves
     _print_summary(model)
     if args.out:
         model.save(args.out)
@@ -189,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError("No input: give --dataset or modality files (NAME=PATH).")
         spec = {"modalities": {k: os.path.abspath(v) for k, v in srcs.items()}, "id_column": args.id_column,
                 "outcomes": os.path.abspath(args.outcomes) if args.outcomes else None, "name": "files"}
-    params = {"standardize": {"auto": "auto", "yes": True, "no": False}[args.standardize], "device": args.device}
+    params = _estimator_params(args)
     rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": args.lattice, "lattice_name": args.lattice,
                                "ranks": _parse_ranks(args.ranks), "params": params})
     print(f"run {rid} in {runs.run_path(ws, rid)}", flush=True)
@@ -226,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--id-column", default=None)
     f.add_argument("--lattice", default="full", choices=["full", "shared_private", "global_only", "pairwise"])
     f.add_argument("--ranks", default="auto")
-    f.add_argument("--standardize", default="auto", choices=["auto", "yes", "no"])
-    f.add_argument("--device", default="auto")
+    _add_estimator_options(f)
+    f.add_argument("--checkpoint-dir", default=None, help="contrastive: write a checkpoint there after every epoch")
+    f.add_argument("--resume", action="store_true", help="contrastive: continue from the checkpoint in --checkpoint-dir")
     f.add_argument("--out", default=None, help="save the fitted model (.npz)")
     f.set_defaults(func=cmd_fit)
     i = sub.add_parser("inspect", help="load modality tables (and outcomes) and print the load report")
@@ -267,8 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workspace", default=None, help="default: $HCL_EXPLORE_WORKSPACE or ./workspace")
     r.add_argument("--lattice", default="full", choices=["full", "shared_private", "global_only", "pairwise"])
     r.add_argument("--ranks", default="auto")
-    r.add_argument("--standardize", default="auto", choices=["auto", "yes", "no"])
-    r.add_argument("--device", default="auto")
+    _add_estimator_options(r)
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("summary", help="print the summary of a saved model")
     s.add_argument("model")

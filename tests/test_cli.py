@@ -38,3 +38,39 @@ def test_module_entry_point_reports_errors_cleanly(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("error: bad.csv:") and "'x': free text" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_fit_and_run_with_the_contrastive_estimator(tmp_path, capsys):
+    data, _ = hx.simulate(n=800, dims=(8, 6), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.2, seed=2,
+                          link="nonlinear")
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m])
+        df.insert(0, "pid", np.arange(800))
+        df.to_csv(tmp_path / f"{m}.csv", index=False)
+    files = [f"a={tmp_path / 'a.csv'}", f"b={tmp_path / 'b.csv'}"]
+    out = tmp_path / "c.npz"
+    ck = tmp_path / "ck"
+    rc = main(["fit", *files, "--id-column", "pid", "--estimator", "contrastive", "--epochs", "3", "--hidden", "16,8",
+               "--loss", "paper", "--ranks", "1", "--device", "cpu", "--checkpoint-dir", str(ck), "--out", str(out)])
+    assert rc == 0 and (ck / "checkpoint.pt").exists()
+    model = hx.HCL.load(out)
+    assert model.estimator == "contrastive" and model.loss == "paper" and model.n_epochs_ == 3
+    assert model.module_.spec.hidden == (16, 8)
+    # resume with more epochs continues from epoch 3
+    rc = main(["fit", *files, "--id-column", "pid", "--estimator", "contrastive", "--epochs", "5", "--hidden", "16,8",
+               "--loss", "paper", "--ranks", "1", "--device", "cpu", "--checkpoint-dir", str(ck), "--resume",
+               "--out", str(out)])
+    assert rc == 0 and hx.HCL.load(out).n_epochs_ == 5
+    capsys.readouterr()
+    assert main(["fit", *files, "--id-column", "pid", "--resume"]) == 2  # --resume alone is refused
+    assert "--resume needs --checkpoint-dir" in capsys.readouterr().err
+    ws = tmp_path / "ws"
+    assert main(["run", *files, "--id-column", "pid", "--workspace", str(ws), "--estimator", "contrastive",
+                 "--epochs", "2", "--hidden", "0", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "a+b" in text
+    from hcl_explore import runs
+
+    w = runs.workspace_dir(str(ws))
+    rid = runs.list_runs(w).run_id[0]
+    assert hx.HCL.load(f"{runs.run_path(w, rid)}/model.npz").encoder == "linear"
