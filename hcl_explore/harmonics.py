@@ -198,15 +198,15 @@ def prune_harmonics(lin, X: Mapping[str, np.ndarray], observed: np.ndarray,
     rng = np.random.default_rng(seed)
     ranks = dict(lin.ranks_)
     diag: dict[str, dict] = {}
-    xs: dict[str, np.ndarray] = {}
-    for m in mods:
-        xs[m] = (np.asarray(X[m], dtype=np.float64) - lin.mean_[sl[m]]) / lin.scale_[sl[m]]
-
     seen = np.flatnonzero(observed.any(axis=1))
     base = np.sort(rng.choice(seen, MAX_ROWS, replace=False)) if seen.size > MAX_ROWS else seen
+    obs = observed[base]
+    # Only the sampled rows are read and standardized (a copy of at most MAX_ROWS rows); "rows"
+    # below are positions among them.
+    xs = {m: (np.asarray(X[m][base], dtype=np.float64) - lin.mean_[sl[m]]) / lin.scale_[sl[m]] for m in mods}
 
     def rows_with(ms: Sequence[str]) -> np.ndarray:
-        return base[observed[np.ix_(base, [mods.index(m) for m in ms])].all(axis=1)]
+        return np.flatnonzero(obs[:, [mods.index(m) for m in ms]].all(axis=1))
 
     def block_scores(m: str, node: Node, rows: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
         mine = [nd for nd in lin.nodes_ if m in nd]
