@@ -25,3 +25,5 @@ print(f"cpu / cuda = {t['cpu'] / t['cuda']:.2f}")
 PYEOF
 echo "== contrastive training on CUDA (n = 100,000, 3 x 200 features, 1 epoch) vs a plain autoencoder"
 timeout 90 "$PY" benchmarks/bench_contrastive.py --device cuda --epochs 1 --batch-size 1024
+echo "== recovery on nonlinear data with CUDA training (bfloat16 autocast): contrastive vs linear, one seed"
+timeout 90 "$PY" benchmarks/probe_contrastive.py --seeds 11 --device cuda
