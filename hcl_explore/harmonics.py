@@ -39,6 +39,7 @@ omics samples keep their exact structure).
 from __future__ import annotations
 
 from itertools import combinations_with_replacement
+from math import comb
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -54,6 +55,8 @@ MIN_RELATIVE_RHO = 0.4
 #: In a node of three or more modalities, a direction found between two of them must be seen
 #: (this share of its signal predicted) by each of the others.
 PRESENCE_SHARE = 0.25
+#: Most polynomial columns a regression uses (the degree is lowered to stay under it).
+MAX_FEATURES = 600
 #: Rows used (a seeded subsample of larger data).
 MAX_ROWS = 20_000
 
@@ -65,14 +68,21 @@ def _std(a: np.ndarray) -> np.ndarray:
 
 
 def _poly(parts: Sequence[np.ndarray], degree: int = 3) -> np.ndarray | None:
-    """All monomials of degree 1 to ``degree`` of the columns of ``parts`` side by side, standardized."""
+    """All monomials of degree 1 to ``degree`` of the columns of ``parts`` side by side, standardized.
+
+    The degree is lowered while the monomials would exceed ``min(MAX_FEATURES, n / 10)`` columns
+    (many modalities or small n), so that a regression on them never fits noise."""
     cols = [p for p in parts if p is not None and p.shape[1]]
     if not cols:
         return None
     B = _std(np.concatenate(cols, axis=1))
+    n, k = B.shape
+    cap = min(MAX_FEATURES, n // 10)
+    while degree > 1 and sum(comb(k + d - 1, d) for d in range(1, degree + 1)) > cap:
+        degree -= 1
     feats = [B]
     for deg in range(2, degree + 1):
-        idx = np.array(list(combinations_with_replacement(range(B.shape[1]), deg)))
+        idx = np.array(list(combinations_with_replacement(range(k), deg)))
         feats.append(np.prod(B[:, idx], axis=2))
     return _std(np.concatenate(feats, axis=1))
 
@@ -126,11 +136,11 @@ def _test(sides: tuple[np.ndarray, np.ndarray], contexts: tuple[list[np.ndarray]
     """Directions of one block shared by two views ``(n, r)`` that are not functions of the kept ones.
 
     Step by step: remove from each view what polynomials of its kept variates and context
-    predict, take the top canonical pair of what is left, and compare its correlation there
-    (``rho_left``) with that of the same directions on the raw views (``rho``). A new factor is
-    left almost whole (``rho_left / rho`` near 1); a harmonic of kept factors mostly goes. Stop at
-    the first direction that is explained (``rho_left < (1 - HARMONIC_SHARE) rho``) or weak
-    (``rho < MIN_RELATIVE_RHO`` times the first). ``others``: the block seen by the node's other
+    predict, take the top canonical pair of what is left, and measure the share of that pair's
+    raw cross-covariance the removal leaves (``left``, corrected for chance). A new factor is
+    left almost whole (``left`` near 1); a harmonic of kept factors mostly goes. Stop at the
+    first direction that is explained (``left < 1 - HARMONIC_SHARE``) or weak (canonical
+    correlation ``rho < MIN_RELATIVE_RHO`` times the first). ``others``: the block seen by the node's other
     modalities; a direction they do not see (a pair's factor leaking into a larger node) is set
     aside (removed linearly) and the search goes on. Returns the kept directions (as maps
     ``(r, k)`` of each view) and a per-step record.
