@@ -33,6 +33,11 @@ CONTRASTIVE_DEFAULTS: dict[str, Any] = {
     "max_epochs": 100, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "val_fraction": 0.1,
     "patience": 10, "checkpoint_dir": None, "resume": False, "amp": True,
 }
+#: The contrastive options that take one of a few values.
+CONTRASTIVE_CHOICES: dict[str, tuple[str, ...]] = {
+    "encoder": C.ENCODERS, "loss": C.LOSSES, "init": ("linear", "random"), "contrast": ("nested", "node"),
+    "decorrelation": ("quadratic", "linear"), "rank_search": ("harmonic", "linear"),
+}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -193,11 +198,10 @@ class HCL:
     at large n (3 x 30 features, n = 20,000, 2 factors per node: 5-9 found per node). With
     ``rank_search="harmonic"`` (default) those are dropped (:mod:`hcl_explore.harmonics`: a
     direction counts only if polynomials of the stronger ones do not explain it; exact on 26 of
-    26 simulated data sets with 3-6 modalities, linear data left as it is); ``"linear"`` keeps the linear ranks.
-    ``rank_diagnostics_["harmonics"]`` records every step. Inputs are always centred on the
-    training rows and, unless
-    ``standardize=False``, scaled to unit variance; ``balance_modalities``, ``tol`` and ``max_iter``
-    only matter for that linear rank search. ``loadings_``/``W_`` are then a linear
+    26 simulated data sets with 3-6 modalities, linear data left as it is); ``"linear"`` keeps
+    the linear ranks. ``rank_diagnostics_["harmonics"]`` records every step. Inputs are always
+    centred on the training rows and, unless ``standardize=False``, scaled to unit variance;
+    ``balance_modalities``, ``tol`` and ``max_iter`` only matter for that linear rank search. ``loadings_``/``W_`` are then a linear
     approximation (least squares of each modality's standardized features on its nodes' scores,
     training rows), ``noise_var_`` is the decoder's mean squared reconstruction error per
     standardized feature (validation rows), and ``summary()``'s ``var_``/``signal_`` columns are
@@ -422,22 +426,13 @@ class HCL:
 
     # ------------------------------------------------------------------ contrastive estimator
     def _contrastive_config(self) -> C.TrainConfig:
-        if self.loss not in C.LOSSES:
-            raise ValueError(f"loss must be one of {C.LOSSES}, got {self.loss!r}.")
-        if self.encoder not in C.ENCODERS:
-            raise ValueError(f"encoder must be one of {C.ENCODERS}, got {self.encoder!r}.")
+        for name, allowed in CONTRASTIVE_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if not float(self.temperature) > 0:
             raise ValueError("temperature must be > 0.")
         if int(self.batch_size) < 2 or int(self.max_epochs) < 1 or int(self.patience) < 1:
             raise ValueError("batch_size must be >= 2, max_epochs and patience >= 1.")
-        if self.decorrelation not in ("linear", "quadratic"):
-            raise ValueError(f"decorrelation must be 'linear' or 'quadratic', got {self.decorrelation!r}.")
-        if self.rank_search not in ("harmonic", "linear"):
-            raise ValueError(f"rank_search must be 'harmonic' or 'linear', got {self.rank_search!r}.")
-        if self.contrast not in ("nested", "node"):
-            raise ValueError(f"contrast must be 'nested' or 'node', got {self.contrast!r}.")
-        if self.init not in ("linear", "random"):
-            raise ValueError(f"init must be 'linear' or 'random', got {self.init!r}.")
         if not 0 <= float(self.val_fraction) < 1:
             raise ValueError("val_fraction must be in [0, 1).")
         if self.resume and not self.checkpoint_dir:
