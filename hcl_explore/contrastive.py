@@ -227,6 +227,8 @@ class HCLModule(nn.Module):
             self.register_buffer(f"out_mean_{j}", torch.zeros(start))
             self.register_buffer(f"out_scale_{j}", torch.ones(start))
         self.n_factors = sum(spec.ranks[n] for n in spec.nodes)
+        #: Index plans derived from the spec once, not per batch (contrast terms, monomials).
+        self._plans: dict = {}
         self.head = nn.Linear(self.n_factors, spec.n_outputs) if spec.n_outputs else None
 
     def encode(self, xs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -314,12 +316,23 @@ def contrast_groups(nodes: Sequence[Node], modalities: Sequence[str], contrast: 
     return out
 
 
+def _contrast_plan(module: HCLModule, contrast: str) -> list[list[tuple[str, str, list, list]]]:
+    """:func:`contrast_groups` for this module with the column spans resolved: per term, its pairs
+    as ``(m, m2, spans of m, spans of m2)`` (built once per module and contrast)."""
+    key = ("contrast", contrast)
+    if key not in module._plans:
+        module._plans[key] = [[(m, m2, _spans(module, m, g["nodes"]), _spans(module, m2, g["nodes"]))
+                               for m, m2 in g["pairs"]]
+                              for g in contrast_groups(module.spec.nodes, module.spec.modalities, contrast)]
+    return module._plans[key]
+
+
 def _quadratic_features(module: HCLModule, m: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Degree-2 monomials ``h_i h_j`` (i <= j) within each node block of modality ``m``, side by
     side ``(b, Q)``, and the ``(R_m, Q)`` 0/1 mask of (block coordinate, monomial) pairs from
     *different* nodes."""
-    cache = module.__dict__.setdefault("_quad_index", {})
-    if m not in cache:
+    key = ("quadratic", m, str(h.device))
+    if key not in module._plans:
         ii, jj, owner = [], [], []
         for k, (_, s, e) in enumerate(module.blocks[m]):
             for a in range(s, e):
@@ -327,10 +340,10 @@ def _quadratic_features(module: HCLModule, m: str, h: torch.Tensor) -> tuple[tor
                     ii.append(a), jj.append(b), owner.append(k)
         col_owner = [k for k, (_, s, e) in enumerate(module.blocks[m]) for _ in range(s, e)]
         cross = torch.tensor([[float(c != o) for o in owner] for c in col_owner])
-        cache[m] = (torch.tensor(ii), torch.tensor(jj), cross)
-    ii, jj, cross = cache[m]
-    dev = h.device
-    return h[:, ii.to(dev)] * h[:, jj.to(dev)], cross.to(dev)
+        module._plans[key] = (torch.tensor(ii, device=h.device), torch.tensor(jj, device=h.device),
+                              cross.to(h.device))
+    ii, jj, cross = module._plans[key]
+    return h[:, ii] * h[:, jj], cross
 
 
 def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.Tensor, *, loss: str,
@@ -355,14 +368,14 @@ def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.T
     zero = torch.zeros((), device=obs.device)
 
     con_terms = []
-    for group in contrast_groups(module.spec.nodes, mods, contrast):
+    for group in _contrast_plan(module, contrast):
         pair_terms = []
-        for m, m2 in group["pairs"]:
+        for m, m2, spans1, spans2 in group:
             both = obs[:, mods.index(m)] & obs[:, mods.index(m2)]
             if int(both.sum()) < 2:
                 continue
-            a = torch.cat([hs[m][both, s:e] for s, e in _spans(module, m, group["nodes"])], dim=1)
-            b = torch.cat([hs[m2][both, s:e] for s, e in _spans(module, m2, group["nodes"])], dim=1)
+            a = torch.cat([hs[m][both, s:e] for s, e in spans1], dim=1)
+            b = torch.cat([hs[m2][both, s:e] for s, e in spans2], dim=1)
             pair_terms.append(contrastive_pair_loss(a, b, loss, temperature))
         if pair_terms:
             con_terms.append(torch.stack(pair_terms).mean())
