@@ -219,20 +219,24 @@ def prune_harmonics(lin, X: Mapping[str, np.ndarray], observed: np.ndarray,
     def rows_with(ms: Sequence[str]) -> np.ndarray:
         return np.flatnonzero(obs[:, [mods.index(m) for m in ms]].all(axis=1))
 
-    def block_scores(m: str, node: Node, rows: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
+    # Posterior-mean scores of every modality's nodes, once over the sampled rows (the map is
+    # row-wise, so any rows' scores are these rows of it); span[m, node]: the node's columns.
+    loads: dict[str, np.ndarray] = {}
+    full: dict[str, np.ndarray] = {}
+    span: dict[tuple[str, Node], slice] = {}
+    for m in mods:
         mine = [nd for nd in lin.nodes_ if m in nd]
-        c = np.concatenate([np.arange(cols[nd].start, cols[nd].stop) for nd in mine])
-        B = lin.W_[sl[m], :][:, c]
-        x = xs[m][rows]
-        if feats is not None:
-            B, x = B[feats], x[:, feats]
-        S = _scores(x, B, lin.noise_var_[m])
+        loads[m] = lin.W_[sl[m], :][:, np.concatenate([np.arange(cols[nd].start, cols[nd].stop) for nd in mine])]
+        full[m] = _scores(xs[m], loads[m], lin.noise_var_[m])
         start = 0
         for nd in mine:
-            if nd == node:
-                return S[:, start:start + lin.ranks_[nd]]
+            span[m, nd] = slice(start, start + lin.ranks_[nd])
             start += lin.ranks_[nd]
-        raise KeyError(node)
+
+    def block_scores(m: str, node: Node, rows: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
+        if feats is None:
+            return full[m][rows, span[m, node]]
+        return _scores(xs[m][np.ix_(rows, feats)], loads[m][feats], lin.noise_var_[m])[:, span[m, node]]
 
     # Kept directions as linear maps, so that they can be evaluated on any rows: per modality m,
     # (node, direction matrix over m's scores of that node, centring) - m's own side of its shared
