@@ -100,13 +100,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _estimator_params(args: argparse.Namespace) -> dict:
     """HCL keyword arguments from the shared estimator options of ``fit`` and ``run``."""
-    params: dict = {"standardize": {"auto": "auto", "yes": True, "no": False}[args.standardize], "device": args.device}
-    if args.estimator == "contrastive":
-        params.update({"estimator": "contrastive", "max_epochs": args.epochs, "loss": args.loss,
-                       **({"hidden": [int(h) for h in args.hidden.split(",")]} if args.hidden not in ("", "0")
-                          else {"encoder": "linear"})})
-        if getattr(args, "checkpoint_dir", None):
-            params.update({"checkpoint_dir": args.checkpoint_dir, "resume": bool(args.resume)})
+    from hcl_explore import runs
+
+    params = runs.fit_params(args.estimator, args.standardize, args.device, epochs=args.epochs, loss=args.loss,
+                             hidden=[int(h) for h in args.hidden.split(",") if h.strip()])
+    if args.estimator == "contrastive" and getattr(args, "checkpoint_dir", None):
+        params.update({"checkpoint_dir": args.checkpoint_dir, "resume": bool(args.resume)})
     return params
 
 

@@ -29,7 +29,7 @@ import sys
 import time
 import traceback
 import uuid
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,6 +90,27 @@ def run_path(workspace: str, run_id: str) -> str:
     if not _ID.match(run_id or ""):
         raise ValueError(f"Not a run id: {run_id!r}.")
     return os.path.join(workspace, "runs", run_id)
+
+
+#: The standardization choices offered to users, as ``HCL(standardize=...)`` values.
+STANDARDIZE = {"auto": "auto", "yes": True, "no": False}
+
+
+def fit_params(estimator: str = "linear", standardize: str = "auto", device: str = "auto", *,
+               max_iter: int | None = None, epochs: int = 100, loss: str = "infonce",
+               hidden: Sequence[int] = (128,)) -> dict:
+    """The ``HCL`` keyword arguments of a fit run (``config["params"]``) from the choices the
+    Train page and the CLI offer: ``standardize`` is ``"auto"``/``"yes"``/``"no"``; ``max_iter``
+    (linear) is left to the default when None; ``epochs``, ``loss`` and ``hidden`` (contrastive;
+    empty or 0 = linear encoders) are used only by the contrastive estimator."""
+    params: dict = {"estimator": estimator, "standardize": STANDARDIZE[standardize], "device": device}
+    if estimator == "contrastive":
+        widths = [int(h) for h in hidden if int(h) > 0]
+        params.update({"max_epochs": int(epochs), "loss": loss,
+                       **({"hidden": widths} if widths else {"encoder": "linear"})})
+    elif max_iter is not None:
+        params["max_iter"] = int(max_iter)
+    return params
 
 
 def create_run(workspace: str, config: Mapping[str, Any], run_id: str | None = None) -> str:

@@ -42,10 +42,7 @@ else:
     if st.button("Launch training", type="primary", icon=":material/play_arrow:"):
         cfg = {"kind": "fit", "dataset": spec, "lattice": {"nodes": [list(n) for n in lat.nodes]},
                "lattice_name": preset, "ranks": {node_label(n): v for n, v in ranks.items()},
-               "params": {"estimator": est, "standardize": {"auto": "auto", "yes": True, "no": False}[std],
-                          "device": dev, **({"max_iter": int(max_iter)} if not neural else
-                                            {"max_epochs": int(epochs), "loss": loss,
-                                             **({"hidden": [int(width)]} if width else {"encoder": "linear"})})}}
+               "params": runs.fit_params(est, std, dev, max_iter=max_iter, epochs=epochs, loss=loss, hidden=[width])}
         rid = runs.create_run(ws, cfg)
         runs.launch(ws, rid)
         ui.select_run(rid)
