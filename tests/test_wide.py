@@ -1,7 +1,5 @@
 """Rank selection with wide modalities (d_m comparable to or above n_m): PCA-then-CCA peeling."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -24,13 +22,10 @@ def test_wide_modality_structure_is_recovered(seed):
     # a has more features than samples, b is at 2/3 of n: sample CCA of the full blocks gives
     # canonical correlations of 1 (the pre-fix peeler found a+b with rank 100, F1 = 0.89, ~8 s).
     data, truth = hx.simulate(n=150, dims={"a": 400, "b": 100, "c": 30}, ranks=OMICS_LIKE, noise=0.1, seed=seed)
-    t = time.perf_counter()
     model = hx.HCL(device="cpu").fit(data)
-    elapsed = time.perf_counter() - t
     assert hx.metrics.structure_scores(truth.ranks, model.ranks_)["f1"] == 1.0
     assert _found(model) == _true(truth)
     assert model.converged_
-    assert elapsed < 20  # about 0.1 s
     # The pair tests ran on principal components, not on 400 and 100 features.
     d = model.rank_diagnostics_
     assert d["a+b"]["pairs"]["a+b"]["dims"][0] < 20
@@ -54,17 +49,14 @@ def test_wide_null_finds_no_shared_node():
     assert _found(hx.HCL(device="cpu").fit(data)) == {}
 
 
-def test_omics_example_recovered_in_seconds():
+def test_omics_example_recovered():
+    # Timing (about 2 s on 2 cores; over 5 minutes before the wide path) is a benchmark's job, not
+    # a test's: a wall-clock bound fails on a loaded machine.
     ds = hx.load_dataset("omics")
-    t = time.perf_counter()
     model = hx.HCL().fit(ds.data)
-    elapsed = time.perf_counter() - t
     truth = hx.io.truth_ranks(ds.truth)
     assert _found(model) == truth
     assert hx.metrics.structure_scores(truth, model.ranks_)["f1"] == 1.0
-    # About 2 s on a 2-core machine (it took over 5 minutes before the wide path); generous bound
-    # for a loaded machine.
-    assert elapsed < 60
 
 
 def test_narrow_data_never_take_the_wide_path(monkeypatch):
