@@ -46,6 +46,47 @@ def scores_table(run_dir: str) -> pd.DataFrame | None:
     return out
 
 
+def prediction_path(run_dir: str, outcome: str) -> str:
+    """Where the evaluation of ``outcome`` is filed in a fit run's folder (``prediction_<key>.json``;
+    the key is ``runs._safe``, distinct for distinct outcome names)."""
+    return os.path.join(run_dir, f"prediction_{runs._safe(outcome)}.json")
+
+
+def _prediction_files(run_dir: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(run_dir))
+    except FileNotFoundError:
+        return []
+    return [os.path.join(run_dir, f) for f in names if f.startswith("prediction_") and f.endswith(".json")]
+
+
+def read_predictions(run_dir: str) -> dict[str, dict]:
+    """Every saved evaluation of a run, {outcome: report dict}, found by the outcome stored inside
+    each file (never by its file name). Where two files hold the same outcome (an older file named
+    after a sanitized outcome), the one at the outcome's own key wins, else the newest. A file that
+    names no outcome is listed under its file name."""
+    found: dict[str, tuple[int, float, dict]] = {}
+    for path in _prediction_files(run_dir):
+        p = runs.read_json(path, None)
+        if not isinstance(p, dict) or "task" not in p:
+            continue
+        key = p.get("outcome")
+        key = str(key) if key is not None else os.path.basename(path)
+        rank = (path == prediction_path(run_dir, key), os.path.getmtime(path))
+        if key not in found or rank > found[key][:2]:
+            found[key] = (*rank, p)
+    return {k: v[2] for k, v in sorted(found.items())}
+
+
+def read_prediction(run_dir: str, outcome: str) -> dict | None:
+    """The saved evaluation of ``outcome`` in a run's folder, or None: the file at the outcome's key
+    if it holds this outcome, else any other prediction file that does (older runs)."""
+    p = runs.read_json(prediction_path(run_dir, outcome), None)
+    if isinstance(p, dict) and p.get("outcome") == outcome:
+        return p
+    return read_predictions(run_dir).get(outcome)
+
+
 def run_metrics(run_dir: str, model=None) -> dict:
     """Fit diagnostics, recovery against the truth when there is one, and saved predictions."""
     from . import metrics
@@ -59,11 +100,9 @@ def run_metrics(run_dir: str, model=None) -> dict:
     if tr:
         true = {n: r for n, r in truth_ranks(tr).items() if n in model.lattice_}
         out["recovery"] = {**metrics.structure_scores(true, model.ranks_), "rank_accuracy": metrics.rank_accuracy(true, model.ranks_)}
-    for f in sorted(os.listdir(run_dir)):
-        if f.startswith("prediction_") and f.endswith(".json"):
-            p = runs.read_json(os.path.join(run_dir, f), {}) or {}
-            out.setdefault("predictions", {})[p.get("outcome") or f] = {
-                "metrics": p.get("metrics"), "selected_nodes": p.get("selected_nodes"), "baselines": p.get("baselines")}
+    for outcome, p in read_predictions(run_dir).items():
+        out.setdefault("predictions", {})[outcome] = {
+            "metrics": p.get("metrics"), "selected_nodes": p.get("selected_nodes"), "baselines": p.get("baselines")}
     return out
 
 
@@ -103,12 +142,12 @@ def run_html(run_dir: str, title: str | None = None) -> str:
         true = {n: r for n, r in truth_ranks(tr).items() if n in model.lattice_}
         figs.append(("Truth vs recovered", figures.true_vs_recovered(model.lattice_, true, model)))
     preds = []
-    for f in sorted(os.listdir(run_dir)):
-        if f.startswith("prediction_") and f.endswith(".json"):
-            rep = PredictionReport.from_dict(runs.read_json(os.path.join(run_dir, f)))
-            preds.append(rep)
-            figs.append((f"Prediction of {rep.outcome}", figures.curves_figure(rep)))
-            figs.append((f"HCL vs baselines: {rep.outcome}", figures.metrics_figure(rep)))
+    for outcome, p in read_predictions(run_dir).items():
+        rep = PredictionReport.from_dict(p)
+        rep.outcome = rep.outcome or outcome
+        preds.append(rep)
+        figs.append((f"Prediction of {rep.outcome}", figures.curves_figure(rep)))
+        figs.append((f"HCL vs baselines: {rep.outcome}", figures.metrics_figure(rep)))
     parts = [f"<h1>{html.escape(title or 'hcl-explore report')}</h1>",
              f"<p>Run <code>{html.escape(os.path.basename(run_dir))}</code> · dataset {html.escape(name)} · "
              f"{model.n_samples_:,} samples · modalities {html.escape(', '.join(model.modalities_))}</p>",

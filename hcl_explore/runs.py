@@ -422,13 +422,32 @@ def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     y = pd.Series(outcomes.y(cfg["outcome"], data), name=cfg["outcome"])
     report = evaluate_prediction(model, data, y, callback=lambda s, i: rep.event("predict", {"step": s}),
                                  **(cfg.get("options") or {}))
-    out = report.to_dict()
+    out = dict(report.to_dict(), outcome=cfg["outcome"])
     write_json(os.path.join(d, "prediction.json"), out)
-    write_json(os.path.join(parent, f"prediction_{_safe(cfg['outcome'])}.json"), out)
+    path = os.path.join(parent, f"prediction_{_safe(cfg['outcome'])}.json")
+    # A file from before outcomes had their own key may hold another outcome under this name
+    # (``readmit 30d`` and ``readmit_30d`` both were ``prediction_readmit_30d.json``): move it to
+    # its own outcome's file instead of overwriting it.
+    old = read_json(path, None)
+    if isinstance(old, dict) and old.get("outcome") not in (None, cfg["outcome"]):
+        other = os.path.join(parent, f"prediction_{_safe(str(old['outcome']))}.json")
+        if other != path and not os.path.exists(other):
+            os.replace(path, other)
+    write_json(path, out)
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:80]
+    """The key of an outcome's files (``prediction_<key>.json``): distinct outcome names get distinct
+    keys. A plain lower-case name (``[a-z0-9_]``, at most 64 characters) is its own key; any other
+    name gets ``x-`` and 12 hex digits of its SHA-1, which no plain name can spell (so ``readmit 30d``
+    and ``readmit_30d`` do not share a file, nor do ``Y`` and ``y`` on a case-insensitive disk).
+    Readers match results by the outcome stored in the file, not by this key."""
+    import hashlib
+
+    name = str(name)
+    if re.fullmatch(r"[a-z0-9_]{1,64}", name):
+        return name
+    return "x-" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:12]
 
 
 def sanitize_filename(name: str) -> str:

@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from hcl_explore import figures, runs
+from hcl_explore import figures, report, runs
 from hcl_explore.lattice import node_label
 from hcl_explore.predict import PredictionReport
 from hcl_explore.ui import common as ui
@@ -27,7 +27,6 @@ with st.expander("Evaluation settings"):
     cv = st.slider("Cross-validation folds (training part)", 3, 10, 5)
     bias = st.checkbox("Bias-corrected estimator (continuous outcomes)", value=False, disabled=kinds[outcome] != "continuous")
     nboot = st.select_slider("Bootstrap resamples", [0, 100, 200, 500, 1000], value=500)
-result_path = os.path.join(d, f"prediction_{runs._safe(outcome)}.json")
 
 if st.button("Evaluate", type="primary", icon=":material/play_arrow:"):
     pid = runs.create_run(ws, {"kind": "predict", "parent": rid, "outcome": outcome,
@@ -46,20 +45,21 @@ def job_status() -> None:
     if stt.get("state") in ("queued", "running"):
         st.progress(float(stt.get("progress", 0.0)), text=f"evaluating ({stt.get('stage', '')}) ...")
     elif stt.get("state") == "failed":
-        st.error(f"Evaluation failed: {stt.get('error')}")
+        st.error(f"Evaluation failed: {ui.md(stt.get('error'))}")
     elif stt.get("state") == "done" and st.session_state.get("shown") != pid:
         st.session_state["shown"] = pid
         st.rerun(scope="app")
 
 
 job_status()
-res = runs.read_json(result_path, None)
+# Found by the outcome stored in the file: two outcomes never share a result.
+res = report.read_prediction(d, outcome)
 if res is None:
     st.info("No evaluation of this outcome yet: press **Evaluate** (it runs in the background).")
     st.stop()
 rep = PredictionReport.from_dict(res)
 sel = ", ".join(node_label(n) for n in rep.selected_nodes) or "none"
-st.success(f"Selected nodes for **{outcome}**: {sel}")
+st.success(f"Selected nodes for **{ui.md(outcome)}**: {sel}")
 c = st.columns(len(rep.metrics))
 for col, r in zip(c, rep.metrics.itertuples()):
     col.metric(r.metric.upper(), f"{r.value:.3f}", help=f"95 % bootstrap interval {r.ci_low:.3f} – {r.ci_high:.3f}")
