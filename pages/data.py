@@ -1,11 +1,12 @@
 """Data: choose a bundled dataset or upload modality tables; see what loading kept and dropped."""
 
 import os
+import time
 
 import pandas as pd
 import streamlit as st
 
-from hcl_explore import figures, io, runs
+from hcl_explore import datasets, figures, io, runs
 from hcl_explore.ui import common as ui
 
 st.title("Data")
@@ -31,59 +32,75 @@ with left_col:
 with right_col:
     st.subheader("Your files")
     st.caption("One table per modality: rows = samples, one id column, feature columns. CSV, TSV or Parquet. "
-               "Files are saved to the workspace as soon as they are uploaded.")
+               "Each file is checked when it is uploaded and kept in the workspace only if it loads; "
+               "a file that does not load changes nothing.")
     files = st.file_uploader("Modality tables", type=["csv", "tsv", "txt", "tab", "parquet", "pq", "gz"],
                              accept_multiple_files=True, key="modality_files")
-    up_dir = os.path.join(ui.workspace(), "uploads")
-    os.makedirs(up_dir, exist_ok=True)
-    uploads = list(state.get("uploads") or [])
-    known = {u["path"]: u for u in uploads}
-    changed = False
-    for f in files or []:
-        path = os.path.join(up_dir, runs.sanitize_filename(f.name))
-        fresh = path not in known
-        if fresh or not os.path.exists(path) or os.path.getsize(path) != f.size:
-            with open(path + ".part", "wb") as fh:
-                fh.write(f.getbuffer())
-            os.replace(path + ".part", path)
-            changed = True
-        if fresh:
-            stem = runs.sanitize_filename(f.name).split(".")[0] or "modality"
-            uploads.append({"file": f.name, "path": path, "modality": stem})
-            known[path] = uploads[-1]
     out_file = st.file_uploader("Outcomes table (optional)", type=["csv", "tsv", "txt", "parquet", "pq", "gz"],
                                 key="outcome_file")
-    outcomes_path = state.get("upload_outcomes")
-    if out_file is not None:
-        outcomes_path = os.path.join(up_dir, "outcomes__" + runs.sanitize_filename(out_file.name))
-        with open(outcomes_path + ".part", "wb") as fh:
-            fh.write(out_file.getbuffer())
-        os.replace(outcomes_path + ".part", outcomes_path)
-    if changed or uploads != state.get("uploads") or outcomes_path != state.get("upload_outcomes"):
-        state = ui.set_state(uploads=uploads, upload_outcomes=outcomes_path, uploads_pending=True)
+    ws = ui.workspace()
+    did = state.get("upload_dataset")
+    if not datasets.exists(ws, did):
+        did = None
+    if did is None and state.get("uploads"):
+        # An upload list kept by an older version of the app: its files become a stored dataset.
+        did, added, errors = datasets.import_uploads(ws, state["uploads"], state.get("upload_outcomes"),
+                                                     state.get("upload_id_column") or None)
+        st.session_state["upload_errors"] = errors
+        state = ui.set_state(upload_dataset=did, uploads=None, upload_outcomes=None,
+                             uploads_pending=bool(state.get("uploads_pending")) and bool(added) and not errors)
+    # Each upload is handled once (a file removed below stays removed when more files are uploaded).
+    seen = st.session_state.setdefault("upload_seen", set())
+    batch = [(f.name, f.getvalue(), "modality") for f in files or [] if f.file_id not in seen]
+    if out_file is not None and out_file.file_id not in seen:
+        batch.append((out_file.name, out_file.getvalue(), "outcomes"))
+    seen.update(f.file_id for f in list(files or []) + ([out_file] if out_file is not None else []))
+    if batch:
+        if did is None:
+            did = datasets.create_dataset(ws, id_column=state.get("upload_id_column") or None)
+        added, errors = datasets.ingest(ws, did, batch)
+        st.session_state["upload_errors"] = errors
+        if added or did != state.get("upload_dataset"):
+            # New files become the current dataset as soon as the whole batch loads.
+            state = ui.set_state(upload_dataset=did, uploads_pending=bool(added) and not errors)
 
-    if uploads:
-        table = pd.DataFrame([{"file": u["file"], "modality": u["modality"], "remove": False} for u in uploads])
-        edited = st.data_editor(table, disabled=["file"], hide_index=True, key="upload_table",
+    man = datasets.read_manifest(ws, did) if did else None
+    upload_errors: dict[str, str] = dict(st.session_state.get("upload_errors") or {})
+    problems: dict[str, str] = {}
+    if man and man["modalities"]:
+        entries = man["modalities"]
+        table = pd.DataFrame([{"file": e["file"], "modality": m, "remove": False} for m, e in entries.items()])
+        # Keyed by the manifest's version: edits apply to the rows they were made on.
+        edited = st.data_editor(table, disabled=["file"], hide_index=True, key=f"upload_table_{did}_{man.get('version')}",
                                 column_config={"modality": st.column_config.TextColumn("modality name"),
                                                "remove": st.column_config.CheckboxColumn("remove")})
-        id_col = st.text_input("Id column (blank = detect)", value=state.get("upload_id_column") or "")
-        new = [dict(u, modality=str(r.modality).strip() or u["modality"]) for u, r in zip(uploads, edited.itertuples()) if not r.remove]
-        if new != uploads or id_col != (state.get("upload_id_column") or ""):
-            state = ui.set_state(uploads=new, upload_id_column=id_col, uploads_pending=True)
-            uploads = new
-        if outcomes_path:
-            st.caption(f"Outcomes: {os.path.basename(outcomes_path).removeprefix('outcomes__')}")
-        names = [u["modality"] for u in uploads]
-        problems = {}
-        if len(set(names)) != len(names):
-            problems["_"] = f"Two files have the same modality name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); rename one."
-        cand = {"modalities": {u["modality"]: u["path"] for u in uploads}, "id_column": id_col or None,
-                "outcomes": outcomes_path, "name": "uploaded: " + ", ".join(names)}
-        if not problems and uploads:
+        id_col = st.text_input("Id column (blank = detect)", value=man.get("id_column") or "",
+                               key=f"upload_id_{did}_{man.get('version')}")
+        drop = [m for m, r in zip(entries, edited.itertuples()) if r.remove]
+        rename = {m: str(r.modality).strip() for m, r in zip(entries, edited.itertuples())
+                  if not r.remove and str(r.modality).strip() and str(r.modality).strip() != m}
+        if drop or rename or (id_col.strip() or None) != man.get("id_column"):
+            try:
+                for m in drop:
+                    datasets.remove_file(ws, did, m)
+                datasets.update_dataset(ws, did, rename={m: n for m, n in rename.items() if m not in drop},
+                                        id_column=id_col)
+                st.session_state["upload_errors"] = {}
+                ui.set_state(uploads_pending=True)
+                st.rerun()
+            except ValueError as exc:
+                problems["_"] = str(exc)
+        if man.get("outcomes"):
+            oc = st.columns([4, 1])
+            oc[0].caption(f"Outcomes: {ui.md(man['outcomes']['file'])}")
+            if oc[1].button("Remove", key="remove_outcomes"):
+                datasets.remove_file(ws, did, outcomes=True)
+                ui.set_state(uploads_pending=True)
+                st.rerun()
+        cand = datasets.dataset_spec(ws, did)
+        if not problems:
             try:
                 ui.load_dataset(cand)
-                # New or edited uploads become the current dataset as soon as they load.
                 if spec != cand and state.get("uploads_pending"):
                     ui.set_state(dataset=cand, uploads_pending=False)
                     st.rerun()
@@ -92,21 +109,43 @@ with right_col:
                     st.rerun()
             except ValueError as exc:
                 msg = str(exc)
-                hit = [u["file"] for u in uploads if msg.startswith(os.path.basename(u["path"]) + ":")]
+                hit = [e["file"] for e in entries.values() if msg.startswith(e["file"] + ":")]
                 problems[hit[0] if hit else "_"] = msg
-        for fname, msg in problems.items():
-            where = "" if fname == "_" else f"**{fname}** — "
-            st.error(f"{where}{msg}", icon=":material/error:")
-        if problems:
-            st.info("The current dataset was not changed. Fix or remove the file above, or rename the modality.")
-    else:
+    elif man and man.get("outcomes"):
+        st.caption(f"Outcomes: {ui.md(man['outcomes']['file'])}")
+    for fname, msg in list(upload_errors.items()) + list(problems.items()):
+        where = "" if fname == "_" else f"**{ui.md(fname)}** — "
+        st.error(f"{where}{ui.md(msg)}", icon=":material/error:")
+    if upload_errors:
+        st.info("A file that does not load is not kept: the current dataset and the files saved before were not "
+                "changed. Fix the file and upload it again.")
+    if problems:
+        st.info("The current dataset was not changed. Fix or remove the file above, or rename the modality.")
+    if not (man and man["modalities"]):
         st.info("Upload two or more modality tables (they become the current dataset as soon as they load).")
+    saved = [m for m in datasets.list_datasets(ws) if m["modalities"]]
+    if saved:
+        with st.expander("Datasets saved in this workspace"):
+            ids = [m["id"] for m in saved]
+            labels = {m["id"]: f"{m['display']} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(m['created']))}" for m in saved}
+            cur_id = spec.get("dataset_id") if spec.get("dataset_id") in ids else (did if did in ids else ids[0])
+            pick = st.selectbox("Dataset", ids, index=ids.index(cur_id), format_func=lambda i: labels[i], key="saved_pick")
+            b = st.columns(2)
+            if b[0].button("Use this dataset", key="use_saved", disabled=spec.get("dataset_id") == pick and pick == did):
+                ui.set_state(dataset=datasets.dataset_spec(ws, pick), upload_dataset=pick, uploads_pending=False)
+                st.session_state["upload_errors"] = {}
+                st.rerun()
+            if b[1].button("Start a new dataset", key="new_upload_set",
+                           help="Uploads go to a new dataset; the saved ones stay as they are."):
+                ui.set_state(upload_dataset=None, uploads_pending=False)
+                st.session_state["upload_errors"] = {}
+                st.rerun()
 
 spec, data, outcomes, truth, err = ui.current_dataset()
 st.divider()
-st.subheader(f"Current dataset: {spec.get('name', '?')}")
+st.subheader(f"Current dataset: {ui.md(spec.get('name', '?'))}")
 if err:
-    st.error(err)
+    st.error(ui.md(err))
     st.stop()
 rep = data.report
 c = st.columns(4)
@@ -127,17 +166,18 @@ with left:
 with right:
     for m, r in rep.get("modalities", {}).items():
         if r.get("dropped") or r.get("one_hot") or r.get("converted") or r.get("notes"):
-            with st.expander(f"{m}: what loading changed"):
+            with st.expander(f"{ui.md(m)}: what loading changed"):
                 for d in r.get("dropped", []):
-                    st.markdown(f"- dropped `{d['column']}`: {d['reason']}")
+                    st.markdown(f"- dropped {ui.code(d['column'])}: {ui.md(d['reason'])}")
                 for d in r.get("one_hot", []):
-                    st.markdown(f"- one-hot `{d['column']}`: {', '.join(d['levels'])} (reference {d['reference']})")
+                    st.markdown(f"- one-hot {ui.code(d['column'])}: {ui.md(', '.join(map(str, d['levels'])))} "
+                                f"(reference {ui.md(d['reference'])})")
                 for d in r.get("converted", []):
-                    st.markdown(f"- converted `{d['column']}`: {'; '.join(d['notes'])}")
+                    st.markdown(f"- converted {ui.code(d['column'])}: {ui.md('; '.join(d['notes']))}")
                 for n in r.get("notes", []):
-                    st.markdown(f"- {n}")
+                    st.markdown(f"- {ui.md(n)}")
     for w in rep.get("warnings", []):
-        st.warning(w)
+        st.warning(ui.md(w))
     if outcomes is not None:
         rows = [{"outcome": c_, "kind": k, "labelled": outcomes.report["outcomes"][c_]["labelled"]} for c_, k in outcomes.kinds.items()]
         st.markdown("**Outcomes**")

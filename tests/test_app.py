@@ -205,3 +205,51 @@ def test_pages_without_runs_say_what_to_do(ws):
     for page in ("structure", "prediction", "export"):
         at = _app(page)
         assert "No finished run yet" in _texts(at)
+
+
+def _tree(root) -> dict:
+    import hashlib
+
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for f in names:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+def _table(n=80, seed=0, cols=3) -> bytes:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.normal(size=(n, cols)).round(4), columns=[f"x{j}" for j in range(cols)])
+    df.insert(0, "pid", [f"P{i}" for i in range(n)])
+    return df.to_csv(index=False).encode()
+
+
+def test_a_bad_upload_with_a_good_files_name_leaves_the_dataset_loading(ws):
+    at = _app()
+    files = [("a.csv", _table(seed=1), "text/csv"), ("_b_.csv", _table(seed=2), "text/csv"),
+             ("数据.csv", _table(seed=3), "text/csv")]
+    at.file_uploader(key="modality_files").set_value(files).run()
+    assert not at.exception, at.exception
+    # The names are shown as written, not as markdown.
+    assert "Current dataset: uploaded: a, \\_b\\_, 数据" in _texts(at)
+    before = _tree(ws)
+    at.file_uploader(key="modality_files").set_value(("a.csv", b"\x00\x01\x02binary" * 40, "text/csv")).run()
+    assert not at.exception, at.exception
+    errors = [str(e.value) for e in at.error]
+    assert any("a.csv" in e and "looks like a binary file" in e for e in errors), errors
+    assert "the current dataset and the files saved before were not changed" in _texts(at)
+    assert "Current dataset: uploaded: a, \\_b\\_, 数据" in _texts(at)
+    assert _tree(ws) == before  # no byte of the workspace changed
+    # After a reload the same dataset loads from the same files.
+    at = _app()
+    assert "Current dataset: uploaded: a, \\_b\\_, 数据" in _texts(at)
+    assert [m for m in at.metric if m.label == "Samples"][0].value == "80"
+    spec = runs.read_json(os.path.join(ws, "state.json"))["dataset"]
+    assert Path(spec["modalities"]["a"]).read_bytes() == files[0][1]
+    # Another project's outcomes are refused by name; the current dataset keeps none.
+    other = pd.DataFrame({"pid": [f"Q{i}" for i in range(80)], "y": [i % 2 for i in range(80)]}).to_csv(index=False).encode()
+    at.file_uploader(key="outcome_file").set_value(("outcomes.csv", other, "text/csv")).run()
+    assert any("outcomes.csv" in str(e.value) and "none of its 80 ids match" in str(e.value) for e in at.error)
+    assert [m for m in at.metric if m.label == "Outcomes"][0].value == "0"
+    assert _tree(ws) == before

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
 import streamlit as st
 
-from .. import runs
+from .. import datasets, runs
 from ..lattice import Lattice, parse_node_label
 
 DEFAULT_DATASET = {"bundled": "clinical", "name": "clinical (bundled sample)"}
@@ -45,7 +46,8 @@ def set_state(**kw: Any) -> dict:
 
 @st.cache_resource(show_spinner="Loading data ...", max_entries=8)
 def _load(spec_json: str, stamp: float):  # noqa: ARG001  stamp: reload when files change
-    return runs.load_from_spec(json.loads(spec_json))
+    # Uploaded datasets carry their files' hashes: a file gone or changed is refused by name.
+    return datasets.load(json.loads(spec_json))
 
 
 def _stamp(spec: dict) -> float:
@@ -56,6 +58,29 @@ def _stamp(spec: dict) -> float:
 def load_dataset(spec: dict):
     """(data, outcomes, truth) for a dataset spec, cached; raises the loader's errors."""
     return _load(json.dumps(spec, sort_keys=True), _stamp(spec))
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")
+_MD_LINE_START = re.compile(r"^(\s*\d*)([-+=>.)])", re.MULTILINE)
+_MD_DIRECTIVE = re.compile(r":(?=[\w/\-]+:)")
+
+
+def md(text: object) -> str:
+    """``text`` (a user-supplied name, a loader message) escaped for Streamlit markdown: shown as
+    written, never as formatting, links, LaTeX, emoji or icon codes. Newlines become spaces."""
+    s = " ".join(str(text).splitlines())
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = _MD_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), s)
+    # ``:smile:`` / ``:material/home:`` are replaced after escaping: a zero-width space breaks them.
+    return _MD_DIRECTIVE.sub(":\u200b", s)
+
+
+def code(text: object) -> str:
+    """``text`` as an inline code span (markdown inside it is not interpreted)."""
+    s = " ".join(str(text).splitlines())
+    ticks = max((len(t) for t in re.findall(r"`+", s)), default=0) + 1
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{'`' * ticks}{pad}{s}{pad}{'`' * ticks}"
 
 
 def current_dataset():
