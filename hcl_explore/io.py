@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import json
 import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
@@ -121,6 +123,76 @@ def _fallback_encoding(raw: bytes) -> str:
         return "latin-1"
 
 
+# The delimiter is sniffed from the header and this many data rows.
+_SNIFF_ROWS = 20
+
+
+def _head_lines(head: bytes, at_end: bool) -> tuple[str, bool, list[str]]:
+    """(encoding, certain, non-blank lines) of the first bytes of a text file. The last line is left
+    out unless the head is the whole file (it may be cut)."""
+    enc, certain = _sniff_encoding(head)
+    text = head.decode(enc.split("/")[0], errors="replace")
+    if enc == "utf-8-sig":
+        text = text.lstrip("\ufeff")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if not at_end:
+        lines = lines[:-1]
+    return enc, certain, [ln for ln in lines if ln.strip() != ""]
+
+
+def _read_head(fh) -> tuple[bytes, bool]:
+    """The first bytes of a text stream, holding its header and first rows whole however wide they
+    are: read (in growing chunks) until the header and ``_SNIFF_ROWS`` rows are complete, or, past
+    4 MiB, the header and one row are, or the stream ends. Returns (bytes, at_end)."""
+    buf = bytearray()
+    chunk = 1 << 16
+    while True:
+        data = fh.read(chunk)
+        if not data:
+            return bytes(buf), True
+        buf += data
+        enc, _, lines = _head_lines(bytes(buf), False)
+        n = len(lines)
+        if n > _SNIFF_ROWS or (n >= 2 and len(buf) >= 1 << 22) or (b"\x00" in buf and not enc.startswith("utf-16")):
+            return bytes(buf), False
+        chunk = min(2 * chunk, 1 << 24)
+
+
+# What a damaged gzip stream raises: truncated (EOFError), bad CRC, header or trailing bytes
+# (gzip.BadGzipFile), corrupt deflate data (zlib.error).
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _gzip_damage(path: str) -> str | None:
+    """Why a gzip file is damaged (the decompressor's message), or None when it decompresses whole."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    except _GZIP_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+    except OSError:
+        return None
+    return None
+
+
+def _source_label(source: Any, default: str) -> str:
+    """The name errors give a source: a path's file name as given, else ``default``."""
+    if isinstance(source, (str, bytes, os.PathLike)):
+        path = os.fsdecode(source)
+        return os.path.basename(path.rstrip("/" + os.sep)) or path
+    return default
+
+
+def _check_unique_columns(names: Sequence[Any], lab: str) -> None:
+    seen: dict[str, int] = {}
+    for h in names:
+        seen[str(h)] = seen.get(str(h), 0) + 1
+    dups = [h for h, k in seen.items() if k > 1]
+    if dups:
+        raise LoadError(f"{lab}: duplicate column name(s): {dups[:5]}. Give every column its own name.")
+
+
 def _split_fields(line: str, delim: str) -> list[str]:
     try:
         return next(csv.reader([line], delimiter=delim, quotechar='"'))
@@ -177,10 +249,22 @@ def _sniff_delimiter(lines: list[str], preferred: str | None, label: str) -> tup
 
 def _read_parquet(path: str, label: str, info: TableInfo, memory_limit: int) -> pd.DataFrame:
     import pyarrow as pa
+
+    # Opened as a local file: a name like 's3:x.parquet' or 'file:x.parquet' is not a URI.
+    try:
+        fh = pa.OSFile(path, "rb")
+    except OSError as exc:
+        raise LoadError(f"{label}: cannot be read ({exc}).") from None
+    with fh:
+        return _read_parquet_file(fh, label, info, memory_limit)
+
+
+def _read_parquet_file(fh: Any, label: str, info: TableInfo, memory_limit: int) -> pd.DataFrame:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(fh)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise LoadError(f"{label}: not a readable Parquet file ({exc}).") from None
     size = sum(pf.metadata.row_group(g).total_byte_size for g in range(pf.num_row_groups))
@@ -197,6 +281,7 @@ def _read_parquet(path: str, label: str, info: TableInfo, memory_limit: int) -> 
     # Struct columns become one column per field ("a.b"); lists and maps cannot be features.
     while any(pa.types.is_struct(f.type) for f in table.schema):
         table = table.flatten()
+    _check_unique_columns(table.schema.names, label)
     keep = []
     for f in table.schema:
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_map(f.type) or \
@@ -214,37 +299,42 @@ def _read_parquet(path: str, label: str, info: TableInfo, memory_limit: int) -> 
 
 def read_table(source: Source, label: str | None = None, *, memory_limit: int | None = None) -> tuple[pd.DataFrame, TableInfo]:
     """Read one table (CSV, TSV, delimited text or Parquet; format from the extension, then from the
-    content) into a DataFrame of raw columns, without interpreting them.
+    content; ``.gz`` text is decompressed) into a DataFrame of raw columns, without interpreting them.
 
-    Raises :class:`LoadError` naming the file for unreadable, binary, empty or malformed files and
-    for files too large for the available memory (``memory_limit`` in bytes overrides the check).
+    ``source`` is a path (``str``, ``bytes`` or path-like; a local file, never a URL) or a DataFrame.
+    Raises :class:`LoadError` naming the file (as given) for unreadable, binary, empty, damaged
+    (a truncated or corrupt ``.gz``) or malformed files, for duplicate column names and for files
+    too large for the available memory (``memory_limit`` in bytes overrides the check).
     """
     if isinstance(source, pd.DataFrame):
         lab = label or "<DataFrame>"
         if source.shape[0] == 0:
             raise LoadError(f"{lab}: the table has no rows.")
         df = source.copy()
-        df.columns = [str(c) for c in df.columns]
         if not isinstance(df.index, pd.RangeIndex):
             # An index holding ids (e.g. after set_index) becomes a column the id search can find.
-            df = df.reset_index()
-            df.columns = [str(c) for c in df.columns]
+            df = df.reset_index(allow_duplicates=True)
+        df.columns = [str(c) for c in df.columns]
+        # Files with a repeated column name are refused (see the header check below); so are frames.
+        _check_unique_columns(df.columns, lab)
         return df, TableInfo(lab, "dataframe")
-    if not isinstance(source, (str, os.PathLike)):
+    if not isinstance(source, (str, bytes, os.PathLike)):
         raise LoadError(f"{label or source!r}: expected a file path or a pandas DataFrame, got {type(source).__name__}.")
-    path = os.fspath(source)
-    lab = os.path.basename(path) if label is None else label
+    path = os.fsdecode(source)
+    lab = _source_label(path, path) if label is None else label
     if not os.path.exists(path):
         raise LoadError(f"{lab}: file not found ({path}).")
     if os.path.isdir(path):
         raise LoadError(f"{lab}: is a folder, not a file.")
+    # pandas reads a relative name like 'file:x.csv' or 'http:x.csv' as a URL; an absolute path never is.
+    local = os.path.abspath(path)
     limit = _available_memory() if memory_limit is None else int(memory_limit)
     size = os.path.getsize(path)
     if size == 0:
         raise LoadError(f"{lab}: the file is empty.")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
+            start = fh.read(1 << 16)
     except OSError as exc:
         raise LoadError(f"{lab}: cannot be read ({exc.strerror}).") from None
     name = path.lower()
@@ -254,27 +344,19 @@ def read_table(source: Source, label: str | None = None, *, memory_limit: int | 
     ext = os.path.splitext(name)[1]
     info = TableInfo(lab, "csv")
 
-    if head.startswith(b"PAR1"):
+    if start.startswith(b"PAR1"):
         info.format = "parquet"
         if ext not in _PARQUET_EXT:
             info.notes.append(f"read as Parquet from its content (extension {ext or 'none'})")
         return _read_parquet(path, lab, info, limit), info
     if ext in _PARQUET_EXT:
         raise LoadError(f"{lab}: has a Parquet extension but is not a Parquet file (no PAR1 magic bytes).")
-    if head.startswith(b"\x1f\x8b"):
-        import gzip
-
-        compression = "gzip"
-        try:
-            with gzip.open(path, "rb") as fh:
-                head = fh.read(1 << 16)
-        except (OSError, EOFError) as exc:
-            raise LoadError(f"{lab}: a damaged gzip file ({exc}).") from None
-        size *= 5  # a rough decompressed size for the memory check
-    elif head.startswith(b"PK\x03\x04"):
+    if start.startswith(b"PK\x03\x04"):
         raise LoadError(f"{lab}: is a ZIP archive (an Excel workbook?). Save each table as CSV, TSV or Parquet.")
-    enc, certain = _sniff_encoding(head)
-    if b"\x00" in head and not enc.startswith("utf-16"):
+    if start.startswith(b"\x1f\x8b"):
+        compression = "gzip"
+        size *= 5  # a rough decompressed size for the memory check
+    elif b"\x00" in start and not _sniff_encoding(start)[0].startswith("utf-16"):
         raise LoadError(f"{lab}: looks like a binary file, not a CSV/TSV/Parquet table.")
     # CSV text of floats takes about as many bytes as float64 values; pandas and our copy double it.
     if 2 * size > limit:
@@ -283,13 +365,17 @@ def read_table(source: Source, label: str | None = None, *, memory_limit: int | 
             f"{_gib(limit)} is available. Convert it to Parquet and fit it streamed with "
             "hcl_explore.ParquetSource, or split the file."
         )
-    text = head.decode(enc.split("/")[0], errors="replace")
-    if enc == "utf-8-sig":
-        text = text.lstrip("\ufeff")
-    lines = [ln for ln in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
-    if len(head) == (1 << 16):
-        lines = lines[:-1]  # the last line of the head may be cut
-    lines = [ln for ln in lines if ln.strip() != ""]
+    # The header and the first rows, whole however wide (the delimiter and the column names come from them).
+    try:
+        with (gzip.open(path, "rb") if compression else open(path, "rb")) as fh:
+            head, at_end = _read_head(fh)
+    except _GZIP_ERRORS as exc:
+        raise LoadError(f"{lab}: a damaged gzip file ({exc or type(exc).__name__}).") from None
+    except OSError as exc:
+        raise LoadError(f"{lab}: cannot be read ({exc.strerror or exc}).") from None
+    enc, certain, lines = _head_lines(head, at_end)
+    if b"\x00" in head and not enc.startswith("utf-16"):
+        raise LoadError(f"{lab}: looks like a binary file, not a CSV/TSV/Parquet table.")
     if not lines:
         raise LoadError(f"{lab}: the file holds no text (only blank lines).")
     if len(lines) < 2:
@@ -316,7 +402,7 @@ def read_table(source: Source, label: str | None = None, *, memory_limit: int | 
             # Mixed types across the parser's chunks end up as text columns, which the cleaning parses.
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)
             return pd.read_csv(
-                path, sep=delim, encoding=encoding, encoding_errors=errors, compression=compression,
+                local, sep=delim, encoding=encoding, encoding_errors=errors, compression=compression,
                 index_col=False if trailing else None, na_values=_EXTRA_NA, skip_blank_lines=True,
             )
 
@@ -327,24 +413,17 @@ def read_table(source: Source, label: str | None = None, *, memory_limit: int | 
             if certain:
                 raise
             with open(path, "rb") as fh:
-                raw = fh.read() if compression is None else __import__("gzip").decompress(fh.read())
+                raw = fh.read() if compression is None else gzip.decompress(fh.read())
             enc = _fallback_encoding(raw)
             df = _read(enc.split("/")[0], "replace" if enc.endswith("/replace") else "strict")
-    except pd.errors.ParserError as exc:
-        msg = str(exc)
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
-        if m:
-            raise LoadError(
-                f"{lab}: line {m.group(2)} has {m.group(3)} fields but the header has {m.group(1)} "
-                f"(delimiter {_DELIM_NAME[delim]}). Check for an unquoted delimiter inside a value."
-            ) from None
-        raise LoadError(f"{lab}: could not parse the file ({msg.strip()}).") from None
-    except pd.errors.ParserWarning as exc:
-        raise LoadError(f"{lab}: rows have more fields than the header ({exc}).") from None
+    except (*_GZIP_ERRORS, pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as exc:
+        # Damage past the sniffed head may first show as text the parser or decoder cannot read.
+        why = _gzip_damage(path) if compression == "gzip" else None
+        if why is not None or isinstance(exc, _GZIP_ERRORS):
+            raise LoadError(f"{lab}: a damaged gzip file ({why or exc or type(exc).__name__}).") from None
+        raise _parse_error(exc, lab, delim, enc) from None
     except pd.errors.EmptyDataError:
         raise LoadError(f"{lab}: the file holds no table.") from None
-    except UnicodeDecodeError as exc:
-        raise LoadError(f"{lab}: text encoding could not be decoded as {enc} ({exc.reason} at byte {exc.start}).") from None
     except MemoryError:
         raise LoadError(f"{lab}: ran out of memory while reading; convert it to Parquet and use hcl_explore.ParquetSource.") from None
     except OSError as exc:
@@ -363,6 +442,22 @@ def read_table(source: Source, label: str | None = None, *, memory_limit: int | 
     if df.shape[0] == 0:
         raise LoadError(f"{lab}: has a header line but no data rows.")
     return df, info
+
+
+def _parse_error(exc: Exception, lab: str, delim: str, enc: str) -> LoadError:
+    """The LoadError for what pandas could not parse or decode in an intact file."""
+    if isinstance(exc, pd.errors.ParserWarning):
+        return LoadError(f"{lab}: rows have more fields than the header ({exc}).")
+    if isinstance(exc, UnicodeDecodeError):
+        return LoadError(f"{lab}: text encoding could not be decoded as {enc} ({exc.reason} at byte {exc.start}).")
+    msg = str(exc)
+    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+    if m:
+        return LoadError(
+            f"{lab}: line {m.group(2)} has {m.group(3)} fields but the header has {m.group(1)} "
+            f"(delimiter {_DELIM_NAME[delim]}). Check for an unquoted delimiter inside a value."
+        )
+    return LoadError(f"{lab}: could not parse the file ({msg.strip()}).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,7 +815,7 @@ def load_modalities(
     raw: dict[str, pd.DataFrame] = {}
     infos: dict[str, TableInfo] = {}
     for m, src in sources.items():
-        lab = (os.path.basename(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else f"<DataFrame {m!r}>")
+        lab = _source_label(src, f"<DataFrame {m!r}>")
         df, info = read_table(src, lab, memory_limit=memory_limit)
         raw[str(m)], infos[str(m)] = df, info
     pre = dict(preprocessing or {})
@@ -1027,7 +1122,7 @@ def load_outcomes(
     'true', ... or else the rarer value), numbers -> ``continuous``, a few text values ->
     ``categorical``; other columns are dropped and reported. Duplicate ids are an error.
     """
-    lab = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "<outcomes DataFrame>"
+    lab = _source_label(source, "<outcomes DataFrame>")
     df, info = read_table(source, lab, memory_limit=memory_limit)
     idc = id_column or detect_id_column({lab: df})[lab]
     if idc not in df.columns:

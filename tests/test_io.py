@@ -351,3 +351,122 @@ def test_a_callers_dataframe_is_never_modified(other):
     d = hx.load_modalities({"m": df, "o": other})
     assert d.report["modalities"]["m"]["cells_imputed"] == 2
     pd.testing.assert_frame_equal(df, before)
+
+
+# ------------------------------------------------------------------ wide tables, damaged archives, odd inputs
+def _wide(rng, d, name="g"):
+    X = rng.normal(size=(N, d)) * np.exp(rng.normal(size=(N, d)))  # full-precision floats (~20 chars each)
+    df = pd.DataFrame(X, columns=[f"{name}{j}" for j in range(d)])
+    df.insert(0, "patient_id", IDS)
+    return df, X
+
+
+@pytest.mark.parametrize("kind", ["long_rows", "long_header", "long_rows_gzip", "long_rows_tsv"])
+def test_tables_wider_than_the_sniffed_head_load_exactly(tmp_path, other, kind):
+    # Header plus first data row beyond 64 KiB: the sniffer read 64 KiB, dropped the cut line and
+    # said "has a header line but no data rows" (or "holds no text").
+    rng = np.random.default_rng(11)
+    if kind == "long_header":  # 3,200 long names: the header line alone is ~130 KiB
+        df, X = _wide(rng, 3200, name="ENSG00000000000.12_transcript_variant_")
+    else:  # 5,000 full-precision floats: each data row is ~100 KiB
+        df, X = _wide(rng, 5000)
+    sep = "\t" if kind.endswith("tsv") else ","
+    txt = df.to_csv(index=False, sep=sep).encode()
+    assert len(txt.split(b"\n")[0]) + len(txt.split(b"\n")[1]) > 1 << 16
+    if kind.endswith("gzip"):
+        p = _write(tmp_path, "wide.csv.gz", gzip.compress(txt, mtime=0))
+    else:
+        p = _write(tmp_path, "wide.tsv" if sep == "\t" else "wide.csv", txt)
+    d = _load(p, other)
+    assert d.feature_names["m"] == list(df.columns[1:])
+    np.testing.assert_array_equal(d.X["m"], X)  # exact, not approximately equal
+    assert list(d.ids) == IDS
+    assert d.report["modalities"]["m"]["delimiter"] == ("tab" if sep == "\t" else "comma")
+
+
+def _gz_table():
+    # ~300 KiB of text, so that a damage past the first 64 KiB is met by the parser, not the sniffer.
+    df, _ = _wide(np.random.default_rng(12), 500)
+    return gzip.compress(df.to_csv(index=False).encode(), mtime=0)
+
+
+def _damage(raw: bytes, how: str) -> bytes:
+    b = bytearray(raw)
+    if how == "truncated":
+        return raw[: len(raw) // 2]
+    if how == "truncated_in_head":
+        return raw[:200]
+    if how == "bad_crc":
+        b[-8] ^= 0xFF
+    elif how == "corrupt_data":
+        for k in range(len(b) // 2, len(b) // 2 + 64):
+            b[k] ^= 0xA5
+    elif how == "bad_header":
+        b[2] = 7  # an unknown compression method
+    elif how == "trailing_garbage":
+        b += b"not gzip at all"
+    return bytes(b)
+
+
+@pytest.mark.parametrize("how", ["truncated", "truncated_in_head", "bad_crc", "corrupt_data", "bad_header", "trailing_garbage"])
+def test_damaged_gzip_files_fail_naming_the_file(tmp_path, other, capsys, how):
+    p = _write(tmp_path, "labs.csv.gz", _damage(_gz_table(), how))
+    with pytest.raises(hx.LoadError) as err:
+        _load(p, other)
+    msg = str(err.value)
+    assert msg.startswith("labs.csv.gz: ") and "gzip" in msg, msg
+    assert main(["inspect", str(p), f"other={other}"]) == 2  # a message, not a traceback
+    assert "labs.csv.gz: " in capsys.readouterr().err
+    with pytest.raises(hx.LoadError, match="^labs.csv.gz: "):
+        hx.load_outcomes(p)
+
+
+def test_duplicate_dataframe_and_parquet_columns_are_named(tmp_path, other):
+    rng = np.random.default_rng(13)
+    df = pd.DataFrame(rng.normal(size=(N, 4)), columns=["x", "y", "x", "z"])
+    df.insert(0, "patient_id", IDS)
+    # Files with a repeated header name are refused (see BAD["dupcol.csv"]); DataFrames alike.
+    with pytest.raises(hx.LoadError, match=r"^<DataFrame 'm'>: duplicate column name\(s\): \['x'\]"):
+        hx.load_modalities({"m": df, "o": other})
+    # Names that only collide once made text (1 and '1').
+    df2 = pd.DataFrame({"patient_id": IDS, 1: rng.normal(size=N), "1": rng.normal(size=N), "y": rng.normal(size=N)})
+    with pytest.raises(hx.LoadError, match=r"duplicate column name\(s\): \['1'\]"):
+        hx.load_modalities({"m": df2, "o": other})
+    # An id index whose name is also a column.
+    df3 = df.loc[:, ~df.columns.duplicated()].set_index("patient_id", drop=False)
+    with pytest.raises(hx.LoadError, match=r"duplicate column name\(s\): \['patient_id'\]"):
+        hx.load_modalities({"m": df3, "o": other})
+    with pytest.raises(hx.LoadError, match=r"^<outcomes DataFrame>: duplicate column name\(s\): \['x'\]"):
+        hx.load_outcomes(df)
+    t = pa.Table.from_arrays([pa.array(IDS)] + [pa.array(df.iloc[:, k + 1]) for k in range(4)],
+                             names=["patient_id", "x", "y", "x", "z"])
+    pq.write_table(t, tmp_path / "dup.parquet")
+    with pytest.raises(hx.LoadError, match=r"^dup.parquet: duplicate column name\(s\): \['x'\]"):
+        _load(tmp_path / "dup.parquet", other)
+
+
+ODD_NAMES = ["file:x.csv", "http:x.csv", "s3:x.csv", "a#b?.csv", "50% {1} [2].csv", "é ü.csv", "new\nline.csv",
+             "file:x.parquet", "s3:x.parquet", "a#b?.parquet", "é ü.parquet"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_files_with_odd_names_load_and_are_named_as_given(tmp_path, base, other, monkeypatch, name):
+    # A relative name that looks like a URL ('file:x.csv', 's3:x.parquet') was opened as one by
+    # pandas or pyarrow.
+    monkeypatch.chdir(tmp_path)
+    parquet = name.endswith(".parquet")
+    if parquet:
+        base.to_parquet(tmp_path / name)
+    else:
+        base.to_csv(tmp_path / name, index=False)
+    for src in (name, tmp_path / name, str(tmp_path / name).encode()):
+        _assert_values(hx.load_modalities({"m": src, "o": other}), base)
+    (tmp_path / name).write_bytes(b"PAR1 broken" if parquet else b"patient_id,x,y\n")
+    for src in (name, tmp_path / name, str(tmp_path / name).encode()):
+        with pytest.raises(hx.LoadError) as err:
+            hx.load_modalities({"m": src, "o": other})
+        assert str(err.value).startswith(name + ": "), str(err.value)
+        with pytest.raises(hx.LoadError) as err:
+            hx.load_outcomes(src)
+        assert str(err.value).startswith(name + ": "), str(err.value)
+
