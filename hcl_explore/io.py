@@ -1121,6 +1121,10 @@ def load_outcomes(
     Each column's kind is detected: two distinct values -> ``binary`` (coded 0/1; 1 = '1', 'yes',
     'true', ... or else the rarer value), numbers -> ``continuous``, a few text values ->
     ``categorical``; other columns are dropped and reported. Duplicate ids are an error.
+
+    Missing values (blank, NA tokens) mean "no label". So do ``inf``/``-inf`` in a numeric column:
+    they are set missing with a ``UserWarning`` and listed in ``report["converted"]`` and
+    ``report["warnings"]`` (a column of nothing but infinities is dropped as empty).
     """
     lab = _source_label(source, "<outcomes DataFrame>")
     df, info = read_table(source, lab, memory_limit=memory_limit)
@@ -1145,6 +1149,8 @@ def load_outcomes(
     kinds: dict[str, str] = {}
     positive: dict[str, str] = {}
     dropped: list[dict] = []
+    converted: list[dict] = []
+    warn: list[str] = []
     counts: dict[str, dict] = {}
     for c in cand:
         s = df[c]
@@ -1157,6 +1163,18 @@ def load_outcomes(
         else:
             parsed, _ = _clean_numeric_strings(s)
             v = parsed if parsed.notna().sum() >= 0.9 * nn else None
+        if v is not None:
+            # An infinite outcome is no label (it would make every mean, R^2 and MSE inf or NaN).
+            inf = np.isinf(v.to_numpy())
+            if inf.any():
+                note = f"{int(inf.sum())} infinite value(s) set missing"
+                v = v.mask(inf)
+                if not v.notna().any():
+                    dropped.append({"column": c, "reason": f"empty ({note})"})
+                    continue
+                converted.append({"column": c, "notes": [note]})
+                warn.append(f"{lab}: column {c!r}: {note}.")
+                warnings.warn(warn[-1], UserWarning, stacklevel=2)
         text = s.astype(object).where(s.notna(), None)
         text = pd.Series([None if x is None else str(x).strip() for x in text], dtype=object)
         levels = (v.dropna().unique() if v is not None else text.dropna().unique())
@@ -1192,7 +1210,8 @@ def load_outcomes(
         raise LoadError(f"{lab}: no usable outcome column ({why}).")
     frame = pd.DataFrame(out)
     frame.index = pd.Index(display, name=idc)
-    report = {**info.as_dict(), "id_column": idc, "rows": int(len(df)), "outcomes": counts, "dropped": dropped}
+    report = {**info.as_dict(), "id_column": idc, "rows": int(len(df)), "outcomes": counts, "dropped": dropped,
+              "converted": converted, "warnings": warn}
     return Outcomes(frame, kinds, positive, report, _keys=keys)
 
 

@@ -470,3 +470,32 @@ def test_files_with_odd_names_load_and_are_named_as_given(tmp_path, base, other,
             hx.load_outcomes(src)
         assert str(err.value).startswith(name + ": "), str(err.value)
 
+
+def test_infinite_outcomes_are_missing_and_reported(tmp_path):
+    rng = np.random.default_rng(14)
+    los = rng.gamma(2, 2, N).round(1).astype(object)
+    los[[3, 7]] = ["inf", "-inf"]
+    dead = (np.arange(N) % 2).astype(object)
+    dead[5] = "inf"
+    (tmp_path / "o.csv").write_text("patient_id,los,dead\n" + "".join(f"{i},{a},{b}\n" for i, a, b in zip(IDS, los, dead)))
+    with pytest.warns(UserWarning) as rec:
+        oc = hx.load_outcomes(tmp_path / "o.csv")
+    msgs = sorted(str(w.message) for w in rec)
+    assert msgs == ["o.csv: column 'dead': 1 infinite value(s) set missing.",
+                    "o.csv: column 'los': 2 infinite value(s) set missing."]
+    assert oc.kinds == {"los": "continuous", "dead": "binary"}
+    assert np.isnan(oc.frame["los"].iloc[[3, 7]]).all() and np.isfinite(oc.frame["los"].drop(index=["P003", "P007"])).all()
+    assert np.isnan(oc.frame["dead"].iloc[5]) and oc.positive["dead"] == "1.0"
+    r = oc.report
+    assert r["outcomes"]["los"]["labelled"] == N - 2 and np.isfinite(r["outcomes"]["los"]["mean"])
+    assert np.isfinite(r["outcomes"]["los"]["sd"]) and r["outcomes"]["dead"]["labelled"] == N - 1
+    assert r["converted"] == [{"column": "los", "notes": ["2 infinite value(s) set missing"]},
+                              {"column": "dead", "notes": ["1 infinite value(s) set missing"]}]
+    assert sorted(r["warnings"]) == msgs
+    # A DataFrame source, and a column with nothing but infinities.
+    df = pd.DataFrame({"patient_id": IDS, "y": rng.normal(size=N), "z": np.inf})
+    df.loc[0, "y"] = -np.inf
+    with pytest.warns(UserWarning, match="column 'y': 1 infinite"):
+        oc = hx.load_outcomes(df)
+    assert oc.kinds == {"y": "continuous"} and np.isnan(oc.frame["y"].iloc[0])
+    assert oc.report["dropped"] == [{"column": "z", "reason": f"empty ({N} infinite value(s) set missing)"}]
