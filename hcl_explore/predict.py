@@ -739,7 +739,10 @@ def evaluate_prediction(
         shape the representation; with ``refit=False`` the fitted model is used as is (the report
         says that the test samples may have been seen).
     data : MultimodalData
-    y : array (n_samples,) or Series indexed by sample id; NaN = no label (skipped and counted)
+    y : array (n_samples,) or Series indexed by sample id; NaN = no label (skipped and counted).
+        ``inf``/``-inf`` is an error (a ValueError giving their count), not a label: one of them
+        would make every fitted mean, R^2 and MSE inf or NaN. Set them to NaN to skip those samples
+        (:func:`~hcl_explore.io.load_outcomes` does so when it reads them from a file).
     task : "auto", "binary" or "continuous"
     test_size, cv, random_state : held-out share, folds for choosing the penalty, seed
     baselines : True, False or a subset of {"raw", "pca", "shared_private", "global_only"}
@@ -756,6 +759,11 @@ def evaluate_prediction(
 
     t0 = time.perf_counter()
     yv, name = _as_outcome(y, data)
+    n_inf = int(np.isinf(yv).sum())
+    if n_inf:
+        raise ValueError(f"The outcome holds {n_inf} infinite value(s) (inf or -inf), e.g. at sample "
+                         f"{np.asarray(data.ids)[np.flatnonzero(np.isinf(yv))[0]]!r}; set them to NaN (no label) "
+                         "or correct them.")
     labelled = np.flatnonzero(~np.isnan(yv))
     n_missing = int(data.n_samples - labelled.size)
     if labelled.size < min_labelled:

@@ -169,3 +169,22 @@ def test_predict_cli_on_a_saved_model(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "selected nodes:" in text and "auroc" in text and "raw features" in text
     assert json.loads((tmp_path / "r.json").read_text())["counts"]["labelled"] == 400
+
+
+def test_infinite_outcomes_are_an_error_giving_their_count():
+    # One inf in a continuous outcome gave r2 = NaN and MSE = inf with no error.
+    data, y, _ = outcome_data(8, "continuous", n=600, n_lab=200)
+    lab = np.flatnonzero(~np.isnan(y))
+    bad = y.copy()
+    bad[lab[[3, 9]]] = [np.inf, -np.inf]
+    with pytest.raises(ValueError, match=r"holds 2 infinite value\(s\) \(inf or -inf\), e.g. at sample"):
+        hx.evaluate_prediction(hx.HCL(), data, bad)
+    # Text and Series outcomes alike ('inf' parses as a number).
+    text = pd.Series(np.where(np.isnan(y), None, y.astype(str)), index=np.asarray(data.ids), dtype=object)
+    text.iloc[lab[0]] = "-inf"
+    with pytest.raises(ValueError, match=r"holds 1 infinite value"):
+        hx.evaluate_prediction(hx.HCL(), data, text)
+    binary = np.where(np.isnan(y), np.nan, (y > np.nanmedian(y)).astype(float))
+    binary[lab[1]] = np.inf
+    with pytest.raises(ValueError, match=r"holds 1 infinite value"):
+        hx.evaluate_prediction(hx.HCL(), data, binary, task="binary")
