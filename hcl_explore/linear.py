@@ -294,6 +294,12 @@ def estimate_noise(cov_mm: np.ndarray, n: int, margin: float = 0.1, max_iter: in
         lam[: top.size] = top
     else:
         lam = np.sort(np.linalg.eigvalsh(cov_mm))[::-1]
+    return noise_from_eigenvalues(lam, n, margin, max_iter)
+
+
+def noise_from_eigenvalues(lam: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 50) -> tuple[float, int]:
+    """:func:`estimate_noise` from the block's eigenvalues ``lam`` (d,), descending."""
+    d = lam.shape[0]
     lam = np.maximum(lam, 0.0)
     if d < 2:
         return float(max(lam[0], 1e-12)) * 0.5, 0
@@ -518,8 +524,12 @@ class _Peeler:
     """
 
     def __init__(self, stats: CovStats, noise: Mapping[str, float], margin_eig: float, margin_cca: float,
-                 signal_rank: Mapping[str, int] | None = None):
+                 signal_rank: Mapping[str, int] | None = None, tw_floor: bool = False):
         self.signal_rank = dict(signal_rank or {})
+        # Statistics of a few principal components per modality (structure.reduce_stats): the
+        # largest null canonical correlation of a handful of variables fluctuates beyond Wachter's
+        # edge, so every canonical-correlation count takes the Tracy-Widom floor.
+        self.tw_floor = tw_floor
         self.stats = stats
         self.noise = dict(noise)
         self.sl = stats.offsets
@@ -703,7 +713,7 @@ class _Peeler:
             # Regression of m on the top principal components of O: E = Y Y^T with Y (d_m, k_O).
             Y = SmO @ ((s_[:, None] * V[:, :k_O]) / np.sqrt(lam[:k_O]))
             mu = np.sort(np.linalg.svd(self.whiten(m, Y), compute_uv=False) ** 2)[::-1] if k_O else np.zeros(0)
-            thr = wachter_edge(self._len(rm) / n, k_O / n) * (1 + self.margin_cca)
+            thr = self.cca_threshold(self._len(rm), k_O, n, reduced=False)
             k = int(np.sum(mu > thr))
             U = np.linalg.svd(Y, full_matrices=False)[0][:, :k] if k else None
             info = {"k": k, "rho2": mu[: k + 2].round(5).tolist(), "threshold": thr}
@@ -722,7 +732,7 @@ class _Peeler:
         asymptotic edge (about 2.5% of null tests of 4 x 3 variables pass the margined edge):
         there the Tracy-Widom ``WIDE_CCA_LEVEL`` quantile of the largest root is a floor."""
         thr = wachter_edge(p / n, q / n) * (1 + self.margin_cca)
-        if reduced:
+        if reduced or self.tw_floor:
             thr = max(thr, cca_largest_root_quantile(p, q, n, WIDE_CCA_LEVEL))
         return thr
 
@@ -940,6 +950,7 @@ def peel(
     margin_cca: float = 0.25,
     callback: Callback | None = None,
     signal_rank: Mapping[str, int] | None = None,
+    tw_floor: bool = False,
 ) -> PeelResult:
     """Ranks (where not fixed) and initial loadings for every lattice node, smallest nodes first.
 
@@ -947,7 +958,7 @@ def peel(
     for speed and sets how many principal components a wide modality keeps (:func:`is_wide`;
     computed here when not given).
     """
-    return _Peeler(stats, noise, margin_eig, margin_cca, signal_rank).run(lattice, fixed, callback)
+    return _Peeler(stats, noise, margin_eig, margin_cca, signal_rank, tw_floor).run(lattice, fixed, callback)
 
 
 # ============================================================================ masked factorization
@@ -1253,13 +1264,19 @@ def _masked_factorization_torch(target, W0, mask, dev, tol, max_iter, callback) 
 
 
 # ============================================================================ scores
+def _inverse_noise(noise_m: float | np.ndarray, d: int) -> np.ndarray:
+    """1 / noise variance per feature of a modality, (d,): ``noise_m`` is one variance or one per
+    feature."""
+    return np.broadcast_to(1.0 / np.maximum(np.asarray(noise_m, dtype=np.float64), 1e-12), (d,))
+
+
 def gls_scores(
     X: Mapping[str, np.ndarray],
     observed: np.ndarray,
     modalities: Sequence[str],
     W: np.ndarray,
     col_nodes: Sequence[Node],
-    noise: Mapping[str, float],
+    noise: Mapping[str, float | np.ndarray],
     dims: Mapping[str, int],
     fill: float = 0.0,
 ) -> np.ndarray:
@@ -1289,7 +1306,7 @@ def gls_scores(
             continue
         feat = np.concatenate([np.arange(sl[m].start, sl[m].stop) for m in mods])
         WP = W[np.ix_(feat, cols)]
-        winv = np.concatenate([np.full(dims[m], 1.0 / max(noise[m], 1e-12)) for m in mods])
+        winv = np.concatenate([_inverse_noise(noise[m], dims[m]) for m in mods])
         A = WP.T @ (WP * winv[:, None])
         Bt = WP * winv[:, None]  # (d_P, r_P)
         Xp = np.concatenate([np.asarray(X[m][rows], dtype=np.float64) for m in mods], axis=1)
@@ -1328,7 +1345,7 @@ def gls_error_cov(
             continue
         feat = np.concatenate([np.arange(sl[m].start, sl[m].stop) for m in mods])
         WP = W[np.ix_(feat, cols)]
-        winv = np.concatenate([np.full(dims[m], 1.0 / max(noise[m], 1e-12)) for m in mods])
+        winv = np.concatenate([_inverse_noise(noise[m], dims[m]) for m in mods])
         A = WP.T @ (WP * winv[:, None])
         out[np.ix_(cols, cols)] += k * np.linalg.pinv(A)
     return out / n

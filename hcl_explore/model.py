@@ -16,6 +16,7 @@ import torch
 from . import contrastive as C
 from .harmonics import prune_harmonics
 from . import linear as L
+from . import structure as ST
 from .data import MultimodalData
 from .lattice import Lattice, Node, node_label, node_level, parse_node_label
 
@@ -370,28 +371,48 @@ class HCL:
         stats_t = L.CovStats(stats.modalities, dims, stats.mean, cov, stats.counts, stats.n_samples)
 
         t1 = time.perf_counter()
-        noise: dict[str, float] = {}
+        # One noise variance per feature (diagonal Psi): real features are heteroscedastic, and one
+        # level per modality turns every feature's extra variance into a "factor".
+        psi = np.empty(D)
         signal_rank: dict[str, int] = {}
         for j, m in enumerate(mods):
-            noise[m], signal_rank[m] = L.estimate_noise(cov[sl[m], sl[m]], int(stats.counts[j, j]))
+            psi[sl[m]], signal_rank[m] = ST.feature_noise(cov[sl[m], sl[m]], int(stats.counts[j, j]))
+        noise = {m: float(np.mean(psi[sl[m]])) for m in mods}
         if callback is not None:
             callback("noise", {"noise_var": dict(noise)})
         timings["noise"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        peel = L.peel(stats_t, noise, lat, fixed, callback=callback, signal_rank=signal_rank)
+        stats_w = ST.whiten_stats(L.CovStats(stats.modalities, dims, stats.mean, cov, stats.counts, stats.n_samples), psi)
+        # Every structure test runs on each modality's leading whitened principal components.
+        red = ST.reduce_stats(stats_w)
+        search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}
+        lat_s, fixed_s = lat, fixed
+        if any(v is None for v in fixed.values()) and len(mods) > 1:
+            pairs = ST.pair_counts(red.stats, tw_floor=True)
+            keep = [n for n, v in fixed.items() if v is not None and v > 0]
+            lat_s, bound = ST.screen_lattice(lat, pairs, keep)
+            fixed_s = {n: fixed[n] for n in lat_s.nodes}
+            search["pairs"] = {f"{a}+{b}": v for (a, b), v in pairs.items()}
+            search["candidates"] = {"tested": len(lat_s.nodes), "of": len(lat.nodes)}
+        peel = L.peel(red.stats, red.noise, lat_s, fixed_s, callback=callback, tw_floor=True,
+                      signal_rank={m: red.stats.dims[m] for m in mods})
+        ranks = {n: int(peel.ranks.get(n, 0)) for n in lat.nodes}
+        lifted = ST.lift_loadings(red, {n: B for n, B in peel.loadings.items() if ranks[n] > 0}, dims)
         timings["ranks"] = time.perf_counter() - t2
 
-        nodes = [n for n in lat.nodes if peel.ranks[n] > 0]
-        mask = L.support_mask(mods, dims, nodes, peel.ranks)
-        init = {(m, node): peel.loadings[node][local]
+        nodes = [n for n in lat.nodes if ranks[n] > 0]
+        mask = L.support_mask(mods, dims, nodes, ranks)
+        init = {(m, node): lifted[node][local]
                 for node in nodes for m, local in L.block_slices(node, dims).items()}
-        W0 = L.stack_loadings(init, mods, dims, nodes, peel.ranks)
-        target = cov.copy()
-        for m in mods:
-            target[sl[m], sl[m]] -= noise[m] * np.eye(dims[m])
+        W0 = L.stack_loadings(init, mods, dims, nodes, ranks)
         t3 = time.perf_counter()
-        res = L.masked_factorization(target, W0, mask, device=dev, tol=self.tol, max_iter=self.max_iter, callback=callback)
+        # Refinement in whitened units (noise 1 in every feature): least squares there is the
+        # factor-analysis weighting. Psi is then refitted from the residual diagonal once.
+        w = 1.0 / np.sqrt(psi)
+        res = L.masked_factorization(stats_w.cov - np.eye(D), W0, mask, device=dev, tol=self.tol,
+                                     max_iter=self.max_iter, callback=callback)
+        W = res.W / w[:, None]
         timings["refine"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
 
@@ -406,9 +427,10 @@ class HCL:
         # can be loaded the same way: load_modalities(..., preprocessing=model.preprocessing_).
         self.preprocessing_ = (getattr(data, "report", None) or {}).get("preprocessing")
         self.noise_var_ = noise
-        self.ranks_ = {n: int(peel.ranks[n]) for n in lat.nodes}
+        self.psi_ = psi  # (D,) noise variance per feature, transformed units
+        self.ranks_ = ranks
         self.nodes_ = nodes
-        self.W_ = res.W  # (D, R) in transformed units
+        self.W_ = W  # (D, R) in transformed units
         self.objective_ = res.objective
         self.n_iter_ = res.n_iter
         self.converged_ = res.converged
@@ -416,7 +438,9 @@ class HCL:
         self.total_var_ = {m: float(np.trace(cov[sl[m], sl[m]])) for m in mods}
         self.n_samples_ = stats.n_samples
         self.counts_ = stats.counts
-        self.rank_diagnostics_ = peel.diagnostics
+        self.rank_diagnostics_ = dict(peel.diagnostics)
+        if search:
+            self.rank_diagnostics_["search"] = search
         self.timings_ = timings
         self.device_ = str(dev)
         self.signal_rank_ = signal_rank
@@ -639,6 +663,16 @@ class HCL:
         blocks = L.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
         return {(m, node): B * self.scale_[sl[m], None] for (m, node), B in blocks.items()}
 
+    @property
+    def feature_noise_(self) -> dict[str, np.ndarray]:
+        """Noise variance of every feature, per modality ``{m: (d_m,)}`` (transformed units)."""
+        self._check_fitted()
+        psi = getattr(self, "psi_", None)
+        sl = L.block_slices(self.modalities_, self.dims_)
+        if psi is None:  # contrastive estimator, or a file saved before per-feature noise
+            return {m: np.full(self.dims_[m], float(self.noise_var_[m])) for m in self.modalities_}
+        return {m: psi[sl[m]] for m in self.modalities_}
+
     def column_nodes(self) -> list[Node]:
         """The node of each column of ``W_`` / of the stacked scores."""
         self._check_fitted()
@@ -664,7 +698,7 @@ class HCL:
             x = (np.asarray(data.X[m], dtype=np.float64) - self.mean_[sl[m]]) / self.scale_[sl[m]]
             x[~data.observed[:, j]] = 0.0
             Xt[m] = x
-        Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.noise_var_, self.dims_, fill=fill)
+        Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.feature_noise_, self.dims_, fill=fill)
         return {node: Z[:, cols] for node, cols in L.node_columns(self.nodes_, self.ranks_).items()}
 
     def score_error_cov(self, data: MultimodalData) -> np.ndarray:
@@ -675,7 +709,7 @@ class HCL:
             raise ValueError("The score-error covariance (and the bias-corrected estimator) exists only for the "
                              "linear estimator: the contrastive estimator's scores have no GLS error model. "
                              "Use bias_correction=False, or estimator='linear'.")
-        return L.gls_error_cov(data.observed, self.modalities_, self.W_, self.column_nodes(), self.noise_var_, self.dims_)
+        return L.gls_error_cov(data.observed, self.modalities_, self.W_, self.column_nodes(), self.feature_noise_, self.dims_)
 
     def fit_transform(self, data: MultimodalData) -> dict[Node, np.ndarray]:
         return self.fit(data).transform(data)
@@ -824,6 +858,7 @@ class HCL:
                 scale=self.scale_,
                 counts=self.counts_,
                 objective_history=np.asarray(self.objective_history_, dtype=float),
+                **({"psi": self.psi_} if getattr(self, "psi_", None) is not None else {}),
                 **extra,
             )
         os.replace(tmp, path)
@@ -857,6 +892,8 @@ class HCL:
         model.mean_ = arrays["mean"]
         model.scale_ = arrays["scale"]
         model.counts_ = arrays["counts"]
+        if "psi" in arrays:
+            model.psi_ = arrays["psi"]
         model.objective_history_ = arrays["objective_history"].tolist()
         model.objective_ = float(meta["objective"])
         model.n_iter_ = int(meta["n_iter"])

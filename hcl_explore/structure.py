@@ -1,0 +1,290 @@
+"""Structure search of the linear estimator: per-feature noise, pair screening of the candidate
+lattice, and out-of-sample confirmation of every kept factor (see ``docs/structure.md``).
+
+The pieces, each a pure function of second-order statistics:
+
+- :func:`feature_noise` - one noise variance per feature (diagonal Psi, as in factor analysis),
+  fitted so that the Psi-whitened block's bulk follows the Marchenko-Pastur law with unit variance
+  while the signal eigenvalues above the edge are explained by spikes. Rank tests then run on the
+  whitened blocks, where a heteroscedastic feature is no longer an extra "factor".
+- :func:`pair_counts` / :func:`screen_lattice` - one canonical-correlation test per modality pair
+  (M(M-1)/2 in all). A factor of node S correlates every pair inside S, so a node is a candidate
+  only when every pair inside it is supported, and its rank is bounded by the weakest pair.
+- :func:`confirm_structure` - cross-fitted held-out Gaussian likelihood on two row folds in a
+  reduced space (each modality's leading whitened principal components): a factor is kept only if
+  removing it lowers the held-out likelihood, and a factor is moved to another node (up, down, or
+  two factors merged into their union) when that raises it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from . import linear as L
+from .lattice import Lattice, Node
+
+#: Floor of a feature's noise variance, as a share of its total variance (Heywood cases: a feature
+#: almost entirely explained by the factors would otherwise dominate every whitened test).
+PSI_FLOOR = 0.02
+
+
+def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12,
+                  tol: float = 5e-3) -> tuple[np.ndarray, int]:
+    """Per-feature noise variances of one modality and its signal rank.
+
+    Iterates: whiten the block by the current ``psi``; the scalar ``sigma^2`` of the whitened
+    bulk (Marchenko-Pastur median, :func:`linear.estimate_noise`) rescales ``psi``; the ``k``
+    eigenvalues above the edge are debiased to population spikes ``l_j`` and their eigenvectors
+    corrected for the sample-eigenvector inconsistency (``E v_ij^2 = c_j^2 u_ij^2 + (1 - c_j^2) / d``);
+    then ``psi_i = S_ii - psi_i sum_j l_j u_ij^2`` (the factor-analysis fixed point), floored at
+    ``PSI_FLOOR * S_ii``. Stops when ``k`` is stable and ``psi`` moves less than ``tol`` (relative).
+
+    Parameters
+    ----------
+    S : ndarray (d, d)
+        The modality's covariance block.
+    n : int
+        Samples behind it.
+
+    Returns
+    -------
+    psi : ndarray (d,)
+        Noise variance per feature; the ``psi``-whitened bulk has unit variance.
+    k : int
+        Eigenvalues of the whitened block above the noise edge (the modality's signal rank).
+    """
+    S = (S + S.T) / 2
+    d = S.shape[0]
+    diag = np.maximum(np.diag(S).copy(), 1e-300)
+    if d < 2:
+        return diag * 0.5, 0
+    gamma = d / max(n, 1)
+    wide = d > n + 20
+
+    def spectrum(psi: np.ndarray, vectors: bool):
+        s = 1.0 / np.sqrt(psi)
+        St = S * s[:, None] * s[None, :]
+        if wide:
+            lam_top, V = L.cov_eigh(St, n)
+            lam = np.zeros(d)
+            lam[: lam_top.size] = lam_top
+            return lam, V
+        if vectors:
+            lam, V = np.linalg.eigh(St)
+            return lam[::-1], V[:, ::-1]
+        return np.sort(np.linalg.eigvalsh(St))[::-1], None
+
+    if d < 0.5 * n:
+        psi = _regression_noise(S, n, diag, spectrum, margin)
+        sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
+        return psi * sigma2, k
+    psi = diag.copy()
+    k = 0
+    for it in range(max_iter):
+        lam, V = spectrum(psi, True)
+        sigma2, k = L.noise_from_eigenvalues(lam, n, margin)
+        psi = psi * sigma2
+        if k == 0:
+            # No spike: the whole variance is noise, whatever the bulk median said.
+            psi_new = diag
+        else:
+            ell = np.maximum(L.debias_spike(lam[:k] / sigma2, gamma), 1e-6)
+            c2 = np.clip((1.0 - gamma / ell**2) / (1.0 + gamma / ell), 0.05, 1.0)
+            u2 = np.maximum(V[:, :k] ** 2 - (1.0 - c2) / d, 0.0) / c2
+            psi_new = diag - psi * (u2 @ ell)
+        psi_new = np.clip(psi_new, PSI_FLOOR * diag, diag)
+        change = float(np.max(np.abs(psi_new - psi) / diag))
+        # Half steps once the count settles: the fixed point can flip a spike at the edge in and
+        # out; averaging damps that two-cycle.
+        psi = psi_new if it < 3 else 0.5 * (psi + psi_new)
+        if change < tol:
+            break
+    sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
+    return psi * sigma2, k
+
+
+def _regression_noise(S: np.ndarray, n: int, diag: np.ndarray, spectrum, margin: float,
+                      rounds: int = 2) -> np.ndarray:
+    """Noise variances from each feature's regression on all the others (d < n / 2).
+
+    The residual variance of feature i given the rest is ``1 / (S^-1)_ii``, times ``n / (n - d + 1)``
+    for the degrees of freedom the regression used. It exceeds ``psi_i`` by the part of the
+    factors the other features cannot predict, ``sum_j w_ij^2 / (1 + l_j)`` for a factor of
+    whitened spike ``l_j``: large only for weak factors, whose share of any one feature is small.
+    That part is removed with the spikes of the whitened block (two rounds). Unlike the
+    factor-analysis fixed point, no step can trade a feature's noise for a spurious spike.
+    """
+    d = S.shape[0]
+    try:
+        P = np.linalg.inv(S)
+        res = n / max(n - d + 1, 1) / np.maximum(np.diag(P), 1e-300)
+    except np.linalg.LinAlgError:
+        res = diag.copy()
+    res = np.clip(res, PSI_FLOOR * diag, diag)
+    psi = res.copy()
+    gamma = d / max(n, 1)
+    for _ in range(rounds):
+        lam, V = spectrum(psi, True)
+        sigma2, k = L.noise_from_eigenvalues(lam, n, margin)
+        if k == 0:
+            break
+        ell = np.maximum(L.debias_spike(lam[:k] / sigma2, gamma), 1e-6)
+        c2 = np.clip((1.0 - gamma / ell**2) / (1.0 + gamma / ell), 0.05, 1.0)
+        u2 = np.maximum(V[:, :k] ** 2 - (1.0 - c2) / d, 0.0) / c2
+        psi = np.clip(res - psi * sigma2 * (u2 @ (ell / (1.0 + ell))), PSI_FLOOR * diag, diag)
+    return psi
+
+
+def whiten_stats(stats: L.CovStats, psi: np.ndarray) -> L.CovStats:
+    """``stats`` with every feature divided by its noise standard deviation: covariance
+    ``Psi^{-1/2} S Psi^{-1/2}`` (D, D), noise variance 1 in every feature. Canonical correlations
+    are unchanged; eigenvalue tests become valid for heteroscedastic noise."""
+    w = 1.0 / np.sqrt(psi)
+    return L.CovStats(stats.modalities, stats.dims, stats.mean, stats.cov * w[:, None] * w[None, :],
+                      stats.counts, stats.n_samples)
+
+
+def pair_counts(stats: L.CovStats, signal_rank: Mapping[str, int] | None = None,
+                margin_cca: float = 0.25, tw_floor: bool = False) -> dict[tuple[str, str], dict]:
+    """One canonical-correlation test per modality pair, and per pair and third modality.
+
+    Returns ``{(a, b): {"count": c, "rho2": [...], "threshold": t, "without": {m: h}}}``:
+
+    - ``c`` canonical correlations of a and b above Wachter's edge (times ``1 + margin_cca``; with a
+      Tracy-Widom floor in a reduced space or where a modality is wide). A factor of node S
+      correlates every pair inside S, so ``c_ab`` counts the factors of nodes holding a and b.
+    - ``h = without[m]``: the same count after removing from a and from b the directions they
+      share with modality m, i.e. the factors of nodes holding a and b but not m.
+
+    M(M-1)/2 pair tests and M(M-1)(M-2)/2 conditional ones, each on two blocks: no test grows with
+    the 2^M candidates.
+    """
+    noise = {m: 1.0 for m in stats.modalities}
+    pe = L._Peeler(stats, noise, 0.1, margin_cca, signal_rank, tw_floor)
+    mods = list(stats.modalities)
+
+    def count(a: str, b: str, Ua, Ub) -> tuple[int, np.ndarray, float]:
+        rho2, da, db = pe._pair_cca(a, b, Ua, Ub)
+        thr = pe.cca_threshold(da, db, pe._n((a, b)), reduced=pe.wide[a] or pe.wide[b])
+        return int(np.sum(rho2 > thr)), rho2, float(thr)
+
+    out = {}
+    for a, b in combinations(mods, 2):
+        c, rho2, thr = count(a, b, None, None)
+        without = {}
+        for m in mods:
+            if m in (a, b):
+                continue
+            if c == 0:
+                without[m] = 0
+                continue
+            Ua = pe.shared_subspace(a, (m,))[0]
+            Ub = pe.shared_subspace(b, (m,))[0]
+            without[m] = count(a, b, Ua, Ub)[0] if (Ua is not None or Ub is not None) else c
+        out[(a, b)] = {"count": c, "rho2": rho2[: c + 3].round(5).tolist(), "threshold": thr, "without": without}
+    return out
+
+
+def screen_lattice(lattice: Lattice, counts: Mapping[tuple[str, str], Mapping],
+                   keep: Sequence[Node] = ()) -> tuple[Lattice, dict[Node, int]]:
+    """The candidates the pair tests support.
+
+    A factor of node S correlates every pair ``a, b`` inside S, and it does so without any
+    modality ``m`` outside S. So S (two or more modalities) stays only when for every pair inside
+    it ``c_ab > 0`` and, for every ``m`` not in S, ``h_ab(m) > 0`` (:func:`pair_counts`). Private
+    nodes and ``keep`` always stay. Returns the screened lattice and each node's rank bound (the
+    smallest such count; -1 for private nodes).
+    """
+    def entry(a: str, b: str) -> Mapping:
+        return counts[(a, b)] if (a, b) in counts else counts[(b, a)]
+
+    keep = set(keep)
+    nodes, bound = [], {}
+    for node in lattice.nodes:
+        if len(node) == 1:
+            nodes.append(node)
+            bound[node] = -1
+            continue
+        inside = set(node)
+        outside = [m for m in lattice.modalities if m not in inside]
+        b = None
+        for x, y in combinations(node, 2):
+            e = entry(x, y)
+            v = min([int(e["count"])] + [int(e["without"].get(m, e["count"])) for m in outside])
+            b = v if b is None else min(b, v)
+            if b == 0:
+                break
+        if b > 0 or node in keep:
+            nodes.append(node)
+            bound[node] = int(b)
+    return Lattice(lattice.modalities, nodes), bound
+
+
+#: Principal components a modality keeps in the reduced space beyond those above its bare
+#: Marchenko-Pastur edge: a factor near the detection limit is spread over the first components
+#: past its own, and each extra component costs the canonical-correlation tests only 1 / n.
+EXTRA_PCS = 4
+
+
+@dataclass
+class Reduced:
+    """A whitened data set seen through each modality's leading principal components.
+
+    ``stats.cov`` (Q, Q) holds ``V_a^T S~_ab V_b`` where ``S~`` is the Psi-whitened covariance and
+    ``V_m`` (d_m, q_m) the top eigenvectors of ``S~_mm``; ``basis[m] = V_m``. In these coordinates the
+    noise is about the identity and every structure test costs O(Q^3), whatever the d_m.
+    """
+
+    stats: L.CovStats
+    basis: dict[str, np.ndarray]
+    eigenvalues: dict[str, np.ndarray]
+    noise: dict[str, float] = field(default_factory=dict)
+
+
+def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
+    """Reduce whitened statistics to ``q_m`` = (eigenvalues above the bare noise edge) + ``extra``
+    principal components per modality (at most d_m and n_m - 2).
+
+    ``noise[m]`` is the variance that puts the reduced private test's Marchenko-Pastur edge at the
+    full modality's edge: the top components were selected out of d_m, so their bulk reference is
+    the d_m / n_m law, not the q_m / n_m one.
+    """
+    sl = stats_w.offsets
+    basis, eigs, noise, dims = {}, {}, {}, {}
+    for j, m in enumerate(stats_w.modalities):
+        n = int(stats_w.counts[j, j])
+        d = stats_w.dims[m]
+        A = stats_w.cov[sl[m], sl[m]]
+        if d > n + 20:
+            lam, V = L.cov_eigh(A, n)
+        else:
+            lam, V = np.linalg.eigh((A + A.T) / 2)
+            lam, V = lam[::-1], V[:, ::-1]
+        k0 = int(np.sum(lam > L.mp_edge(d / n)))
+        q = max(1, min(k0 + extra, d, max(n - 2, 1)))
+        basis[m], eigs[m], dims[m] = V[:, :q], lam[:q], q
+        noise[m] = L.mp_edge(d / n) / L.mp_edge(q / n)
+    T = [basis[m] for m in stats_w.modalities]
+    rows = []
+    for a, Va in zip(stats_w.modalities, T):
+        rows.append([Va.T @ stats_w.cov[sl[a], sl[b]] @ Vb for b, Vb in zip(stats_w.modalities, T)])
+    cov = np.block(rows)
+    Q = cov.shape[0]
+    red = L.CovStats(list(stats_w.modalities), dims, np.zeros(Q), (cov + cov.T) / 2, stats_w.counts, stats_w.n_samples)
+    return Reduced(red, basis, eigs, noise)
+
+
+def lift_loadings(red: Reduced, loadings: Mapping[Node, np.ndarray], dims: Mapping[str, int]) -> dict[Node, np.ndarray]:
+    """Node loadings found in the reduced space, (sum_{m in S} q_m, r), mapped back to whitened
+    feature space, (sum_{m in S} d_m, r): ``V_m B_m`` per modality."""
+    out = {}
+    for node, B in loadings.items():
+        src = L.block_slices(node, red.stats.dims)
+        out[node] = np.concatenate([red.basis[m] @ B[src[m]] for m in node], axis=0)
+    return out
