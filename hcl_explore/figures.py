@@ -14,7 +14,10 @@ marker; layers are node sizes, the global node (all modalities) on top, private 
 modality) at the bottom; within a layer nodes follow the lattice order (modality order) from left
 to right (:func:`node_positions` gives the exact coordinates). Lines join a node to the nodes it
 covers in the Hasse diagram. Marker size grows with the number of factors; faded grey markers are
-candidate nodes the model found absent (0 factors). Each marker's ``customdata`` is its node label
+candidate nodes the model found absent (0 factors). With a stability check
+(:meth:`hcl_explore.model.HCL.stability`), a present node's opacity grows with the share of
+subsample refits that found it (:func:`stability_opacity`) and its hover text says in how many
+resamples it was found. Each marker's ``customdata`` is its node label
 (``"labs+notes"``), so a UI can map clicks back to nodes with
 :func:`hcl_explore.lattice.parse_node_label`.
 """
@@ -54,6 +57,7 @@ __all__ = [
     "objective_figure",
     "overlap_figure",
     "scores_figure",
+    "stability_opacity",
     "top_loadings",
     "true_vs_recovered",
     "variance_figure",
@@ -91,6 +95,14 @@ FONT = dict(family="Arial, Helvetica, sans-serif", size=13)
 
 _ABSENT_OPACITY = 0.35
 _ABSENT_SIZE = 12.0
+_STABLE_MIN_OPACITY = 0.35
+
+
+def stability_opacity(found: float) -> float:
+    """Marker opacity of a present node found in a share ``found`` (0..1) of the stability
+    resamples: 0.35 when never found, 1 when always found, linear in between."""
+    f = min(max(float(found), 0.0), 1.0) if found is not None and math.isfinite(float(found)) else 1.0
+    return round(_STABLE_MIN_OPACITY + (1.0 - _STABLE_MIN_OPACITY) * f, 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +251,7 @@ def _graph_traces(
     absent_name: str,
     showlegend: bool = True,
     show_colorbar: bool = True,
+    opacity: Mapping[Node, float] | None = None,
 ) -> list[go.Scatter]:
     """The traces of one hierarchy panel: edges, node markers by level (or by value), absent nodes."""
     pos = node_positions(lattice)
@@ -297,6 +310,10 @@ def _graph_traces(
             cliponaxis=False,
         )
 
+    def alpha(nodes: list[Node]) -> float | list[float]:
+        """Marker opacity of present nodes: 1, or per node from the stability check."""
+        return 1.0 if not opacity else [float(opacity.get(n, 1.0)) for n in nodes]
+
     live = [n for n in lattice.nodes if present[n]]
     if values is None:
         for lv in LEVELS:
@@ -304,7 +321,7 @@ def _graph_traces(
             if not nodes:
                 continue
             traces.append(node_trace(
-                nodes, lv, dict(size=[sizes[n] for n in nodes], color=LEVEL_COLORS[lv], opacity=1.0),
+                nodes, lv, dict(size=[sizes[n] for n in nodes], color=LEVEL_COLORS[lv], opacity=alpha(nodes)),
                 legend=showlegend, group=lv,
             ))
     elif live:
@@ -312,7 +329,7 @@ def _graph_traces(
         colors = [v if v is not None and math.isfinite(v) else cmin for v in vals]
         marker = dict(
             size=[sizes[n] for n in live], color=colors, colorscale=VALUE_COLORSCALE, cmin=cmin, cmax=cmax,
-            opacity=1.0, showscale=show_colorbar,
+            opacity=alpha(live), showscale=show_colorbar,
         )
         if show_colorbar:
             marker["colorbar"] = dict(title=dict(text=value_name, side="right"), thickness=14, len=0.75,
@@ -352,6 +369,7 @@ def _graph_data(
     value_name: str,
     value_format: str,
     details: Mapping[Node, str],
+    stability: Mapping[Node, dict] | None = None,
 ) -> dict[str, Any]:
     M = lattice.n_modalities
     rank = {n: int(ranks.get(n, 0) or 0) for n in lattice.nodes}
@@ -365,8 +383,69 @@ def _graph_data(
             lines.append(f"{value_name}: {_fmt(values.get(n), value_format)}")
         if n in details:
             lines.append(details[n])
+        if stability and n in stability:
+            lines += _stability_lines(stability[n])
         hover[n] = "<br>".join(lines)
-    return dict(rank_text={n: str(rank[n]) for n in lattice.nodes}, present=present, sizes=sizes, hover=hover)
+    out = dict(rank_text={n: str(rank[n]) for n in lattice.nodes}, present=present, sizes=sizes, hover=hover)
+    if stability:
+        out["opacity"] = {n: stability_opacity(stability[n]["found"]) for n in lattice.nodes
+                          if present[n] and n in stability}
+    return out
+
+
+def _in_resamples(share: float, n: int | None) -> str:
+    return f"{int(round(share * n))} of {n} resamples" if n else f"{share:.0%} of resamples"
+
+
+def _stability_lines(s: Mapping[str, Any]) -> list[str]:
+    """Hover lines of one node's stability: found in k of n resamples, same rank in k of n."""
+    n = s.get("resamples")
+    lines = [f"found in {_in_resamples(s['found'], n)}"]
+    if s.get("same_rank") is not None:
+        lines.append(f"same rank in {_in_resamples(s['same_rank'], n)}")
+    return lines
+
+
+def _stability_map(lattice: Lattice, stability: Any) -> dict[Node, dict]:
+    """node -> {"found", "same_rank" (or None), "resamples" (or None)} from a stability frame
+    (columns ``node``, ``found``, optional ``same_rank`` and ``resamples``, as returned by
+    :meth:`hcl_explore.model.HCL.stability`) or a mapping node -> found share. Nodes not in the
+    lattice and rows without a finite ``found`` are left out."""
+    if stability is None:
+        return {}
+
+    def num(v: Any) -> float | None:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return None
+        return f if math.isfinite(f) else None
+
+    rows: list[tuple[Any, dict]] = []
+    if isinstance(stability, pd.DataFrame):
+        for rec in stability.to_dict(orient="records"):
+            n = num(rec.get("resamples"))
+            rows.append((rec.get("node"), {"found": num(rec.get("found")), "same_rank": num(rec.get("same_rank")),
+                                           "resamples": int(n) if n else None}))
+    else:
+        rows = [(k, {"found": num(v), "same_rank": None, "resamples": None}) for k, v in dict(stability).items()]
+    out: dict[Node, dict] = {}
+    for raw, rec in rows:
+        if rec["found"] is None:
+            continue
+        try:
+            node = _as_node(lattice, raw)
+        except (KeyError, ValueError):
+            continue
+        rec["found"] = min(max(rec["found"], 0.0), 1.0)
+        out[node] = rec
+    return out
+
+
+def _stability_hint(stab: Mapping[Node, dict]) -> str:
+    ns = {r["resamples"] for r in stab.values() if r.get("resamples")}
+    refits = f"the {ns.pop()} subsample refits" if len(ns) == 1 else "the subsample refits"
+    return f"Opacity = share of {refits} that found the node (pale = unstable); hover for counts."
 
 
 def _value_range(values: Mapping[Node, float] | None) -> tuple[float, float]:
@@ -405,6 +484,7 @@ def hierarchy_graph(
     value_format: str = ".3f",
     value_range: tuple[float, float] | None = None,
     details: Mapping[Any, str] | None = None,
+    stability: Any = None,
 ) -> go.Figure:
     """The hierarchy over modality subsets: every candidate node, Hasse edges, factors per node.
 
@@ -427,6 +507,12 @@ def hierarchy_graph(
         Colour scale limits; default ``(min(0, min value), max value)``.
     details : mapping node -> str, optional
         One extra hover line per node.
+    stability : DataFrame or mapping node -> float, optional
+        How often each node was found when the structure was refitted on subsamples: the frame of
+        :meth:`hcl_explore.model.HCL.stability` (``node``, ``found``, ``same_rank``, ``resamples``)
+        or node -> found share. Present nodes' opacity is :func:`stability_opacity` of their share
+        (absent nodes stay faded), hover text gains "found in k of n resamples" (and "same rank in
+        k of n"), and a second caption line says what opacity means. None: no change.
 
     Returns
     -------
@@ -439,7 +525,8 @@ def hierarchy_graph(
     vals_n = _node_map(lattice, values) if values is not None else None
     hl = {_as_node(lattice, h) for h in highlight}
     cmin, cmax = value_range if value_range is not None else _value_range(vals_n)
-    spec = _graph_data(lattice, ranks_n, vals_n, value_name, value_format, _node_map(lattice, details))
+    stab = _stability_map(lattice, stability)
+    spec = _graph_data(lattice, ranks_n, vals_n, value_name, value_format, _node_map(lattice, details), stab)
     fig = _graph_figure(lattice, title, _graph_traces(
         lattice, values=vals_n, value_name=value_name, value_format=value_format, cmin=cmin, cmax=cmax,
         highlight=hl, absent_name="absent (0 factors)", **spec), hovermode="closest")
@@ -449,6 +536,9 @@ def hierarchy_graph(
     if hl:
         hint += "; red outline = highlighted"
     _caption(fig, hint + ".")
+    if stab:
+        _caption(fig, _stability_hint(stab), shift=16)
+        fig.update_layout(margin=dict(b=70), height=fig.layout.height + 20)
     return fig
 
 
@@ -466,12 +556,18 @@ def _node_variance(model: "HCL") -> tuple[dict[Node, float], dict[Node, str]]:
     return vals, details
 
 
-def model_hierarchy(model: "HCL", *, highlight: Iterable[Any] = (), title: str = "Recovered hierarchy") -> go.Figure:
+def model_hierarchy(model: "HCL", *, highlight: Iterable[Any] = (), title: str = "Recovered hierarchy",
+                    stability: Any = None) -> go.Figure:
     """:func:`hierarchy_graph` of a fitted HCL, coloured by the node's mean share of variance
-    explained over its modalities (``summary()`` columns ``var_<m>``), per-modality shares in hover."""
+    explained over its modalities (``summary()`` columns ``var_<m>``), per-modality shares in hover.
+    ``stability`` (default: ``model.stability_`` when :meth:`~hcl_explore.model.HCL.stability`
+    has run) fades present nodes that subsample refits did not always find."""
     vals, details = _node_variance(model)
+    if stability is None:
+        stability = getattr(model, "stability_", None)
     return hierarchy_graph(model.lattice_, model.ranks_, values=vals, highlight=highlight, title=title,
-                           value_name="variance explained", value_format=".1%", details=details)
+                           value_name="variance explained", value_format=".1%", details=details,
+                           stability=stability)
 
 
 def lattice_figure(

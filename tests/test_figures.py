@@ -172,6 +172,70 @@ def test_model_hierarchy_values_are_variance(fitted):
     _size_ok(fig)
 
 
+def _stability_frame(model, found: dict, same: dict | None = None, n: int = 20) -> pd.DataFrame:
+    """A hand-made frame shaped like ``HCL.stability()``'s (no refits in figure tests)."""
+    labels = [node_label(nd) for nd in model.lattice_.nodes]
+    return pd.DataFrame({"node": labels, "rank": [model.ranks_[nd] for nd in model.lattice_.nodes],
+                         "found": [found.get(lab, 1.0) for lab in labels],
+                         "same_rank": [(same or {}).get(lab, 1.0) for lab in labels], "resamples": n})
+
+
+def _hover(fig: go.Figure) -> dict[str, str]:
+    return {str(lab): h for t in fig.data if t.mode == "markers+text" for lab, h in zip(t.customdata, t.hovertext)}
+
+
+def _opacity(fig: go.Figure) -> dict[str, float]:
+    out = {}
+    for t in fig.data:
+        if t.mode == "markers+text":
+            op = t.marker.opacity
+            out.update({str(lab): (op if np.isscalar(op) else op[i]) for i, lab in enumerate(t.customdata)})
+    return out
+
+
+def test_hierarchy_shows_stability_as_opacity_and_hover(fitted):
+    import copy
+
+    _, _, model = fitted
+    assert model.ranks_[("labs", "vitals")] > 0 and model.ranks_[("labs", "notes")] == 0
+    stab = _stability_frame(model, {"labs+vitals": 0.95, "notes": 0.5, "labs+notes": 0.1}, {"labs+vitals": 0.6})
+    fig = F.model_hierarchy(model, stability=stab)
+    hover, op = _hover(fig), _opacity(fig)
+    assert "found in 19 of 20 resamples" in hover["labs+vitals"]
+    assert "same rank in 12 of 20 resamples" in hover["labs+vitals"]
+    assert "found in 10 of 20 resamples" in hover["notes"]
+    assert "found in 2 of 20 resamples" in hover["labs+notes"]  # absent nodes say it too
+    assert op["labs+vitals"] == pytest.approx(0.35 + 0.65 * 0.95)
+    assert op["notes"] == pytest.approx(0.35 + 0.65 * 0.5) == F.stability_opacity(0.5)
+    assert op[node_label(GLOBAL)] == 1.0 and op["labs+notes"] == pytest.approx(0.35)  # absent: unchanged fade
+    caption = " ".join(a.text for a in fig.layout.annotations)
+    assert "Opacity = share of the 20 subsample refits that found the node" in caption
+    # A mapping node -> found share works too (no counts to give), and so does model.stability_.
+    fig2 = F.hierarchy_graph(model.lattice_, model.ranks_, stability={"labs+vitals": 0.95, ("notes",): 0.5})
+    assert "found in 95% of resamples" in _hover(fig2)["labs+vitals"]
+    assert _opacity(fig2)["notes"] == pytest.approx(0.675) and _opacity(fig2)["labs"] == 1.0
+    m2 = copy.copy(model)
+    m2.stability_ = stab
+    assert F.model_hierarchy(m2).to_json() == fig.to_json()
+    _size_ok(fig)
+
+
+def test_hierarchy_without_stability_is_unchanged(fitted):
+    _, _, model = fitted
+    assert getattr(model, "stability_", None) is None
+    fig = F.model_hierarchy(model)
+    assert fig.to_json() == F.model_hierarchy(model, stability=None).to_json()
+    assert fig.to_json() == F.hierarchy_graph(model.lattice_, model.ranks_, values=F._node_variance(model)[0],
+                                              value_name="variance explained", value_format=".1%",
+                                              details=F._node_variance(model)[1]).to_json()
+    assert not any("resamples" in h for h in _hover(fig).values())
+    assert all(o == 1.0 for lab, o in _opacity(fig).items() if model.ranks_[tuple(lab.split("+"))] > 0)
+    assert not any("Opacity" in a.text for a in fig.layout.annotations)
+    # An empty frame or mapping is no stability either.
+    assert F.hierarchy_graph(model.lattice_, model.ranks_, stability={}).to_json() == \
+        F.hierarchy_graph(model.lattice_, model.ranks_).to_json()
+
+
 def test_hierarchy_is_deterministic(fitted):
     _, _, model = fitted
     assert F.model_hierarchy(model).to_json() == F.model_hierarchy(model).to_json()
