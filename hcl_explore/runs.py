@@ -7,6 +7,8 @@
     metrics.jsonl   one JSON line per progress event (stage, iteration, objective, ...)
     log.txt         the worker's stdout/stderr (tracebacks of failed runs)
     model.npz       the fitted model (HCL.save), summary.csv, scores.npz, data_report.json
+    stability.json  how often each candidate node was found when the structure search was refitted
+                    on subsamples (``HCL.stability``; only when the config asks, linear estimator)
     prediction_<outcome>.json   evaluations of outcomes (``kind="predict"`` runs write into their parent)
 ```
 The worker is ``python -m hcl_explore worker RUN_DIR`` (the CLI's entry point), started in its own
@@ -20,6 +22,7 @@ progress event (and a SIGTERM).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -34,11 +37,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 # Where each stage of a fit starts and ends on the progress bar.
 _STAGE_SPAN = {"load": (0.0, 0.1), "covariance": (0.1, 0.45), "noise": (0.45, 0.5), "ranks": (0.5, 0.7),
                "refine": (0.7, 0.97), "save": (0.97, 0.99), "predict": (0.1, 0.95), "epoch": (0.1, 0.95)}
+# A fit followed by a stability check: the fit's stages share the first part of the bar, the
+# resamples (each about a fit without the refinement) the rest.
+_FIT_SHARE = 0.4
+_FIT_STAGES = ("load", "covariance", "noise", "ranks", "refine", "save", "epoch")
+_STABILITY_SPAN = (0.4, 0.99)
+
+#: Resamples of the stability check offered by the Train page.
+STABILITY_RESAMPLES = 20
+#: The Train page turns the stability check on by default up to this size (samples, features in all).
+STABILITY_FAST = (20_000, 2_000)
 
 
 class Cancelled(Exception):
@@ -111,6 +126,34 @@ def fit_params(estimator: str = "linear", standardize: str = "auto", device: str
     elif max_iter is not None:
         params["max_iter"] = int(max_iter)
     return params
+
+
+def stability_option(on: bool = True, n_resamples: int = STABILITY_RESAMPLES) -> dict | bool:
+    """The ``config["stability"]`` value of a fit run: ``{"n_resamples": n}`` to check the structure
+    on ``n`` subsamples after the fit (linear estimator), ``False`` not to."""
+    return {"n_resamples": int(n_resamples)} if on and int(n_resamples) > 0 else False
+
+
+def stability_is_fast(n_samples: int, n_features: int, estimator: str = "linear") -> bool:
+    """Whether the stability check is cheap enough to be on by default: the linear estimator on at
+    most :data:`STABILITY_FAST` samples and features (in all modalities)."""
+    return estimator == "linear" and n_samples <= STABILITY_FAST[0] and n_features <= STABILITY_FAST[1]
+
+
+def _stability_request(cfg: Mapping[str, Any]) -> int | None:
+    """The number of resamples a fit config asks for (None: no check). Accepts ``{"n_resamples": n}``,
+    ``True`` (the default number), an int, or ``False``/None/absent."""
+    opt = cfg.get("stability")
+    if opt is None or opt is False:
+        return None
+    if opt is True:
+        return STABILITY_RESAMPLES
+    n = opt.get("n_resamples", STABILITY_RESAMPLES) if isinstance(opt, Mapping) else opt
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(f"config 'stability' must be {{'n_resamples': n}} or false, got {opt!r}.") from None
+    return n if n > 0 else None
 
 
 def create_run(workspace: str, config: Mapping[str, Any], run_id: str | None = None) -> str:
@@ -267,6 +310,14 @@ class _Reporter:
         self.status = read_json(os.path.join(d, "status.json"), {}) or {}
         self.metrics = open(os.path.join(d, "metrics.jsonl"), "a", encoding="utf-8")
         self.last_write = 0.0
+        self.spans = dict(_STAGE_SPAN)
+
+    def reserve_stability(self) -> None:
+        """Leave room on the progress bar for a stability check after the fit."""
+        for k in _FIT_STAGES:
+            lo, hi = _STAGE_SPAN[k]
+            self.spans[k] = (lo * _FIT_SHARE, hi * _FIT_SHARE)
+        self.spans["stability"] = _STABILITY_SPAN
 
     def cancelled(self) -> bool:
         return os.path.exists(os.path.join(self.d, "CANCEL"))
@@ -293,7 +344,7 @@ class _Reporter:
                 rec[k] = "+".join(map(str, v))
         self.metrics.write(json.dumps(rec) + "\n")
         self.metrics.flush()
-        lo, hi = _STAGE_SPAN.get(stage, (self.status.get("progress", 0.0), self.status.get("progress", 0.0)))
+        lo, hi = self.spans.get(stage, (self.status.get("progress", 0.0), self.status.get("progress", 0.0)))
         frac = 0.0
         if stage == "covariance" and info.get("n_samples"):
             frac = min(1.0, float(info.get("rows", 0)) / float(info["n_samples"]))
@@ -304,6 +355,11 @@ class _Reporter:
         elif stage == "ranks":
             frac = min(1.0, float(self.status.get("_nodes_done", 0) + 1) / max(1, self.status.get("_n_nodes", 1)))
             self.status["_nodes_done"] = self.status.get("_nodes_done", 0) + 1
+        if stage != "stability":
+            self.status.pop("detail", None)
+        if stage == "stability" and info.get("of"):
+            frac = min(1.0, float(info.get("resample", 0)) / float(info["of"]))
+            self.status["detail"] = f"resample {int(info.get('resample', 0))} of {int(info['of'])}"
         self.set(stage=stage, progress=round(max(float(self.status.get("progress", 0.0)), lo + (hi - lo) * frac), 4),
                  **({"objective": float(info["objective"])} if "objective" in info else {}),
                  **({"objective": float(info["loss"])} if stage == "epoch" and "loss" in info else {}))
@@ -371,10 +427,18 @@ def _follower(cfg: Mapping[str, Any]) -> int:
 
 
 def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
+    from . import datasets
     from .lattice import Lattice, node_label
     from .model import HCL
 
+    n_stab = _stability_request(cfg)
+    params = dict(cfg.get("params") or {})
+    check = n_stab is not None and params.get("estimator", "linear") == "linear"
+    if check:
+        rep.reserve_stability()
     rep.event("load", {"message": "loading data"})
+    # An uploaded dataset's spec carries its files' hashes: a file changed since upload is refused by name.
+    datasets.verify(cfg["dataset"])
     data, outcomes, truth = load_from_spec(cfg["dataset"])
     write_json(os.path.join(d, "data_report.json"), data.report)
     rep.event("load", {"n_samples": data.n_samples})
@@ -385,10 +449,9 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
         lat = Lattice.preset(lat_cfg or "full", data.modalities)
     ranks = cfg.get("ranks", "auto")
     rep.status["_n_nodes"] = len(lat.nodes)
-    params = dict(cfg.get("params") or {})
     model = HCL(lattice=lat, ranks=ranks, **params)
     model.fit(data, callback=rep.event)
-    rep.set(force=True, stage="save", progress=0.97)
+    rep.set(force=True, stage="save", progress=rep.spans["save"][0])
     model.save(os.path.join(d, "model.npz"))
     model.summary().to_csv(os.path.join(d, "summary.csv"), index=False)
     Z = model.transform(data)
@@ -404,9 +467,109 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     if truth is not None:
         write_json(os.path.join(d, "truth.json"), truth)
     rep.event("saved", {"objective": model.objective_, "n_iter": model.n_iter_})
+    if check:
+        _do_stability(d, model, data, n_stab, rep)
+    elif n_stab is not None:
+        rep.set(force=True, stability_skipped="the stability check refits the linear structure search; "
+                                              "it is not available for the contrastive estimator")
+
+
+def _do_stability(d: str, model: Any, data: Any, n_resamples: int, rep: _Reporter) -> None:
+    """Refit the structure search on subsamples and write ``stability.json``. Runs after the model is
+    saved: a cancel stops it (the run is cancelled, the model stays); data that cannot be subsampled
+    (out-of-memory sources) skip it, and an error in it is logged, both with a note in the status
+    (``stability_skipped`` / ``stability_error``), the run still done."""
+    if not hasattr(data, "subset"):
+        rep.set(force=True, stability_skipped="the data is not held in memory, so it cannot be subsampled")
+        rep.event("stability", {"message": "skipped: data not in memory"})
+        return
+    rep.set(force=True, stage="stability", progress=rep.spans["stability"][0], detail=f"resample 0 of {n_resamples}")
+    try:
+        frame = model.stability(data, n_resamples=n_resamples, random_state=0, callback=rep.event)
+    except Cancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001  the fit is saved and good: a failed check must not hide it
+        traceback.print_exc()
+        rep.set(force=True, stability_error=str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+        return
+    write_json(os.path.join(d, "stability.json"), _plain_records(frame))
+
+
+def _plain_records(frame: pd.DataFrame) -> list[dict]:
+    """A frame as plain-JSON records (numpy scalars as int/float/str/bool)."""
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        row = {}
+        for k, v in rec.items():
+            if isinstance(v, np.generic):
+                v = v.item()
+            row[str(k)] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+        out.append(row)
+    return out
+
+
+def read_stability(workspace: str, run_id: str) -> pd.DataFrame | None:
+    """The run's stability check (columns ``node``, ``rank``, ``found``, ``same_rank``,
+    ``resamples``), or None when it was not computed. A damaged file is logged and read as None."""
+    path = os.path.join(run_path(workspace, run_id), "stability.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            recs = json.load(fh)
+        if not isinstance(recs, list) or not all(isinstance(r, dict) for r in recs):
+            raise ValueError("not a list of records")
+        frame = pd.DataFrame(recs)
+        if not {"node", "found"} <= set(frame.columns):
+            raise ValueError("the records have no 'node' and 'found'")
+        frame["node"] = frame["node"].astype(str)
+        for c in ("found", "same_rank"):
+            if c in frame:
+                frame[c] = pd.to_numeric(frame[c], errors="raise").astype(float)
+        if not frame["found"].between(0.0, 1.0).all():
+            raise ValueError("'found' outside [0, 1]")
+        return frame
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("run %s: stability.json could not be read (%s); shown as not computed.", run_id, exc)
+        return None
+
+
+def summary_table(model: Any, stability: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``model.summary()`` with the run's stability check beside it: ``found in resamples`` and
+    ``same rank in resamples`` (shares in 0..1) when ``stability`` is given."""
+    summ = model.summary().drop(columns=["found", "same_rank"], errors="ignore")
+    if stability is None:
+        return summ
+    cols = {"found": "found in resamples", "same_rank": "same rank in resamples"}
+    keep = stability[["node"] + [c for c in cols if c in stability.columns]].rename(columns=cols)
+    return summ.merge(keep, on="node", how="left")
+
+
+def _in_resamples(share: float, n: int | None) -> str:
+    return f"{int(round(float(share) * n))} of {n}" if n else f"{float(share):.0%} of the"
+
+
+def stability_note(stability: pd.DataFrame | None, status: Mapping[str, Any] | None = None) -> str:
+    """One line on a run's stability check for a caption: how many resamples, and the least stable
+    node among those the fit found (or why there is no check, from the run's ``status``)."""
+    status = status or {}
+    if stability is None or not len(stability):
+        why = status.get("stability_error") or status.get("stability_skipped")
+        return ("Stability was not computed for this run" + (f" ({why})." if why else
+                " (the Train page's stability check was off)."))
+    n = int(stability["resamples"].max()) if "resamples" in stability.columns else None
+    found = stability[stability["rank"] > 0] if "rank" in stability.columns else stability
+    head = f"Stability: the structure search was refitted on {n or 'several'} random subsamples; "
+    if not len(found):
+        return head + "this fit found no node."
+    worst = found.loc[found["found"].idxmin()]
+    if float(worst["found"]) >= 1.0:
+        return head + "every node this fit found was found in all of them."
+    return head + f"least stable found node: {worst['node']}, found in {_in_resamples(worst['found'], n)} resamples."
 
 
 def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
+    from . import datasets
     from .model import HCL
     from .predict import evaluate_prediction
 
@@ -415,6 +578,7 @@ def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     model = HCL.load(os.path.join(parent, "model.npz"))
     pcfg = read_json(os.path.join(parent, "config.json"), {})
     rep.event("load", {"message": "loading data"})
+    datasets.verify(pcfg["dataset"])
     data, outcomes, _ = load_from_spec(pcfg["dataset"], preprocessing=model.preprocessing_) if model.preprocessing_ \
         else load_from_spec(pcfg["dataset"])
     if outcomes is None or cfg["outcome"] not in outcomes.columns:

@@ -138,3 +138,131 @@ def test_cli_run_is_headless_and_writes_the_same_directory(tmp_path, small_files
     assert "a+b" in out
     table = runs.list_runs(ws)
     assert list(table.state) == ["done"]
+
+
+# ------------------------------------------------------------------------------------ stability
+def test_worker_checks_the_structure_stability(tmp_path, small_files):
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": small_files, "lattice": "full",
+                               "stability": runs.stability_option(True, 5)})
+    assert runs.read_json(os.path.join(runs.run_path(ws, rid), "config.json"))["stability"] == {"n_resamples": 5}
+    assert runs.run_worker(runs.run_path(ws, rid)) == 0, runs.read_log(ws, rid)
+    assert runs.read_status(ws, rid)["state"] == "done"
+    d = runs.run_path(ws, rid)
+    recs = json.load(open(os.path.join(d, "stability.json")))  # plain JSON records
+    model = hx.HCL.load(os.path.join(d, "model.npz"))
+    assert {r["node"] for r in recs} == {hx.lattice.node_label(n) for n in model.lattice_.nodes} and len(recs) == 7
+    stab = runs.read_stability(ws, rid)
+    assert stab["found"].between(0, 1).all() and stab["same_rank"].between(0, 1).all()
+    assert (stab["resamples"] == 5).all()
+    assert dict(zip(stab.node, stab["rank"])) == {hx.lattice.node_label(n): r for n, r in model.ranks_.items()}
+    assert stab.set_index("node").loc["a+b", "found"] == 1.0  # a true node of this easy data set
+    ev = [e for e in runs.read_metrics(ws, rid) if e["stage"] == "stability"]
+    assert [e["resample"] for e in ev] == [1, 2, 3, 4, 5]
+    stages = [e["stage"] for e in runs.read_metrics(ws, rid)]
+    assert stages.index("saved") < stages.index("stability")  # after the model is saved
+    table = runs.summary_table(model, stab)
+    assert {"found in resamples", "same rank in resamples"} <= set(table.columns) and len(table) == 7
+    assert "refitted on 5 random subsamples" in runs.stability_note(stab)
+    # Without the option: no check, no file, and the page says so.
+    rid2 = runs.create_run(ws, {"kind": "fit", "dataset": small_files, "lattice": "shared_private", "stability": False})
+    assert runs.run_worker(runs.run_path(ws, rid2)) == 0
+    assert runs.read_stability(ws, rid2) is None
+    assert "not computed" in runs.stability_note(None)
+    assert "found in" not in " ".join(runs.summary_table(model).columns)
+
+
+def test_stability_progress_moves_through_its_own_stage(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    runs.write_json(str(d / "status.json"), {"state": "running", "progress": 0.0})
+    rep = runs._Reporter(str(d))
+    rep.reserve_stability()
+    rep.event("refine", {"iteration": 200})
+    fit_end = rep.status["progress"]
+    assert 0.3 < fit_end <= 0.45  # the fit leaves most of the bar to the resamples
+    seen = []
+    for i in range(1, 5):
+        rep.event("stability", {"resample": i, "of": 4})
+        seen.append(rep.status["progress"])
+        assert rep.status["stage"] == "stability" and rep.status["detail"] == f"resample {i} of 4"
+    rep.close()
+    assert fit_end < seen[0] < seen[1] < seen[2] < seen[3] <= 0.99
+    # Without a check the fit keeps the whole bar.
+    rep = runs._Reporter(str(d))
+    rep.status["progress"] = 0.0
+    rep.event("refine", {"iteration": 200})
+    assert rep.status["progress"] == pytest.approx(0.97)
+    rep.close()
+
+
+def test_cancel_during_stability_keeps_the_saved_model(tmp_path, small_files, monkeypatch):
+    from hcl_explore.model import HCL
+
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": small_files, "stability": {"n_resamples": 20}})
+    d = runs.run_path(ws, rid)
+    orig = HCL.stability
+
+    def stability(self, data, **kw):
+        cb = kw["callback"]
+
+        def cancel_at_2(stage, info):
+            if info.get("resample") == 2:
+                runs.cancel(ws, rid)  # the CANCEL file (the worker here is this process: no signal)
+            cb(stage, info)
+        return orig(self, data, **dict(kw, callback=cancel_at_2))
+
+    monkeypatch.setattr(HCL, "stability", stability)
+    monkeypatch.setattr(runs, "_alive", lambda pid: False)  # cancel() must not signal this process
+    assert runs.run_worker(d) == 1
+    st = runs.read_status(ws, rid)
+    assert st["state"] == "cancelled" and st["stage"] == "cancelled"
+    assert os.path.exists(os.path.join(d, "model.npz")) and os.path.exists(os.path.join(d, "summary.csv"))
+    assert runs.read_stability(ws, rid) is None
+    assert max(e.get("resample", 0) for e in runs.read_metrics(ws, rid)) == 1  # stopped at the 2nd
+
+
+def test_read_stability_absent_or_corrupt_is_none(tmp_path, caplog):
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"bundled": "clinical"}})
+    assert runs.read_stability(ws, rid) is None
+    path = os.path.join(runs.run_path(ws, rid), "stability.json")
+    for bad in ('[{"node": "a", "found": 0.5', '{"node": "a"}', '[{"node": "a"}]', '[{"node": "a", "found": "x"}]',
+                '[{"node": "a", "found": 3}]', '"text"', "\x00\x01"):
+        with open(path, "w") as fh:
+            fh.write(bad)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hcl_explore.runs"):
+            assert runs.read_stability(ws, rid) is None, bad
+        assert "stability.json could not be read" in caplog.text, bad
+    runs.write_json(path, [{"node": "a", "rank": 1, "found": 0.75, "same_rank": 0.5, "resamples": 4}])
+    assert runs.read_stability(ws, rid).to_dict(orient="records") == \
+        [{"node": "a", "rank": 1, "found": 0.75, "same_rank": 0.5, "resamples": 4}]
+
+
+def test_stability_option_shapes():
+    assert runs.stability_option(True) == {"n_resamples": 20} and runs.stability_option(False) is False
+    assert runs.stability_option(True, 0) is False
+    assert runs.stability_is_fast(20_000, 2_000) and not runs.stability_is_fast(20_001, 10)
+    assert not runs.stability_is_fast(100, 2_001) and not runs.stability_is_fast(100, 10, "contrastive")
+    assert runs._stability_request({}) is None and runs._stability_request({"stability": False}) is None
+    assert runs._stability_request({"stability": True}) == 20 and runs._stability_request({"stability": {"n_resamples": 5}}) == 5
+    with pytest.raises(ValueError, match="stability"):
+        runs._stability_request({"stability": {"n_resamples": "many"}})
+
+
+def test_a_run_refuses_a_stored_file_changed_since_upload(tmp_path, small_files):
+    from hcl_explore import datasets
+
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    staged = [datasets.stage_upload(ws, os.path.basename(p), open(p, "rb").read(), id_column="sid")
+              for p in small_files["modalities"].values()]
+    did = datasets.create_dataset(ws, staged, id_column="sid")
+    spec = datasets.dataset_spec(ws, did)
+    with open(spec["modalities"]["b"], "ab") as fh:
+        fh.write(b"S9999" + b",1" * 10 + b"\n")
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": spec})
+    assert runs.run_worker(runs.run_path(ws, rid)) == 1
+    st = runs.read_status(ws, rid)
+    assert st["state"] == "failed" and "b.csv" in st["error"] and "changed after it was uploaded" in st["error"]
