@@ -25,9 +25,12 @@ c[0].metric("Nodes found", f"{len(present)} of {len(model.lattice_.nodes)}")
 c[1].metric("Factors", sum(model.ranks_.values()))
 c[2].metric("Samples", f"{model.n_samples_:,}")
 c[3].metric("Fit time", f"{model.timings_.get('total', float('nan')):.1f} s")
+stab = runs.read_stability(ws, rid)
 st.caption("Each circle is a subset of modalities; its size is the number of shared factors found, its colour the "
-           "share of those modalities' variance it explains. Faded circles are candidate nodes the data did not support.")
-st.plotly_chart(figures.model_hierarchy(model), width="stretch", key="hierarchy")
+           "share of those modalities' variance it explains. Faded circles are candidate nodes the data did not support."
+           + (" Paler circles were found in fewer of the subsample refits (hover for how many)." if stab is not None else ""))
+st.plotly_chart(figures.model_hierarchy(model, stability=stab), width="stretch", key="hierarchy")
+st.caption(ui.md(runs.stability_note(stab, runs.read_status(ws, rid))))
 st.plotly_chart(figures.variance_figure(model), width="stretch", key="variance")
 
 st.subheader("A node up close")
@@ -72,4 +75,5 @@ if tr:
     c[3].metric("Rank accuracy", f"{acc:.2f}")
     st.plotly_chart(figures.true_vs_recovered(model.lattice_, true, model), width="stretch", key="truth")
 with st.expander("Summary table"):
-    st.dataframe(model.summary(), hide_index=True)
+    pct = {c: st.column_config.NumberColumn(c, format="percent") for c in ("found in resamples", "same rank in resamples")}
+    st.dataframe(runs.summary_table(model, stab), hide_index=True, column_config=pct)

@@ -39,10 +39,20 @@ else:
                            help="auto: scale features to unit variance when their scales differ (mixed units).")
         dev = st.selectbox("Device", ["auto", "cpu", "cuda"])
         max_iter = st.number_input("Max refinement iterations", 10, 100000, 5000, step=500)
+    fast = runs.stability_is_fast(data.n_samples, sum(data.dims.values()), est)
+    stab = st.checkbox(
+        f"Check how stable the structure is (refit on {runs.STABILITY_RESAMPLES} subsamples)",
+        value=fast, disabled=neural, key=f"stability_{est}",
+        help=f"After the fit, the structure search is refitted on {runs.STABILITY_RESAMPLES} random subsamples of 80% "
+             "of the samples; the Structure page then shows how often each node was found (faint circles: unstable). "
+             "Each refit costs about a fit without the refinement. On by default up to "
+             f"{runs.STABILITY_FAST[0]:,} samples and {runs.STABILITY_FAST[1]:,} features; "
+             "not available for the contrastive estimator.")
     if st.button("Launch training", type="primary", icon=":material/play_arrow:"):
         cfg = {"kind": "fit", "dataset": spec, "lattice": {"nodes": [list(n) for n in lat.nodes]},
                "lattice_name": preset, "ranks": {node_label(n): v for n, v in ranks.items()},
-               "params": runs.fit_params(est, std, dev, max_iter=max_iter, epochs=epochs, loss=loss, hidden=[width])}
+               "params": runs.fit_params(est, std, dev, max_iter=max_iter, epochs=epochs, loss=loss, hidden=[width]),
+               "stability": runs.stability_option(stab and not neural)}
         rid = runs.create_run(ws, cfg)
         runs.launch(ws, rid)
         ui.select_run(rid)
@@ -71,7 +81,8 @@ def monitor() -> None:
     stt = runs.read_status(ws, rid)
     state = stt.get("state", "?")
     prog = float(stt.get("progress", 0.0))
-    st.progress(min(max(prog, 0.0), 1.0), text=f"{state} · stage {stt.get('stage', '')} · {prog:.0%}")
+    detail = f" ({stt['detail']})" if stt.get("detail") and state == "running" else ""
+    st.progress(min(max(prog, 0.0), 1.0), text=f"{state} · stage {stt.get('stage', '')}{detail} · {prog:.0%}")
     ev = runs.read_metrics(ws, rid)
     epochs = [e for e in ev if e.get("stage") == "epoch" and "loss" in e]
     hist = [e["loss"] for e in epochs] or [e["objective"] for e in ev if e.get("stage") == "refine" and "objective" in e]
@@ -98,6 +109,8 @@ def monitor() -> None:
         st.warning("Run cancelled.")
     elif state == "done":
         st.success("Run finished.")
+        if stt.get("stability_error"):
+            st.warning(f"The stability check failed (the fit is saved): {ui.md(stt['stability_error'])}")
         st.page_link("pages/structure.py", label="Open the structure page", icon=":material/hub:",
                      query_params={"run": rid})
 

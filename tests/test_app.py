@@ -132,12 +132,15 @@ def test_train_page_launches_a_real_run_and_shows_it_finish(ws):
     runs.write_json(os.path.join(ws, "state.json"), dict(st_, dataset=spec))
     at = _app("train")
     assert "CPU" in _texts(at) or "GPU" in _texts(at)
+    # A small dataset: the stability check is on by default.
+    assert at.checkbox(key="stability_linear").value and not at.checkbox(key="stability_linear").disabled
     at.button[0].click().run()  # Launch training
     assert not at.exception
     table = runs.list_runs(ws)
     assert len(table) == 1
     rid = table.run_id[0]
     assert at.query_params["run"] == rid
+    assert runs.read_json(os.path.join(runs.run_path(ws, rid), "config.json"))["stability"] == {"n_resamples": 20}
     assert _wait(ws, rid)["state"] == "done"
     at = _app("train", run=rid)
     assert "Run finished." in _texts(at)
@@ -145,6 +148,15 @@ def test_train_page_launches_a_real_run_and_shows_it_finish(ws):
     at = _app("structure", run=rid)
     assert len(at.get("plotly_chart")) >= 4
     assert [m for m in at.metric if m.label == "Nodes found"][0].value.endswith("of 7")
+    # ... with the stability check: hover counts and the opacity caption in the hierarchy, a note, the table.
+    hierarchy = json.loads(at.get("plotly_chart")[0].proto.spec)
+    hover = " ".join(h for t in hierarchy["data"] for h in t.get("hovertext") or [])
+    assert "found in 20 of 20 resamples" in hover and "same rank in" in hover
+    assert any("Opacity = share of the 20 subsample refits" in a["text"] for a in hierarchy["layout"]["annotations"])
+    assert "refitted on 20 random subsamples" in _texts(at) and "Paler circles" in _texts(at)
+    summary = at.dataframe[-1].value
+    assert {"found in resamples", "same rank in resamples"} <= set(summary.columns)
+    assert summary["found in resamples"].between(0, 1).all()
     # Prediction page: evaluate in the background, then the results render.
     at = _app("prediction", run=rid)
     assert "No evaluation of this outcome yet" in _texts(at)
@@ -166,6 +178,7 @@ def test_train_page_launches_a_contrastive_run_with_its_settings(ws):
     runs.write_json(os.path.join(ws, "state.json"), dict(st_, dataset=spec))
     at = _app("train")
     at.selectbox(key="estimator").set_value("contrastive").run()
+    assert at.checkbox(key="stability_contrastive").disabled and not at.checkbox(key="stability_contrastive").value
     at.number_input[0].set_value(3).run()  # max epochs
     at.number_input[1].set_value(16).run()  # hidden units
     at.button[0].click().run()
@@ -174,6 +187,7 @@ def test_train_page_launches_a_contrastive_run_with_its_settings(ws):
     cfg = runs.read_json(os.path.join(runs.run_path(ws, rid), "config.json"))
     assert cfg["params"] == {"estimator": "contrastive", "standardize": "auto", "device": "auto", "max_epochs": 3,
                              "loss": "infonce", "hidden": [16]}
+    assert cfg["stability"] is False
     assert _wait(ws, rid)["state"] == "done"
     epochs = [e for e in runs.read_metrics(ws, rid) if e.get("stage") == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
@@ -190,6 +204,8 @@ def test_structure_page_compares_with_the_truth_of_the_sample_data(ws):
     assert "Truth vs recovered" in _texts(at)
     f1 = [m for m in at.metric if m.label == "Structure F1"][0]
     assert f1.value == "1.00"
+    assert "Stability was not computed for this run" in _texts(at)
+    assert "found in resamples" not in at.dataframe[-1].value.columns
 
 
 def test_a_failed_run_shows_its_error(ws):
