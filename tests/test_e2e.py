@@ -126,3 +126,37 @@ def test_upload_train_reload_structure_and_error(server, browser, csvs):
     # The good dataset stays current.
     _wait_text(page, "Current dataset: uploaded: labs, vitals, notes")
     page.close()
+
+
+def test_structure_page_shows_how_stable_each_node_is(server, browser, csvs):
+    from hcl_explore import runs
+
+    url, ws = server
+    paths, _ = csvs
+    spec = {"modalities": {Path(p).stem: p for p in paths}, "id_column": "patient_id", "name": "stability e2e"}
+    rid = runs.create_run(str(ws), {"kind": "fit", "dataset": spec, "lattice": "full", "stability": {"n_resamples": 5}})
+    assert runs.run_worker(runs.run_path(str(ws), rid)) == 0, runs.read_log(str(ws), rid)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}/structure?run={rid}")
+    _wait_text(page, "Nodes found")
+    _wait_text(page, "refitted on 5 random subsamples")
+    plot = page.locator(".js-plotly-plot", has_text="Recovered hierarchy").first
+    plot.wait_for(timeout=60_000)
+    plot.scroll_into_view_if_needed()
+    assert "Opacity = share of the 5 subsample refits that found the node" in plot.inner_text()
+    # Hovering the global node shows in how many resamples it was found.
+    labels = plot.locator("g.textpoint text")
+    box = None
+    for i in range(labels.count()):
+        if (labels.nth(i).text_content() or "").startswith("labs+vitals+notes"):
+            box = labels.nth(i).bounding_box()
+    assert box is not None
+    points = [p.bounding_box() for p in plot.locator("g.points path.point").all()]
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    marker = min((p for p in points if p), key=lambda p: (p["x"] + p["width"] / 2 - cx) ** 2 + (p["y"] + p["height"] / 2 - cy) ** 2)
+    page.mouse.move(marker["x"] + marker["width"] / 2, marker["y"] + marker["height"] / 2)
+    hover = plot.locator("g.hoverlayer")
+    page.wait_for_function("el => el.textContent.includes('resamples')", arg=hover.element_handle(), timeout=10_000)
+    text = hover.text_content()
+    assert "labs+vitals+notes" in text and "found in 5 of 5 resamples" in text, text
+    page.close()
