@@ -49,6 +49,8 @@ class CovStats:
     cov: np.ndarray
     counts: np.ndarray
     n_samples: int
+    #: Statistics of the even and odd rows (``covariance_stats(..., folds=True)``), else None.
+    folds: list | None = None
 
     @property
     def offsets(self) -> dict[str, slice]:
@@ -69,6 +71,7 @@ def covariance_stats(
     chunk_size: int = 16384,
     device: torch.device | str = "cpu",
     callback: Callback | None = None,
+    folds: bool = False,
 ) -> CovStats:
     """One streamed pass over ``source.iter_chunks`` accumulating pairwise-complete statistics.
 
@@ -76,6 +79,10 @@ def covariance_stats(
     ``N += O^T O``, where ``Xc`` is the chunk shifted by the first chunk's means with missing
     rows zeroed and ``O`` the (c, M) observed mask. Only one chunk is held at a time; the sums can
     be all-reduced across processes.
+
+    ``folds=True`` also returns the statistics of the even and of the odd rows (``.folds``, two
+    CovStats, for out-of-sample checks): each chunk is then accumulated as its two halves, so the
+    flops are the same and the whole-data sums are their total.
     """
     mods = list(source.modalities)
     dims = {m: len(source.feature_names[m]) for m in mods}
@@ -86,27 +93,28 @@ def covariance_stats(
     # CPU: the chunk buffer is [Xc | O] (c, D + M), so one syrk per chunk yields Xc^T Xc, Xc^T O
     # (and O^T O) together: no second pass over the chunk for the sums.
     Daug = D + M if use_numpy else D
+    n_parts = 2 if folds else 1
     if use_numpy:
-        G = np.zeros((Daug, Daug), dtype=np.float64)
-        Sx = None
+        Gs = [np.zeros((Daug, Daug), dtype=np.float64) for _ in range(n_parts)]
+        Sxs = [None] * n_parts
     else:
-        G = torch.zeros((D, D), dtype=torch.float64, device=dev)
-        Sx = torch.zeros((D, M), dtype=torch.float64, device=dev)
-    N = np.zeros((M, M), dtype=np.int64)
+        Gs = [torch.zeros((D, D), dtype=torch.float64, device=dev) for _ in range(n_parts)]
+        Sxs = [torch.zeros((D, M), dtype=torch.float64, device=dev) for _ in range(n_parts)]
+    Ns = [np.zeros((M, M), dtype=np.int64) for _ in range(n_parts)]
     shift: np.ndarray | None = None
     shift_m: dict[str, np.ndarray] = {}
     n_total = 0
     buf: np.ndarray | None = None
     for chunk in source.iter_chunks(chunk_size):
-        obs = chunk.observed
-        c = obs.shape[0]
-        if c == 0:
+        obs_all = chunk.observed
+        c_all = obs_all.shape[0]
+        if c_all == 0:
             continue
         if shift is None:
             shift = np.zeros(D)
             for j, m in enumerate(mods):
                 x = chunk.X[m]
-                rows = x if obs[:, j].all() else x[obs[:, j]]
+                rows = x if obs_all[:, j].all() else x[obs_all[:, j]]
                 if rows.shape[0]:
                     if rows.dtype == np.float32:
                         # A shift only needs to be near the mean: a float32 BLAS sum suffices.
@@ -121,63 +129,82 @@ def covariance_stats(
                     shift[sl[m]] = mu.astype(np.float32)
             for m in mods:
                 shift_m[m] = shift[sl[m]].astype(np.float32)
-        if buf is None or buf.shape[0] < c:
-            buf = np.empty((c, Daug), dtype=np.float32)
-        Z = buf[:c]
-        Xc = Z[:, :D]
-        for j, m in enumerate(mods):
-            block = Xc[:, sl[m]]
-            x = chunk.X[m]
-            np.subtract(x, shift_m[m] if x.dtype == np.float32 else shift[sl[m]], out=block, casting="unsafe")
-            if not obs[:, j].all():
-                block[~obs[:, j]] = 0.0
-        if use_numpy:
-            Z[:, D:] = obs
-            # numpy's Z.T @ Z on one buffer dispatches to syrk: half the flops of a GEMM.
-            Gc = Z.T @ Z
-            G += Gc
-            Sx_c = Gc[:D, D:]
-        else:
-            Of = obs.astype(np.float32)
-            xt = torch.from_numpy(np.ascontiguousarray(Xc)).to(dev)
-            ot = torch.from_numpy(Of).to(dev)
-            G += (xt.T @ xt).double()
-            Sx_c = (xt.T @ ot).double().cpu().numpy()
-            Sx += torch.from_numpy(Sx_c).to(dev)
-        if np.isnan(Sx_c).any():
-            _raise_nan_cell(Xc, obs, mods, sl, n_total)
-        ob = obs.astype(np.int64)
-        N += ob.T @ ob
-        n_total += c
+        for f in range(n_parts):
+            # Fold f holds the rows whose global index has parity f.
+            sel = slice(None) if n_parts == 1 else slice((f - n_total) % 2, None, 2)
+            obs = obs_all[sel]
+            c = obs.shape[0]
+            if c == 0:
+                continue
+            if buf is None or buf.shape[0] < c:
+                buf = np.empty((max(c, c_all), Daug), dtype=np.float32)
+            Z = buf[:c]
+            Xc = Z[:, :D]
+            for j, m in enumerate(mods):
+                block = Xc[:, sl[m]]
+                x = chunk.X[m][sel]
+                np.subtract(x, shift_m[m] if x.dtype == np.float32 else shift[sl[m]], out=block, casting="unsafe")
+                if not obs[:, j].all():
+                    block[~obs[:, j]] = 0.0
+            if use_numpy:
+                Z[:, D:] = obs
+                # numpy's Z.T @ Z on one buffer dispatches to syrk: half the flops of a GEMM.
+                Gc = Z.T @ Z
+                Gs[f] += Gc
+                Sx_c = Gc[:D, D:]
+            else:
+                Of = obs.astype(np.float32)
+                xt = torch.from_numpy(np.ascontiguousarray(Xc)).to(dev)
+                ot = torch.from_numpy(Of).to(dev)
+                Gs[f] += (xt.T @ xt).double()
+                Sx_c = (xt.T @ ot).double().cpu().numpy()
+                Sxs[f] += torch.from_numpy(Sx_c).to(dev)
+            if np.isnan(Sx_c).any():
+                _raise_nan_cell(Xc, obs, mods, sl, n_total)
+            ob = obs.astype(np.int64)
+            Ns[f] += ob.T @ ob
+        n_total += c_all
         if callback is not None:
             callback("covariance", {"rows": n_total, "n_samples": getattr(source, "n_samples", None)})
     if shift is None or n_total == 0:
         raise ValueError("No samples to fit.")
-    G_np = G[:D, :D] if use_numpy else G.cpu().numpy()
-    Sx_np = G[:D, D:] if use_numpy else Sx.cpu().numpy()
-    for j, m in enumerate(mods):
-        if N[j, j] < 2:
-            raise ValueError(f"Modality {m!r} is observed in {N[j, j]} sample(s); at least 2 are needed.")
-    mean = shift.copy()
-    for j, m in enumerate(mods):
-        mean[sl[m]] += Sx_np[sl[m], j] / N[j, j]
-    cov = np.zeros((D, D))
-    for a, ma in enumerate(mods):
-        for b, mb in enumerate(mods):
-            if b < a:
-                continue
-            nab = N[a, b]
-            if nab < 2:
-                raise ValueError(
-                    f"Modalities {ma!r} and {mb!r} share {nab} sample(s); a covariance between them "
-                    "needs more. Drop one of them or the nodes that join them."
-                )
-            mu_a = Sx_np[sl[ma], b] / nab
-            mu_b = Sx_np[sl[mb], a] / nab
-            block = G_np[sl[ma], sl[mb]] / nab - np.outer(mu_a, mu_b)
-            cov[sl[ma], sl[mb]] = block
-            cov[sl[mb], sl[ma]] = block.T
-    return CovStats(mods, dims, mean, cov, N, n_total)
+
+    def finalize(G, Sx, N, n_rows: int, strict: bool) -> CovStats | None:
+        G_np = G[:D, :D] if use_numpy else G.cpu().numpy()
+        Sx_np = G[:D, D:] if use_numpy else Sx.cpu().numpy()
+        for j, m in enumerate(mods):
+            if N[j, j] < 2:
+                if not strict:
+                    return None
+                raise ValueError(f"Modality {m!r} is observed in {N[j, j]} sample(s); at least 2 are needed.")
+        mean = shift.copy()
+        for j, m in enumerate(mods):
+            mean[sl[m]] += Sx_np[sl[m], j] / N[j, j]
+        cov = np.zeros((D, D))
+        for a, ma in enumerate(mods):
+            for b, mb in enumerate(mods):
+                if b < a:
+                    continue
+                nab = N[a, b]
+                if nab < 2:
+                    if not strict:
+                        return None
+                    raise ValueError(
+                        f"Modalities {ma!r} and {mb!r} share {nab} sample(s); a covariance between them "
+                        "needs more. Drop one of them or the nodes that join them."
+                    )
+                mu_a = Sx_np[sl[ma], b] / nab
+                mu_b = Sx_np[sl[mb], a] / nab
+                block = G_np[sl[ma], sl[mb]] / nab - np.outer(mu_a, mu_b)
+                cov[sl[ma], sl[mb]] = block
+                cov[sl[mb], sl[ma]] = block.T
+        return CovStats(mods, dims, mean, cov, N, n_rows)
+
+    if n_parts == 1:
+        return finalize(Gs[0], Sxs[0], Ns[0], n_total, True)
+    total = finalize(Gs[0] + Gs[1], None if use_numpy else Sxs[0] + Sxs[1], Ns[0] + Ns[1], n_total, True)
+    total.folds = [finalize(Gs[f], Sxs[f], Ns[f], (n_total + 1 - f) // 2, False) for f in range(2)]
+    return total
 
 
 def _raise_nan_cell(Xc: np.ndarray, obs: np.ndarray, mods: Sequence[str], sl: Mapping[str, slice], offset: int) -> None:
@@ -250,6 +277,19 @@ def cca_largest_root_quantile(p: int, q: int, n: int, level: float = 0.999) -> f
     sigma = (16.0 / N**2 / (math.sin(f + g) ** 2 * math.sin(f) * math.sin(g))) ** (1.0 / 3.0)
     w = mu + sigma * _TW1_QUANTILES[level]
     return 1.0 / (1.0 + math.exp(-w))
+
+
+def mp_tw_edge(d: int, n: int, level: float = 0.999, slack: float = 0.01) -> float:
+    """Upper ``level`` quantile of the largest eigenvalue of a unit-noise sample covariance of ``d``
+    variables in ``n`` samples (Johnstone 2001: centre ``(sqrt(n - 1) + sqrt(d))^2 / n``, scale
+    ``(sqrt(n - 1) + sqrt(d)) (1 / sqrt(n - 1) + 1 / sqrt(d))^(1/3) / n``, Tracy-Widom TW1), times
+    ``1 + slack`` for the error of an estimated noise level. Unlike a fixed margin over the
+    Marchenko-Pastur edge it keeps a spike at twice the detection limit countable."""
+    d = max(int(d), 1)
+    a = math.sqrt(max(n - 1, 1)) + math.sqrt(d)
+    mu = a * a
+    sigma = a * (1.0 / math.sqrt(max(n - 1, 1)) + 1.0 / math.sqrt(d)) ** (1.0 / 3.0)
+    return (mu + sigma * _TW1_QUANTILES[level]) / n * (1.0 + slack)
 
 
 def chi2_quantile(df: int, level: float = 0.999) -> float:
@@ -524,8 +564,13 @@ class _Peeler:
     """
 
     def __init__(self, stats: CovStats, noise: Mapping[str, float], margin_eig: float, margin_cca: float,
-                 signal_rank: Mapping[str, int] | None = None, tw_floor: bool = False):
+                 signal_rank: Mapping[str, int] | None = None, tw_floor: bool = False,
+                 private_dims: Mapping[str, int] | None = None):
         self.signal_rank = dict(signal_rank or {})
+        # Reduced statistics: a modality's top components were selected out of private_dims[m]
+        # features, so a private count compares against the largest-eigenvalue law of that many
+        # (unit) noise variables, not of the few components kept.
+        self.private_dims = dict(private_dims) if private_dims else None
         # Statistics of a few principal components per modality (structure.reduce_stats): the
         # largest null canonical correlation of a handful of variables fluctuates beyond Wachter's
         # edge, so every canonical-correlation count takes the Tracy-Widom floor.
@@ -855,7 +900,10 @@ class _Peeler:
             Q = _orth_complement(U, dims[m])
             dq = Q.shape[1]
             lam = np.linalg.eigvalsh(Q.T @ Smm @ Q)[::-1]
-        edge = self.noise[m] * mp_edge(dq / n) * (1 + self.margin_eig)
+        if self.private_dims is not None:
+            edge = self.noise[m] * mp_tw_edge(self.private_dims[m] - (dims[m] - dq), n)
+        else:
+            edge = self.noise[m] * mp_edge(dq / n) * (1 + self.margin_eig)
         return lam, dq, edge, int(np.sum(lam > edge))
 
     def run(self, lattice: Lattice, fixed: Mapping[Node, int | None], callback: Callback | None = None) -> PeelResult:
@@ -951,6 +999,7 @@ def peel(
     callback: Callback | None = None,
     signal_rank: Mapping[str, int] | None = None,
     tw_floor: bool = False,
+    private_dims: Mapping[str, int] | None = None,
 ) -> PeelResult:
     """Ranks (where not fixed) and initial loadings for every lattice node, smallest nodes first.
 
@@ -958,7 +1007,7 @@ def peel(
     for speed and sets how many principal components a wide modality keeps (:func:`is_wide`;
     computed here when not given).
     """
-    return _Peeler(stats, noise, margin_eig, margin_cca, signal_rank, tw_floor).run(lattice, fixed, callback)
+    return _Peeler(stats, noise, margin_eig, margin_cca, signal_rank, tw_floor, private_dims).run(lattice, fixed, callback)
 
 
 # ============================================================================ masked factorization
@@ -1111,6 +1160,21 @@ def _stop(f_prev: float, f: float, gnorm: float, wnorm: float, tol: float, const
     return rel < tol and gnorm <= math.sqrt(tol) * tnorm * max(wnorm, 1e-12)
 
 
+#: The refinement stops (unconverged) once the last ``STALL_WINDOW`` steps together gained less
+#: than ``STALL_FRACTION`` of everything gained since the start: many weak factors make L-BFGS crawl
+#: for thousands of steps over a few parts in a thousand of the objective.
+STALL_WINDOW = 25
+STALL_FRACTION = 1e-3
+
+
+def _stalled(history: Sequence[float]) -> bool:
+    if len(history) <= STALL_WINDOW:
+        return False
+    gained = history[0] - history[-1]
+    recent = history[-1 - STALL_WINDOW] - history[-1]
+    return gained > 0 and recent < STALL_FRACTION * gained
+
+
 def masked_factorization(
     target: np.ndarray,
     W0: np.ndarray,
@@ -1124,8 +1188,9 @@ def masked_factorization(
     """Minimise ``0.5 * ||W W^T - target||_F^2`` over W with ``W[~mask] = 0`` by L-BFGS.
 
     Stops when the relative change of the objective over an L-BFGS step falls below ``tol``
-    *and* the masked gradient norm is below ``sqrt(tol)`` relative to ``||target|| * ||W||``,
-    or at ``max_iter`` function evaluations. The objective uses
+    *and* the masked gradient norm is below ``sqrt(tol)`` relative to ``||target|| * ||W||``
+    (converged), when the last ``STALL_WINDOW`` steps gained under ``STALL_FRACTION`` of the total
+    gain (stalled, not converged), or at ``max_iter`` function evaluations. The objective uses
     ``||W W^T||^2 = ||W^T W||^2`` so each evaluation costs O(D^2 R), never O(D^2 R) twice.
 
     On the CPU the objective along a search direction is a quartic polynomial, so each L-BFGS
@@ -1212,6 +1277,12 @@ def masked_factorization(
             callback("refine", {"iteration": n_eval, "objective": f})
         if _stop(f_prev, f, float(np.linalg.norm(g)), float(np.linalg.norm(W)), tol, const):
             converged = True
+            break
+        if _stalled(history):
+            # A plateau at round-off (where no relative-change test can pass) is convergence when
+            # the gradient is negligible; a crawl over many weak factors is not.
+            tn = math.sqrt(const) if const > 0 else 1.0
+            converged = float(np.linalg.norm(g)) <= 1e-5 * tn * max(float(np.linalg.norm(W)), 1e-12)
             break
         f_prev = f
     return FitResult(W, f, n_eval, converged, history)
@@ -1349,3 +1420,41 @@ def gls_error_cov(
         A = WP.T @ (WP * winv[:, None])
         out[np.ix_(cols, cols)] += k * np.linalg.pinv(A)
     return out / n
+
+
+def loglik_samples(
+    X: Mapping[str, np.ndarray],
+    observed: np.ndarray,
+    modalities: Sequence[str],
+    W: np.ndarray,
+    noise: Mapping[str, float | np.ndarray],
+    dims: Mapping[str, int],
+) -> np.ndarray:
+    """Gaussian log-likelihood of each sample under ``x ~ N(0, W W^T + Psi)``, shape (n,).
+
+    ``X`` is already transformed (centred, scaled); a sample uses only the modalities it has (the
+    marginal of the observed features). Per observation pattern P, with ``A = I + W_P^T Psi_P^-1 W_P``
+    (Woodbury): ``log det = sum log psi + log det A`` and
+    ``x^T Sigma^-1 x = x^T Psi^-1 x - b^T A^-1 b``, ``b = W_P^T Psi_P^-1 x``: O(d_P R) per sample.
+    """
+    sl = block_slices(modalities, dims)
+    n = observed.shape[0]
+    out = np.zeros(n)
+    patterns, inverse = np.unique(observed, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    for p_idx, pat in enumerate(patterns):
+        rows = np.flatnonzero(inverse == p_idx)
+        mods = [m for j, m in enumerate(modalities) if pat[j]]
+        if not mods:
+            continue
+        feat = np.concatenate([np.arange(sl[m].start, sl[m].stop) for m in mods])
+        winv = np.concatenate([_inverse_noise(noise[m], dims[m]) for m in mods])
+        WP = W[feat]
+        A = np.eye(W.shape[1]) + WP.T @ (WP * winv[:, None])
+        sign, logdet_a = np.linalg.slogdet(A)
+        logdet = float(-np.sum(np.log(winv)) + logdet_a)
+        Xp = np.concatenate([np.asarray(X[m][rows], dtype=np.float64) for m in mods], axis=1)
+        B = (Xp * winv) @ WP  # (k, R)
+        quad = np.einsum("ij,ij->i", Xp * winv, Xp) - np.einsum("ij,ij->i", B, np.linalg.solve(A, B.T).T)
+        out[rows] = -0.5 * (feat.size * math.log(2 * math.pi) + logdet + quad)
+    return out

@@ -336,7 +336,11 @@ class HCL:
             if bar is not None:
                 bar.close()
 
-    def _fit(self, data, callback: L.Callback | None) -> "HCL":
+    @staticmethod
+    def _auto_ranks(fixed: Mapping[Node, int | None]) -> bool:
+        return any(v is None for v in fixed.values())
+
+    def _fit(self, data, callback: L.Callback | None, structure_only: bool = False):
         if self.estimator != "linear":
             raise ValueError(f"Unknown estimator {self.estimator!r}; available: {', '.join(map(repr, ESTIMATORS))}.")
         t0 = time.perf_counter()
@@ -346,7 +350,8 @@ class HCL:
         fixed = self._resolve_ranks(lat)
         timings: dict[str, float] = {}
 
-        stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback)
+        stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback,
+                                   folds=self._auto_ranks(fixed))
         timings["covariance"] = time.perf_counter() - t0
         dims = stats.dims
         sl = stats.offsets
@@ -387,6 +392,10 @@ class HCL:
         # Every structure test runs on each modality's leading whitened principal components.
         red = ST.reduce_stats(stats_w)
         search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}
+        folds_w = None
+        if stats.folds is not None and all(f is not None for f in stats.folds):
+            folds_w = [ST.whiten_stats(L.CovStats(mods, dims, f.mean, f.cov / scale[:, None] / scale[None, :], f.counts,
+                                                  f.n_samples), psi) for f in stats.folds]
         lat_s, fixed_s = lat, fixed
         if any(v is None for v in fixed.values()) and len(mods) > 1:
             pairs = ST.pair_counts(red.stats, tw_floor=True)
@@ -396,14 +405,18 @@ class HCL:
             search["pairs"] = {f"{a}+{b}": v for (a, b), v in pairs.items()}
             search["candidates"] = {"tested": len(lat_s.nodes), "of": len(lat.nodes)}
         peel = L.peel(red.stats, red.noise, lat_s, fixed_s, callback=callback, tw_floor=True,
-                      signal_rank={m: red.stats.dims[m] for m in mods})
+                      signal_rank={m: red.stats.dims[m] for m in mods}, private_dims=red.full_dims)
         ranks = {n: int(peel.ranks.get(n, 0)) for n in lat.nodes}
-        lifted = ST.lift_loadings(red, {n: B for n, B in peel.loadings.items() if ranks[n] > 0}, dims)
+        if folds_w is not None:
+            ranks, search["confirm"] = ST.confirm_ranks(red, folds_w, lat_s, fixed_s, ranks)
         timings["ranks"] = time.perf_counter() - t2
+        if structure_only:
+            return ranks
+        lifted = ST.lift_loadings(red, {n: B for n, B in peel.loadings.items() if ranks[n] > 0}, dims)
 
         nodes = [n for n in lat.nodes if ranks[n] > 0]
         mask = L.support_mask(mods, dims, nodes, ranks)
-        init = {(m, node): lifted[node][local]
+        init = {(m, node): lifted[node][local][:, : ranks[node]]
                 for node in nodes for m, local in L.block_slices(node, dims).items()}
         W0 = L.stack_loadings(init, mods, dims, nodes, ranks)
         t3 = time.perf_counter()
@@ -439,6 +452,7 @@ class HCL:
         self.n_samples_ = stats.n_samples
         self.counts_ = stats.counts
         self.rank_diagnostics_ = dict(peel.diagnostics)
+        search["seconds"] = {k: round(v, 4) for k, v in timings.items()}
         if search:
             self.rank_diagnostics_["search"] = search
         self.timings_ = timings
@@ -651,6 +665,17 @@ class HCL:
         return C.node_scores(self.module_, enc, obs, fill=fill)
 
     # ------------------------------------------------------------------ learned views
+    def _check_data(self, data) -> None:
+        """``data`` must be a MultimodalData with the fitted modalities and feature counts."""
+        if not hasattr(data, "modalities") or not hasattr(data, "X"):
+            raise ValueError(f"Expected a MultimodalData (hx.load_modalities / MultimodalData.from_arrays), got "
+                             f"{type(data).__name__}.")
+        if list(data.modalities) != self.modalities_:
+            raise ValueError(f"Data modalities {list(data.modalities)} differ from the model's {self.modalities_}.")
+        for m in self.modalities_:
+            if data.X[m].shape[1] != self.dims_[m]:
+                raise ValueError(f"Modality {m!r} has {data.X[m].shape[1]} features; the model was fitted on {self.dims_[m]}.")
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "W_"):
             raise RuntimeError("This HCL model is not fitted yet; call fit(data) first.")
@@ -685,21 +710,45 @@ class HCL:
         has gets ``fill`` (default 0, the prior mean).
         """
         self._check_fitted()
-        if list(data.modalities) != self.modalities_:
-            raise ValueError(f"Data modalities {list(data.modalities)} differ from the model's {self.modalities_}.")
-        for m in self.modalities_:
-            if data.X[m].shape[1] != self.dims_[m]:
-                raise ValueError(f"Modality {m!r} has {data.X[m].shape[1]} features; the model was fitted on {self.dims_[m]}.")
+        self._check_data(data)
         if self.estimator == "contrastive":
             return self._transform_contrastive(data, fill)
+        Xt = self._transformed(data)
+        Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.feature_noise_, self.dims_, fill=fill)
+        return {node: Z[:, cols] for node, cols in L.node_columns(self.nodes_, self.ranks_).items()}
+
+    def _transformed(self, data: MultimodalData) -> dict[str, np.ndarray]:
+        """``(x - mean_) / scale_`` per modality, rows of unobserved modalities set to 0."""
         sl = L.block_slices(self.modalities_, self.dims_)
         Xt = {}
         for j, m in enumerate(self.modalities_):
             x = (np.asarray(data.X[m], dtype=np.float64) - self.mean_[sl[m]]) / self.scale_[sl[m]]
             x[~data.observed[:, j]] = 0.0
             Xt[m] = x
-        Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.feature_noise_, self.dims_, fill=fill)
-        return {node: Z[:, cols] for node, cols in L.node_columns(self.nodes_, self.ranks_).items()}
+        return Xt
+
+    def score_samples(self, data: MultimodalData) -> np.ndarray:
+        """Log-likelihood of each sample under the fitted Gaussian model, shape (n,).
+
+        ``x = mean_ + scale_ * (W_ z + e)``, ``z ~ N(0, I)``, ``e ~ N(0, diag(psi_))``, in the data's
+        original units (the log-Jacobian of the scaling is included), marginal over the modalities
+        a sample lacks. Linear estimator only.
+        """
+        self._check_fitted()
+        if self.estimator == "contrastive":
+            raise ValueError("score() is the linear model's Gaussian likelihood; the contrastive estimator has "
+                             "none (compare it with estimator='linear').")
+        self._check_data(data)
+        sl = L.block_slices(self.modalities_, self.dims_)
+        ll = L.loglik_samples(self._transformed(data), data.observed, self.modalities_, self.W_,
+                              self.feature_noise_, self.dims_)
+        log_scale = np.array([float(np.sum(np.log(self.scale_[sl[m]]))) for m in self.modalities_])
+        return ll - data.observed.astype(float) @ log_scale
+
+    def score(self, data: MultimodalData) -> float:
+        """Mean log-likelihood per sample (scikit-learn's ``FactorAnalysis.score`` convention);
+        use it on held-out rows to compare structures: higher is better."""
+        return float(np.mean(self.score_samples(data)))
 
     def score_error_cov(self, data: MultimodalData) -> np.ndarray:
         """Mean covariance (R, R) of the score errors over ``data``'s observation patterns, in the
@@ -714,9 +763,60 @@ class HCL:
     def fit_transform(self, data: MultimodalData) -> dict[Node, np.ndarray]:
         return self.fit(data).transform(data)
 
+    def stability(self, data: MultimodalData, n_resamples: int = 20, random_state: int | None = 0,
+                  fraction: float = 0.8, callback: L.Callback | None = None) -> pd.DataFrame:
+        """How sure the structure is: the structure search refitted on ``n_resamples`` random
+        subsamples of ``fraction`` of the samples (without replacement).
+
+        Returns one row per candidate node: ``node`` (label), ``rank`` (this fit's), ``found``
+        (share of resamples where the node has a factor), ``same_rank`` (share where it has this
+        fit's rank) and ``resamples``. Stored as ``stability_``; :meth:`summary` and
+        :meth:`plot_hierarchy` then show it. Only the structure is refitted (no refinement), so a
+        resample costs about the fit's covariance, noise and rank stages. ``callback("stability",
+        {"resample": i, "of": n})`` after each one.
+        """
+        self._check_fitted()
+        if self.estimator != "linear":
+            raise ValueError("stability() refits the linear structure search; it is not available for the "
+                             "contrastive estimator.")
+        n_resamples = int(n_resamples)
+        if n_resamples < 1:
+            raise ValueError(f"n_resamples must be >= 1, got {n_resamples}.")
+        if not 0.0 < float(fraction) < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction!r}.")
+        if not hasattr(data, "subset"):
+            raise ValueError("stability() needs in-memory data (a MultimodalData) to draw subsamples.")
+        if list(data.modalities) != self.modalities_:
+            raise ValueError(f"Data modalities {list(data.modalities)} differ from the model's {self.modalities_}.")
+        rng = np.random.default_rng(random_state)
+        n = len(data)
+        k = max(int(round(float(fraction) * n)), 2)
+        nodes = list(self.lattice_.nodes)
+        found = np.zeros(len(nodes))
+        same = np.zeros(len(nodes))
+        clone = HCL(**{**self.get_params(), "lattice": self.lattice_})
+        for i in range(n_resamples):
+            rows = np.sort(rng.choice(n, size=k, replace=False))
+            ranks = clone._fit(data.subset(rows), None, structure_only=True)
+            for j, node in enumerate(nodes):
+                r = int(ranks.get(node, 0))
+                found[j] += r > 0
+                same[j] += r == self.ranks_[node]
+            if callback is not None:
+                callback("stability", {"resample": i + 1, "of": n_resamples})
+        self.stability_ = pd.DataFrame({
+            "node": [node_label(nd) for nd in nodes],
+            "rank": [self.ranks_[nd] for nd in nodes],
+            "found": found / n_resamples,
+            "same_rank": same / n_resamples,
+            "resamples": n_resamples,
+        })
+        return self.stability_.copy()
+
     def summary(self) -> pd.DataFrame:
         """One row per candidate node: label, level, rank, and per modality the share of its total
-        variance explained (``var_<m>``) and the share of its signal (``signal_<m>``)."""
+        variance explained (``var_<m>``) and the share of its signal (``signal_<m>``); once
+        :meth:`stability` has run, also ``found`` and ``same_rank`` (shares of resamples)."""
         self._check_fitted()
         blocks = L.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
         energy = {key: float(np.sum(B**2)) for key, B in blocks.items()}
@@ -736,7 +836,11 @@ class HCL:
                 row[f"var_{m}"] = e / self.total_var_[m] if m in node and self.total_var_[m] > 0 else (0.0 if m in node else np.nan)
                 row[f"signal_{m}"] = (e / signal_tot[m] if signal_tot[m] > 0 else 0.0) if m in node else np.nan
             rows.append(row)
-        return pd.DataFrame(rows)
+        out = pd.DataFrame(rows)
+        stab = getattr(self, "stability_", None)
+        if stab is not None:
+            out = out.merge(stab[["node", "found", "same_rank"]], on="node", how="left")
+        return out
 
     def __repr__(self) -> str:
         if not hasattr(self, "W_"):

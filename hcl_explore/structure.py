@@ -61,7 +61,11 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
     """
     S = (S + S.T) / 2
     d = S.shape[0]
-    diag = np.maximum(np.diag(S).copy(), 1e-300)
+    raw = np.diag(S).copy()
+    # A (near-)constant feature must not be whitened by a vanishing noise variance: every floor is
+    # relative to the modality's typical feature variance.
+    typical = float(np.mean(raw[raw > 0])) if np.any(raw > 0) else 1.0
+    diag = np.maximum(raw, 1e-8 * typical)
     if d < 2:
         return diag * 0.5, 0
     gamma = d / max(n, 1)
@@ -83,7 +87,10 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
     if d < 0.5 * n:
         psi = _regression_noise(S, n, diag, spectrum, margin)
         sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
-        return psi * sigma2, k
+        if d < 20:
+            # Too few eigenvalues for a bulk: the regression estimate stands on its own.
+            return psi, k
+        return _settle(psi * sigma2, diag, S, n, margin, spectrum)
     psi = diag.copy()
     k = 0
     for it in range(max_iter):
@@ -106,7 +113,14 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
         if change < tol:
             break
     sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
-    return psi * sigma2, k
+    return _settle(psi * sigma2, diag, S, n, margin, spectrum)
+
+
+def _settle(psi: np.ndarray, diag: np.ndarray, S: np.ndarray, n: int, margin: float, spectrum) -> tuple[np.ndarray, int]:
+    """Clamp noise variances into ``[PSI_FLOOR * S_ii, S_ii]`` after the bulk rescaling and count
+    the whitened block's spikes with them."""
+    psi = np.clip(psi, PSI_FLOOR * diag, diag)
+    return psi, L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)[1]
 
 
 def _regression_noise(S: np.ndarray, n: int, diag: np.ndarray, spectrum, margin: float,
@@ -245,15 +259,16 @@ class Reduced:
     basis: dict[str, np.ndarray]
     eigenvalues: dict[str, np.ndarray]
     noise: dict[str, float] = field(default_factory=dict)
+    full_dims: dict[str, int] = field(default_factory=dict)
 
 
 def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
     """Reduce whitened statistics to ``q_m`` = (eigenvalues above the bare noise edge) + ``extra``
     principal components per modality (at most d_m and n_m - 2).
 
-    ``noise[m]`` is the variance that puts the reduced private test's Marchenko-Pastur edge at the
-    full modality's edge: the top components were selected out of d_m, so their bulk reference is
-    the d_m / n_m law, not the q_m / n_m one.
+    The noise variance stays 1 in these coordinates (``noise``); the private test must compare
+    with the largest-eigenvalue law of all d_m features (``full_dims``), since the components were
+    selected out of them.
     """
     sl = stats_w.offsets
     basis, eigs, noise, dims = {}, {}, {}, {}
@@ -267,9 +282,11 @@ def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
             lam, V = np.linalg.eigh((A + A.T) / 2)
             lam, V = lam[::-1], V[:, ::-1]
         k0 = int(np.sum(lam > L.mp_edge(d / n)))
-        q = max(1, min(k0 + extra, d, max(n - 2, 1)))
+        # At most n / 5 components: canonical correlations between blocks whose sizes approach n
+        # are 1 whatever the truth (and noise estimates of d > n blocks are crude).
+        q = max(1, min(k0 + extra, d, max(n // 5, 2)))
         basis[m], eigs[m], dims[m] = V[:, :q], lam[:q], q
-        noise[m] = L.mp_edge(d / n) / L.mp_edge(q / n)
+        noise[m] = 1.0
     T = [basis[m] for m in stats_w.modalities]
     rows = []
     for a, Va in zip(stats_w.modalities, T):
@@ -277,7 +294,7 @@ def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
     cov = np.block(rows)
     Q = cov.shape[0]
     red = L.CovStats(list(stats_w.modalities), dims, np.zeros(Q), (cov + cov.T) / 2, stats_w.counts, stats_w.n_samples)
-    return Reduced(red, basis, eigs, noise)
+    return Reduced(red, basis, eigs, noise, dict(stats_w.dims))
 
 
 def lift_loadings(red: Reduced, loadings: Mapping[Node, np.ndarray], dims: Mapping[str, int]) -> dict[Node, np.ndarray]:
@@ -288,3 +305,102 @@ def lift_loadings(red: Reduced, loadings: Mapping[Node, np.ndarray], dims: Mappi
         src = L.block_slices(node, red.stats.dims)
         out[node] = np.concatenate([red.basis[m] @ B[src[m]] for m in node], axis=0)
     return out
+
+
+def project_stats(red: Reduced, stats_w: L.CovStats) -> L.CovStats:
+    """Whitened statistics of other rows (a fold) in ``red``'s reduced coordinates, (Q, Q)."""
+    sl = stats_w.offsets
+    mods = list(stats_w.modalities)
+    cov = np.block([[red.basis[a].T @ stats_w.cov[sl[a], sl[b]] @ red.basis[b] for b in mods] for a in mods])
+    return L.CovStats(mods, dict(red.stats.dims), np.zeros(cov.shape[0]), (cov + cov.T) / 2, stats_w.counts,
+                      stats_w.n_samples)
+
+
+def heldout_signal_rank(train: np.ndarray, test: np.ndarray, n_train: int, margin: float = 0.1) -> tuple[int, list[float]]:
+    """How many of a whitened block's leading directions, found on some rows, raise the Gaussian
+    likelihood of other rows.
+
+    ``train`` and ``test`` (d, d): the block's Psi-whitened covariance on two disjoint row sets
+    (noise variance 1). Direction ``u_j`` and its eigenvalue come from ``train``; the population
+    spike ``l_j`` is debiased (:func:`linear.debias_spike`) and the variance the model predicts on
+    new rows is ``s_j = 1 + l_j c_j^2`` (``c_j^2``: the squared cosine between a sample and a
+    population eigenvector, so noise fitted into ``u_j`` is not credited). With ``v_j = u_j^T test u_j``
+    the log-likelihood gain per row over the noise model is ``(v_j - v_j / s_j - log s_j) / 2``.
+    Returns the number of leading directions with a positive gain and the gains.
+    """
+    d = train.shape[0]
+    gamma = d / max(n_train, 1)
+    if d > n_train + 20:
+        lam, V = L.cov_eigh(train, n_train)
+    else:
+        lam, V = np.linalg.eigh((train + train.T) / 2)
+        lam, V = lam[::-1], V[:, ::-1]
+    sigma2, k_edge = L.noise_from_eigenvalues(np.concatenate([lam, np.zeros(max(d - lam.size, 0))]), n_train, margin)
+    k_max = int(np.sum(lam > L.mp_edge(gamma) * sigma2))
+    gains: list[float] = []
+    for j in range(k_max):
+        ell = float(L.debias_spike(np.array([lam[j] / sigma2]), gamma)[0])
+        if ell <= 0:
+            break
+        c2 = max((1.0 - gamma / ell**2) / (1.0 + gamma / ell), 0.0)
+        s = 1.0 + ell * c2
+        v = float(V[:, j] @ test @ V[:, j]) / sigma2
+        g = 0.5 * (v - v / s - math.log(s))
+        gains.append(round(g, 6))
+    k = 0
+    while k < len(gains) and gains[k] > 0:
+        k += 1
+    return k, gains
+
+
+#: How the two fold searches confirm a node's rank found on all rows (see :func:`confirm_ranks`).
+CONFIRM_RULE = "median"
+PRIVATE_RULE = "none"
+
+
+def confirm_ranks(red: Reduced, folds_w: Sequence[L.CovStats], lattice: Lattice,
+                  fixed: Mapping[Node, int | None], ranks: Mapping[Node, int]) -> tuple[dict[Node, int], dict]:
+    """Out-of-sample confirmation of the ranks found on all rows.
+
+    The structure search is rerun on each of two disjoint row folds (same reduced coordinates);
+    a shared node keeps the rank found on all rows only as far as the folds find it too
+    (``CONFIRM_RULE``). Each modality's signal rank is checked by held-out likelihood
+    (:func:`heldout_signal_rank`, both fold orders). Nodes whose rank was given are left alone.
+    """
+    mods = list(red.stats.modalities)
+    sl_full = folds_w[0].offsets
+    info: dict = {"heldout_signal_rank": {}, "folds": []}
+    k_ho = {}
+    for j, m in enumerate(mods):
+        A = folds_w[0].cov[sl_full[m], sl_full[m]]
+        B = folds_w[1].cov[sl_full[m], sl_full[m]]
+        kab, gab = heldout_signal_rank(A, B, int(folds_w[0].counts[j, j]))
+        kba, gba = heldout_signal_rank(B, A, int(folds_w[1].counts[j, j]))
+        k_ho[m] = min(kab, kba)
+        info["heldout_signal_rank"][m] = {"k": k_ho[m], "gains": [gab[:k_ho[m] + 3], gba[:k_ho[m] + 3]]}
+    fold_ranks = []
+    for fw in folds_w:
+        rs = project_stats(red, fw)
+        pr = L.peel(rs, red.noise, lattice, fixed, tw_floor=True, signal_rank={m: rs.dims[m] for m in mods},
+                    private_dims=red.full_dims)
+        fr = {n: int(pr.ranks.get(n, 0)) for n in ranks}
+        fold_ranks.append(fr)
+        info["folds"].append({"+".join(n): r for n, r in fr.items() if r > 0})
+    out = dict(ranks)
+    for node in ranks:
+        if fixed.get(node) is not None or len(node) < 2:
+            continue
+        trio = sorted([ranks[node], fold_ranks[0][node], fold_ranks[1][node]])
+        if CONFIRM_RULE == "min":
+            out[node] = trio[0]
+        elif CONFIRM_RULE == "median":
+            # Never above the all-rows rank: a node seen only in the folds has no loadings.
+            out[node] = min(trio[1], ranks[node])
+    if PRIVATE_RULE == "cap":
+        for m in mods:
+            node = (m,)
+            if node in out and fixed.get(node) is None:
+                shared = sum(r for n, r in out.items() if m in n and len(n) > 1)
+                out[node] = min(out[node], max(k_ho[m] - shared, 0))
+    info["changed"] = {"+".join(n): [ranks[n], out[n]] for n in ranks if out[n] != ranks[n]}
+    return out, info
