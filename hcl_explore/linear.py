@@ -865,6 +865,37 @@ class _Peeler:
         rho2 = np.linalg.svd(M, compute_uv=False) ** 2
         return np.clip(np.sort(rho2)[::-1][: max(min(qa, qb), 0)], 0.0, 1.0), qa, qb
 
+    def _drop_leaked(self, m: str, U: np.ndarray | None, O: tuple[str, ...], r: int) -> tuple[int, list[float]]:
+        """Of the ``r`` private candidates of modality m (top eigenvectors of its block with the
+        shared directions span(U) projected out), keep those that the other modalities O do not
+        predict. A leftover of an imperfectly removed shared factor is correlated with O; a private
+        factor is not, so its R^2 on O's variables stays within twice ``chi2_q / n`` (level
+        ``WIDE_CCA_LEVEL``). Returns the count kept and each candidate's R^2 (reduced statistics
+        only: O's block is small there)."""
+        Smm = self.stats.cov[self.sl[m], self.sl[m]]
+        if U is not None and U.shape[1]:
+            Q = np.linalg.qr(U)[0]
+            PS = Smm - Q @ (Q.T @ Smm)
+            A = PS - (PS @ Q) @ Q.T
+        else:
+            A = Smm
+        lam, V = np.linalg.eigh((A + A.T) / 2)
+        V = V[:, ::-1][:, :r]
+        ro = self._rows(O)
+        SmO = self._block(self.sl[m], ro)
+        SOO = self._block(ro, ro)
+        q = self._len(ro)
+        n = self._n((m,) + O)
+        try:
+            G = np.linalg.solve((SOO + SOO.T) / 2, SmO.T @ V)
+        except np.linalg.LinAlgError:
+            return r, []
+        r2 = np.einsum("ij,ij->j", SmO.T @ V, G) / np.maximum(np.einsum("ij,ij->j", V, Smm @ V), 1e-300)
+        # Twice the null quantile: a private factor's direction carries a little of a leaked shared one
+        # too; a leftover shared direction is predicted far beyond it.
+        limit = 2.0 * chi2_quantile(q, WIDE_CCA_LEVEL) / n
+        return int(np.sum(r2 <= limit)), [round(float(x), 5) for x in r2]
+
     def _private_spectrum(self, m: str, U: np.ndarray | None, node: Node) -> tuple[np.ndarray, int, float, int]:
         """Eigenvalues of modality m's block with span(U) projected out against the
         Marchenko-Pastur edge of its remaining dimension: (top eigenvalues, dimension, edge, count).
@@ -923,6 +954,8 @@ class _Peeler:
                     U, sh = self.shared_subspace(m, O)
                     lam, dq, edge, r = self._private_spectrum(m, U, node)
                     info = {"eigenvalues": lam[: r + 3].round(5).tolist(), "threshold": edge}
+                    if r > 0 and O and self.private_dims is not None:
+                        r, info["leaked"] = self._drop_leaked(m, U, O, r)
                     if self.wide[m]:
                         # PCA-then-CCA: components kept, signal rank, and what the shared test saw.
                         info["reduced"] = {"pcs": int(self.pcs(m)[0].shape[1]), "signal_rank": self._ksig[m],
