@@ -1,0 +1,418 @@
+"""Damaged and hostile .npz files (saved models, scores) are refused with a ValueError naming the file,
+before anything large is allocated; sound files read back exactly as np.load reads them."""
+
+import io
+import json
+import os
+import struct
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+import hcl_explore as hx
+from hcl_explore.safe_npz import read_model_file, read_npz, read_npz_header, validate_model_arrays
+
+
+def _npy(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _raw_npy(header: str, data: bytes = b"", version=(1, 0), hlen: int | None = None) -> bytes:
+    h = header.encode("latin1")
+    fmt = "<H" if version[0] == 1 else "<I"
+    return b"\x93NUMPY" + bytes(version) + struct.pack(fmt, len(h) if hlen is None else hlen) + h + data
+
+
+def _zip(path, members: dict, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    return str(path)
+
+
+def _refused(path, match: str = "", **kw):
+    with pytest.raises(ValueError) as ei:
+        read_npz(path, **kw)
+    msg = str(ei.value)
+    assert msg.startswith(f"{path}: not a valid "), msg
+    assert match in msg, msg
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A real linear model saved by HCL.save, and its members as np.load reads them."""
+    data, _ = hx.simulate(n=300, dims=(6, 5), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.2, seed=3)
+    model = hx.HCL(ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, random_state=0).fit(data)
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        members = {k: z[k] for k in z.files}
+    return str(path), members
+
+
+def _model_members(saved, **changes):
+    """The saved model's members as .npy bytes, with some replaced (None removes one)."""
+    _, members = saved
+    out = {}
+    for k, v in {**members, **changes}.items():
+        if v is not None:
+            out[f"{k}.npy"] = v if isinstance(v, bytes) else _npy(v)
+    return out
+
+
+def _meta(saved) -> dict:
+    return json.loads(str(saved[1]["meta"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# sound files
+
+
+def test_saved_model_round_trips(saved):
+    path, members = saved
+    z = read_npz(path)
+    assert isinstance(z["meta"], dict) and z["meta"] == json.loads(str(members["meta"]))
+    for k, v in members.items():
+        if k != "meta":
+            assert z[k].dtype == v.dtype and np.array_equal(z[k], v), k
+    meta, arrays = read_model_file(path)
+    assert meta["format"] == "hcl_explore.HCL"
+    assert set(arrays) == set(members) - {"meta"}
+    D = sum(meta["dims"].values())
+    assert arrays["W"].shape == (D, 3) and arrays["psi"].shape == (D,)
+    info = read_npz_header(path)
+    assert info["W"].shape == (D, 3) and info["W"].dtype == np.float64
+
+
+def test_contrastive_model_round_trips(tmp_path):
+    data, _ = hx.simulate(n=200, dims=(5, 4), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.2, seed=1)
+    model = hx.HCL(estimator="contrastive", ranks=1, max_epochs=2, hidden=(8,), device="cpu",
+                   random_state=0).fit(data)
+    path = tmp_path / "c.npz"
+    model.save(path)
+    meta, arrays = read_model_file(path)
+    assert meta["module_spec"]["hidden"] == [8]
+    state = model.module_.state_dict()
+    for k, t in state.items():
+        assert np.array_equal(arrays[f"module.{k}"], t.numpy())
+    # a network weight of the wrong shape is refused by name
+    bad = {f"{k}.npy": _npy(v) for k, v in {**{"meta": np.array(json.dumps(meta))}, **arrays}.items()}
+    first = next(k for k in arrays if k.startswith("module.") and arrays[k].ndim == 2)
+    bad[f"{first}.npy"] = _npy(np.zeros((arrays[first].shape[0] + 1, arrays[first].shape[1])))
+    p = _zip(tmp_path / "bad.npz", bad)
+    with pytest.raises(ValueError, match="not a valid model file.*network weight"):
+        read_model_file(p)
+
+
+def test_scores_compressed_fortran_and_big_endian_arrays_read_back(tmp_path):
+    ids = np.array(["p1", "patient_22"])
+    obs = np.array([[True, False], [True, True]])
+    S = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    be = np.arange(4, dtype=">i4")
+    p = tmp_path / "scores.npz"
+    np.savez_compressed(p, ids=ids, observed=obs, node_0=S, be=be, empty=np.zeros((0, 3)))
+    z = read_npz(p, what="scores file")
+    assert z["ids"].tolist() == ids.tolist() and np.array_equal(z["observed"], obs)
+    assert np.array_equal(z["node_0"], S) and np.array_equal(z["be"], be) and z["empty"].shape == (0, 3)
+    # required members: shape with wildcards and dtype kinds
+    read_npz(p, required={"node_0": ((None, 3), "f"), "ids": ((2,), "U")})
+    _refused(p, "no 'node_1' array", required={"node_1": ((None, 3), "f")})
+    _refused(p, "'node_0' has shape (2, 3); expected (*, 4)", required={"node_0": ((None, 4), "f")})
+    _refused(p, "'ids' has dtype <U10; expected kind 'f'", required={"ids": (None, "f")})
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes: nothing large is allocated
+
+
+def test_declared_shape_of_10_to_the_12_is_refused_without_allocating(tmp_path):
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }"
+    p = _zip(tmp_path / "model.npz", {"W.npy": _raw_npy(header, b"\0" * 64)})
+    tracemalloc.start()
+    try:
+        msg = _refused(p, "declares shape (1000000000000,)")
+        with pytest.raises(ValueError, match="model.npz: not a valid"):
+            read_npz_header(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20, peak
+    assert "8,000,000,000,000 bytes" in msg
+    # shapes whose element count overflows int64, and 2-d variants
+    for shape in ("(2**62, 2**62)", "(4611686018427387904, 4611686018427387904)", "(100000, 100000, 100000)"):
+        h = "{'descr': '<f8', 'fortran_order': False, 'shape': %s, }" % shape
+        p = _zip(tmp_path / "m2.npz", {"W.npy": _raw_npy(h, b"\0" * 8)})
+        _refused(p)
+
+
+def _write_zeros(zf, name, shape):
+    """Stream a member of zeros (a .npy header declaring ``shape`` of float64) into ``zf``."""
+    from numpy.lib import format as F
+
+    with zf.open(name, "w", force_zip64=True) as fp:
+        F.write_array_header_1_0(fp, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        chunk, left = bytes(8 << 20), int(np.prod(shape)) * 8
+        while left:
+            k = min(left, len(chunk))
+            fp.write(chunk[:k])
+            left -= k
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory, saved):
+    """A ~3 MB model file whose W member decompresses to 800 MB (a zip bomb); the rest is sound."""
+    path = tmp_path_factory.mktemp("bomb") / "model.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, blob in _model_members(saved, W=None).items():
+            zf.writestr(name, blob)
+        _write_zeros(zf, "W.npy", (100_000_000,))
+    return str(path)
+
+
+def _peak(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_800mb_member_over_the_limit_is_refused_without_allocating(bomb):
+    assert os.path.getsize(bomb) < 10 << 20
+    assert _peak(lambda: _refused(bomb, "decompresses to 800,000,128 bytes", max_bytes=512 << 20)) < 20 << 20
+    assert _peak(lambda: _refused(bomb, "the arrays total more than", max_bytes=800_000_010)) < 20 << 20
+
+    # In a model file the header's dims decide: an 800 MB W is refused by shape before it is read.
+    def load():
+        with pytest.raises(ValueError, match=r"model.npz: not a valid model file \('W' has shape \(100000000,\)"):
+            read_model_file(bomb)
+
+    assert _peak(load) < 20 << 20
+
+
+def test_zip_directory_sizes_must_agree_with_the_header(tmp_path, saved):
+    # the directory says the member decompresses to 800 MB; its header says 3 floats
+    p = tmp_path / "model.npz"
+    blob = _npy(np.zeros(3))
+    _zip(p, {"W.npy": blob})
+    raw = bytearray(p.read_bytes())
+    cd = raw.rfind(b"PK\x01\x02")
+    struct.pack_into("<L", raw, cd + 24, 800_000_000)  # uncompressed size in the central directory
+    p.write_bytes(bytes(raw))
+    _refused(p, "decompresses to 800,000,000 bytes", max_bytes=512 << 20)
+    _refused(p, "")  # within the default limit: refused because sizes disagree
+    # the directory's stored size is larger than the file
+    _zip(p, {"W.npy": blob})
+    raw = bytearray(p.read_bytes())
+    cd = raw.rfind(b"PK\x01\x02")
+    struct.pack_into("<L", raw, cd + 20, 10_000_000)
+    p.write_bytes(bytes(raw))
+    _refused(p)
+    # the header declares more (or less) data than the member holds
+    for data in (b"\0" * 16, b"\0" * 32):
+        h = "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }"
+        p2 = _zip(tmp_path / "m3.npz", {"W.npy": _raw_npy(h, data)})
+        _refused(p2, "the header declares 24 bytes of data")
+    # total over the limit; too many members
+    p3 = _zip(tmp_path / "m4.npz", {f"a{i}.npy": _npy(np.zeros(100)) for i in range(5)})
+    _refused(p3, "total more than", max_bytes=2000)
+    _refused(p3, "5 members; at most 3", max_members=3)
+    assert len(read_npz(p3, max_bytes=4000)) == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# the model's arrays against its header
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"W": np.zeros((12, 3))}, "'W' has shape (12, 3); expected (11, 3)"),
+    ({"W": np.zeros((11, 4))}, "'W' has shape (11, 4); expected (11, 3)"),
+    ({"W": np.zeros((11, 3, 1))}, "'W' has shape (11, 3, 1)"),
+    ({"W": np.zeros((11, 3), dtype=np.int64)}, "'W' has dtype int64; expected kind 'f'"),
+    ({"W": np.zeros((11, 3), dtype=complex)}, "'W' has dtype complex128"),
+    ({"W": np.full((11, 3), "x")}, "'W' has dtype <U1"),
+    ({"W": None}, "no 'W' array"),
+    ({"mean": np.zeros(10)}, "'mean' has shape (10,); expected (11,)"),
+    ({"scale": np.zeros((11, 1))}, "'scale' has shape (11, 1)"),
+    ({"counts": np.zeros((3, 3), dtype=np.int64)}, "'counts' has shape (3, 3); expected (2, 2)"),
+    ({"counts": np.zeros((2, 2), dtype="U3")}, "'counts' has dtype <U3"),
+    ({"psi": np.zeros(3)}, "'psi' has shape (3,); expected (11,)"),
+    ({"objective_history": np.zeros((2, 2))}, "'objective_history' has shape (2, 2)"),
+    ({"meta": None}, "no 'meta' header"),
+    ({"meta": np.array("{not json")}, "member 'meta' is not valid JSON"),
+    ({"meta": np.array("[1, 2]")}, "member 'meta' holds a JSON list"),
+    ({"meta": np.array(["{}"])}, "member 'meta' must be a 0-d unicode array"),
+    ({"meta": np.array(b"{}")}, "member 'meta' must be a 0-d unicode array"),
+    ({"meta": np.array("{}")}, "not an hcl_explore model"),
+    ({"meta": np.array("[" * 100000 + "]" * 100000)}, "member 'meta' is not valid JSON"),
+])
+def test_model_arrays_must_match_the_header(saved, tmp_path, change, match):
+    p = _zip(tmp_path / "model.npz", _model_members(saved, **change))
+    with pytest.raises(ValueError) as ei:
+        read_model_file(p)
+    assert str(ei.value).startswith(f"{p}: not a valid model file (")
+    assert match in str(ei.value)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["dims"].update(a=7), "'feature_names' of 'a' must be 7 names"),
+    (lambda m: m.pop("dims"), "'dims'"),
+    (lambda m: m["dims"].update(a=-1), "'dims'"),
+    (lambda m: m["dims"].update(a="6"), "'dims'"),
+    (lambda m: m.update(modalities=["a", "a"]), "'modalities'"),
+    (lambda m: m.update(nodes=["a+b", "nope"]), "'nodes'"),
+    (lambda m: m["ranks"].update({"a+b": 1.5}), "'ranks'"),
+    (lambda m: m.update(lattice={"modalities": ["a", "b"], "nodes": [["a", "zz"]]}), "invalid lattice"),
+    (lambda m: m.update(lattice="full"), "invalid lattice"),
+    (lambda m: m.update(params=[1]), "'params'"),
+    (lambda m: m.update(n_iter="ten"), "'n_iter'"),
+    (lambda m: m.update(noise_var={"a": 1.0}), "'noise_var'"),
+    (lambda m: m.update(module_spec={"modalities": ["a", "b"]}), "invalid 'module_spec'"),
+])
+def test_inconsistent_header_is_refused(saved, tmp_path, edit, match):
+    meta = _meta(saved)
+    edit(meta)
+    p = _zip(tmp_path / "model.npz", _model_members(saved, meta=np.array(json.dumps(meta))))
+    with pytest.raises(ValueError, match=r"model\.npz: not a valid model file \(.*" + match.replace("(", r"\(")
+                       .replace(")", r"\)").replace("+", r"\+")):
+        read_model_file(p)
+
+
+def test_validate_model_arrays_names_the_file(saved):
+    path, members = saved
+    meta = _meta(saved)
+    arrays = {k: v for k, v in members.items() if k != "meta"}
+    validate_model_arrays(meta, arrays, path)  # the saved model is consistent
+    D = sum(meta["dims"].values())
+    for name, bad in [("W", np.zeros((D, 2))), ("W", np.zeros((D, 3), dtype=np.float32).astype(int)),
+                      ("mean", np.zeros(D + 1)), ("counts", np.zeros((2, 3))), ("psi", np.zeros(1))]:
+        with pytest.raises(ValueError, match=f"^{path}: not a valid model file .*'{name}'"):
+            validate_model_arrays(meta, {**arrays, name: bad}, path)
+    with pytest.raises(ValueError, match=f"^{path}: not a valid model file"):
+        validate_model_arrays({**meta, "nodes": "a+b"}, arrays, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# malformed .npy headers
+
+_GOOD = "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }"
+
+
+@pytest.mark.parametrize("blob, match", [
+    (b"\x93NUMPX\x01\x00" + _raw_npy(_GOOD, b"\0" * 24)[8:], "is not a .npy array"),
+    (b"PK\x03\x04 not an array at all", "is not a .npy array"),
+    (_raw_npy(_GOOD, b"\0" * 24, version=(9, 9)), "unsupported .npy version"),
+    (_raw_npy("[1, 2, 3]", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("{'descr': '<f8', 'shape': (3,)}", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3,), 'x': 1}", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': [3]}", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (-3,)}", b"\0" * 24), "invalid shape"),
+    (_raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2.5,)}", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("{'descr': '<f8', 'fortran_order': 'yes', 'shape': (3,)}", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("{'descr': '|O', 'fortran_order': False, 'shape': (3,)}", b"\0" * 24), "object arrays are not accepted"),
+    (_raw_npy("{'descr': [('a', '|O')], 'fortran_order': False, 'shape': (3,)}", b"\0" * 24), "object arrays"),
+    (_raw_npy("{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (3,)}", b"\0" * 24), "unsupported dtype"),
+    (_raw_npy("{'descr': '<M8[s]', 'fortran_order': False, 'shape': (3,)}", b"\0" * 24), "unsupported dtype"),
+    (_raw_npy("{'descr': '<U0', 'fortran_order': False, 'shape': (3,)}", b""), "zero-width dtype"),
+    (_raw_npy("{'descr': 'nonsense', 'fortran_order': False, 'shape': (3,)}", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3,", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy("__import__('os').system('echo owned')", b"\0" * 24), "malformed .npy header"),
+    (_raw_npy(_GOOD, b"", hlen=5000), "header: ended after"),
+    (_raw_npy(_GOOD, b"\0" * 24, version=(2, 0), hlen=2_000_000_000), "header of 2000000000 bytes"),
+    (_raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (" + "(" * 500 + ")" * 500 + ",)}", b""),
+     "malformed .npy header"),
+    (b"\x93NUMPY\x01", "header: ended after"),
+    (b"", "header: ended after"),
+])
+def test_malformed_headers_are_refused(tmp_path, blob, match):
+    p = _zip(tmp_path / "model.npz", {"W.npy": blob})
+    _refused(p, match)
+    with pytest.raises(ValueError, match="model.npz: not a valid model file"):
+        read_npz_header(p)
+
+
+def test_member_names_and_flags(tmp_path):
+    good = _npy(np.zeros(3))
+    _refused(_zip(tmp_path / "a.npz", {"W.txt": good}), "is not a NAME.npy array")
+    _refused(_zip(tmp_path / "b.npz", {"dir/W.npy": good}), "is not a NAME.npy array")
+    _refused(_zip(tmp_path / "c.npz", {".npy": good}), "is not a NAME.npy array")
+    _refused(_zip(tmp_path / "e.npz", {}), "an empty zip archive")
+    p = tmp_path / "d.npz"
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(p, "w") as zf:
+            zf.writestr("W.npy", good)
+            zf.writestr("W.npy", _npy(np.ones(3)))
+    _refused(p, "appears twice")
+    # encrypted flag set in the central directory
+    q = tmp_path / "f.npz"
+    _zip(q, {"W.npy": good})
+    raw = bytearray(q.read_bytes())
+    cd = raw.rfind(b"PK\x01\x02")
+    raw[cd + 8] |= 1
+    q.write_bytes(bytes(raw))
+    _refused(q, "encrypted")
+
+
+# ---------------------------------------------------------------------------------------------
+# damaged files: empty, missing, not a zip, truncated, bit-flipped
+
+
+def test_empty_missing_folder_and_not_a_zip(tmp_path):
+    e = tmp_path / "empty.npz"
+    e.write_bytes(b"")
+    _refused(e, "empty file")
+    _refused(tmp_path / "gone.npz", "no such file")
+    _refused(tmp_path, "a folder")
+    t = tmp_path / "text.npz"
+    t.write_text("W,mean\n1,2\n" * 100)
+    _refused(t, "not a zip archive")
+    n = tmp_path / "raw.npz"
+    n.write_bytes(_npy(np.zeros(30)))  # a .npy, not an .npz
+    _refused(n, "not a zip archive")
+    with pytest.raises(ValueError, match="gone.npz: not a valid model file"):
+        read_model_file(tmp_path / "gone.npz")
+
+
+def test_every_truncation_is_refused(saved, tmp_path):
+    path, _ = saved
+    raw = open(path, "rb").read()
+    p = tmp_path / "model.npz"
+    for n in list(range(0, len(raw), 7)) + [len(raw) - 1]:
+        p.write_bytes(raw[:n])
+        _refused(p)
+        with pytest.raises(ValueError, match="model.npz: not a valid model file"):
+            read_model_file(p)
+
+
+def test_bit_flips_are_refused_or_harmless(saved, tmp_path):
+    """A flipped bit anywhere gives a ValueError naming the file, or (in a zip field nothing reads,
+    such as a timestamp) the very same arrays; never another exception or different data."""
+    path, members = saved
+    raw = open(path, "rb").read()
+    p = tmp_path / "model.npz"
+    refused = tried = 0
+    for i in range(0, len(raw), 3):
+        tried += 1
+        for bit in (i % 8,):
+            b = bytearray(raw)
+            b[i] ^= 1 << bit
+            p.write_bytes(bytes(b))
+            try:
+                z = read_npz(p)
+            except ValueError as exc:
+                assert str(exc).startswith(f"{p}: not a valid model file ("), exc
+                refused += 1
+                continue
+            assert set(z) == set(members)
+            assert z["meta"] == json.loads(str(members["meta"]))
+            for k, v in members.items():
+                if k != "meta":
+                    assert z[k].dtype == v.dtype and np.array_equal(z[k], v, equal_nan=True), (i, k)
+    assert refused > 0.8 * tried  # nearly every flip is caught (the data are covered by the CRC)
