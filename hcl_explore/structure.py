@@ -353,9 +353,11 @@ def heldout_signal_rank(train: np.ndarray, test: np.ndarray, n_train: int, margi
     return k, gains
 
 
-#: How the two fold searches confirm a node's rank found on all rows (see :func:`confirm_ranks`).
-CONFIRM_RULE = "median"
-PRIVATE_RULE = "none"
+#: How the two fold searches confirm a node's rank found on all rows (see :func:`confirm_ranks`):
+#: ``"min"`` keeps a shared factor only when both folds find it too (on the simulated grid as exact
+#: as no confirmation, and it removes most one-factor nodes of real data that come and go between
+#: subsamples); ``"median"`` when one fold does; ``"none"`` skips the check.
+CONFIRM_RULE = "min"
 
 
 def confirm_ranks(red: Reduced, folds_w: Sequence[L.CovStats], lattice: Lattice,
@@ -396,11 +398,5 @@ def confirm_ranks(red: Reduced, folds_w: Sequence[L.CovStats], lattice: Lattice,
         elif CONFIRM_RULE == "median":
             # Never above the all-rows rank: a node seen only in the folds has no loadings.
             out[node] = min(trio[1], ranks[node])
-    if PRIVATE_RULE == "cap":
-        for m in mods:
-            node = (m,)
-            if node in out and fixed.get(node) is None:
-                shared = sum(r for n, r in out.items() if m in n and len(n) > 1)
-                out[node] = min(out[node], max(k_ho[m] - shared, 0))
     info["changed"] = {"+".join(n): [ranks[n], out[n]] for n in ranks if out[n] != ranks[n]}
     return out, info
