@@ -1,10 +1,11 @@
-"""The linear HCL estimator as pure functions (DESIGN §3).
+"""The linear HCL estimator as pure functions (the steps are in docs/structure.md).
 
-Pipeline: streamed pairwise-complete block covariance -> noise per modality from the bulk of the
-spectrum -> ranks per node by lattice peeling (Schur complements + canonical correlations; a
-modality with many features for its samples, ``d_m > WIDE_RATIO * n_m``, enters the canonical
-correlations through its top principal components) -> peeling initializer -> masked
-least-squares factorization to convergence -> GLS scores.
+Pipeline: streamed pairwise-complete block covariance (with two row folds) -> noise per feature
+(``structure.feature_noise``) -> ranks per node by lattice peeling on the whitened, reduced
+statistics (canonical correlations and Tracy-Widom thresholds; ``structure`` screens the candidates
+and confirms on the folds) -> peeling initializer -> masked least-squares factorization -> GLS
+scores. ``estimate_noise`` (one variance per block) and the wide path (``d_m > WIDE_RATIO * n_m``)
+remain for the contrastive estimator's harmonic search and for direct use.
 
 Shapes: D = sum of d_m, R = sum of node ranks. ``W`` (D, R) is zero outside the node supports.
 """

@@ -87,6 +87,22 @@ def _start_from_linear(module: C.HCLModule, lin: "HCL", mean: np.ndarray, scale:
         module.encoders[key].set_linear(torch.as_tensor(P, dtype=torch.float32))
 
 
+def _plain(o: Any) -> Any:
+    """``o`` as plain JSON types (numpy scalars and arrays to numbers and lists, tuple keys to
+    node labels), so that a JSON round trip returns an equal object."""
+    if isinstance(o, Mapping):
+        return {(node_label(k) if isinstance(k, tuple) else str(k)): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _plain(o.tolist())
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
 def _variance_ratio(var: np.ndarray) -> float:
     """max / min of the positive feature variances of one modality."""
     v = var[var > 1e-12]
@@ -143,7 +159,7 @@ class HCL:
         Factors per node. An int applies to every node. In a mapping, nodes not named are
         ``"auto"``; 0 switches a node off.
     estimator : "linear" or "contrastive"
-        ``"linear"``: the linear estimator of DESIGN §3. ``"contrastive"``: per-(modality, node)
+        ``"linear"``: the linear estimator (docs/structure.md). ``"contrastive"``: per-(modality, node)
         neural encoders trained with a structure-aware contrastive loss
         (:mod:`hcl_explore.contrastive` documents the losses exactly); for nonlinear modalities.
     device : "auto", "cpu" or "cuda"
@@ -151,7 +167,7 @@ class HCL:
         Scale every feature to unit variance before fitting (loadings are reported in original
         units either way). ``"auto"`` standardizes when the features of some modality have
         variances more than ``AUTO_STANDARDIZE_RATIO`` apart (mixed units, e.g. sodium in mmol/L
-        next to creatinine in mg/dL), where one noise level per modality cannot hold.
+        next to creatinine in mg/dL). The noise is one variance per feature either way.
     balance_modalities : bool
         Weight modalities so that each has equal total variance.
     chunk_size : int
@@ -215,7 +231,13 @@ class HCL:
     ----------
     ranks_ : dict node -> int
     loadings_ : dict (modality, node) -> ndarray (d_m, r_S), original feature units
-    noise_var_ : dict modality -> float (in the fitted, transformed units)
+    noise_var_ : dict modality -> float
+        Mean noise variance of the modality's features (fitted, transformed units).
+    psi_ : ndarray (D,)
+        Noise variance of every feature (linear estimator; ``feature_noise_`` splits it per modality).
+    rank_diagnostics_ : dict
+        Every test of the structure search (``["search"]``: pair counts, candidates, folds, seconds).
+    stability_ : DataFrame, after :meth:`stability`
     n_iter_, objective_, converged_ : refinement diagnostics
     """
 
@@ -451,10 +473,10 @@ class HCL:
         self.total_var_ = {m: float(np.trace(cov[sl[m], sl[m]])) for m in mods}
         self.n_samples_ = stats.n_samples
         self.counts_ = stats.counts
-        self.rank_diagnostics_ = dict(peel.diagnostics)
         search["seconds"] = {k: round(v, 4) for k, v in timings.items()}
-        if search:
-            self.rank_diagnostics_["search"] = search
+        search["refine"] = {"iterations": res.n_iter, "converged": res.converged}
+        # Plain JSON types: the diagnostics are saved with the model and must read back equal.
+        self.rank_diagnostics_ = _plain(dict(peel.diagnostics) | {"search": search})
         self.timings_ = timings
         self.device_ = str(dev)
         self.signal_rank_ = signal_rank
@@ -944,6 +966,7 @@ class HCL:
             "signal_rank": self.signal_rank_,
             "standardized": self.standardized_,
             "preprocessing": self.preprocessing_,
+            "rank_diagnostics": _plain(getattr(self, "rank_diagnostics_", {})),
         }
         extra: dict[str, np.ndarray] = {}
         if contrastive:
@@ -1007,7 +1030,7 @@ class HCL:
         model.timings_ = meta.get("timings", {})
         model.device_ = meta.get("device", "cpu")
         model.signal_rank_ = meta.get("signal_rank", {})
-        model.rank_diagnostics_ = {}
+        model.rank_diagnostics_ = meta.get("rank_diagnostics") or {}
         model.standardized_ = bool(meta.get("standardized", np.any(model.scale_ != 1.0)))
         model.preprocessing_ = meta.get("preprocessing")
         if model.estimator == "contrastive":

@@ -366,8 +366,9 @@ def confirm_ranks(red: Reduced, folds_w: Sequence[L.CovStats], lattice: Lattice,
 
     The structure search is rerun on each of two disjoint row folds (same reduced coordinates);
     a shared node keeps the rank found on all rows only as far as the folds find it too
-    (``CONFIRM_RULE``). Each modality's signal rank is checked by held-out likelihood
-    (:func:`heldout_signal_rank`, both fold orders). Nodes whose rank was given are left alone.
+    (``CONFIRM_RULE``). Each modality's held-out signal rank (:func:`heldout_signal_rank`, both
+    fold orders) is recorded beside it for the user; it does not change the ranks. Nodes whose
+    rank was given are left alone.
     """
     mods = list(red.stats.modalities)
     sl_full = folds_w[0].offsets

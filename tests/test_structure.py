@@ -150,3 +150,15 @@ def test_stability_finds_true_nodes_and_feeds_summary():
         model.stability(data, n_resamples=0)
     with pytest.raises(ValueError, match="fraction"):
         model.stability(data, fraction=1.5)
+
+
+def test_rank_diagnostics_and_psi_survive_save_and_load(tmp_path):
+    data, _ = hx.simulate(n=1500, dims=(20, 15, 10), ranks={("a", "b", "c"): 1, ("a",): 1}, noise=0.5, seed=0)
+    model = hx.HCL(ranks="auto").fit(data)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    back = hx.HCL.load(path)
+    assert back.rank_diagnostics_ == model.rank_diagnostics_
+    assert set(back.rank_diagnostics_["search"]) >= {"pairs", "candidates", "confirm", "seconds", "refine"}
+    np.testing.assert_array_equal(back.psi_, model.psi_)
+    assert back.score(data) == pytest.approx(model.score(data))
