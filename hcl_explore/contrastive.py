@@ -495,6 +495,92 @@ def _save_checkpoint(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: str, signature: str, module: nn.Module, opt: torch.optim.Optimizer,
+                    res: "TrainResult") -> tuple[dict[str, torch.Tensor], float, int, int]:
+    """Restore a checkpoint written by :func:`train` into ``module``, ``opt`` and ``res``; returns
+    (best weights, best loss, epochs without improvement, epochs done).
+
+    Read with ``weights_only=True`` (no arbitrary unpickling), then checked: a dict with every key,
+    weights of the module's names, shapes and finite values, numbers where numbers belong. A
+    truncated, damaged or foreign file raises ``ValueError("<path>: not a valid checkpoint (...)")``
+    and one of another run ``ValueError("<path> was written for another ...")``."""
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"{path}: not a valid checkpoint ({reason}); remove it or use another "
+                          "checkpoint_dir (or resume=False).")
+
+    try:
+        import zipfile
+
+        # torch.load does not check the zip's CRCs: a flipped bit in the weights would load silently.
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                damaged = zf.testzip()
+                # torch's reader takes a member marked as a folder (DOS attribute 0x10) for an empty one
+                odd = [i.filename for i in zf.infolist() if i.is_dir() or i.external_attr & 0x10]
+            if damaged is not None:
+                raise bad(f"member {damaged!r} fails its CRC check")
+            if odd:
+                raise bad(f"member {odd[0]!r} is marked as a folder")
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except ValueError as exc:
+        if str(exc).startswith(f"{path}: "):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise bad(f"{type(exc).__name__}: {first}" if first else type(exc).__name__) from None
+    except Exception as exc:  # noqa: BLE001  truncated zip, bad pickle, refused global ...: one line
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise bad(f"{type(exc).__name__}: {first}" if first else type(exc).__name__) from None
+    keys = ("signature", "epoch", "module", "optimizer", "best_state", "best", "bad_epochs", "best_epoch",
+            "history", "val_history")
+    if not isinstance(ck, dict):
+        raise bad(f"holds a {type(ck).__name__}, not a dict")
+    missing = [k for k in keys if k not in ck]
+    if missing:
+        raise bad(f"no {', '.join(missing)}")
+    if ck["signature"] != signature:
+        raise ValueError(f"{path} was written for another data set, lattice or settings; "
+                         "remove it or use another checkpoint_dir (or resume=False).")
+    own = module.state_dict()
+    for key in ("module", "best_state"):
+        st = ck[key]
+        if not isinstance(st, dict) or set(st) != set(own):
+            raise bad(f"its {key!r} weights are not this network's")
+        for name, t in st.items():
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(own[name].shape):
+                raise bad(f"{key} weight {name!r} has the wrong shape")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise bad(f"{key} weight {name!r} is not finite")
+    params = list(module.parameters())
+    ost = ck["optimizer"]
+    if not isinstance(ost, dict) or not isinstance(ost.get("state"), dict) or not isinstance(ost.get("param_groups"), list):
+        raise bad("its optimizer state is not a dict of state and param_groups")
+    for idx, state in ost["state"].items():
+        if not isinstance(idx, int) or not 0 <= idx < len(params) or not isinstance(state, dict):
+            raise bad(f"optimizer state for an unknown parameter {idx!r}")
+        for name, t in state.items():
+            if not isinstance(t, torch.Tensor) or (t.dim() and tuple(t.shape) != tuple(params[idx].shape)):
+                raise bad(f"optimizer {name!r} of parameter {idx} has the wrong shape")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise bad(f"optimizer {name!r} of parameter {idx} is not finite")
+    try:
+        history = [float(v) for v in ck["history"]]
+        val_history = [float(v) for v in ck["val_history"]]
+        best, bad_epochs, start, best_epoch = float(ck["best"]), int(ck["bad_epochs"]), int(ck["epoch"]), int(ck["best_epoch"])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise bad(f"invalid counters: {exc}") from None
+    if not (0 <= bad_epochs <= start and 0 <= best_epoch <= start and len(history) == len(val_history) == start):
+        raise bad(f"inconsistent counters (epoch {start}, {len(history)} losses)")
+    try:
+        module.load_state_dict(ck["module"])
+        opt.load_state_dict(ck["optimizer"])
+    except Exception as exc:  # noqa: BLE001  optimizer state of another shape etc.
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise bad(f"{type(exc).__name__}: {first}") from None
+    res.history, res.val_history, res.best_epoch, res.resumed_from = history, val_history, best_epoch, start
+    return ck["best_state"], best, bad_epochs, start
+
+
 def distributed_context(device: torch.device) -> tuple[int, int]:
     """(rank, world size). Under ``torchrun`` (WORLD_SIZE > 1 in the environment) the process group
     is created here when the caller has not: NCCL on CUDA, gloo on the CPU."""
@@ -561,18 +647,7 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
     start = 0
     ck_path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
     if ck_path and resume and os.path.exists(ck_path):
-        ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-        if ck.get("signature") != signature:
-            raise ValueError(f"{ck_path} was written for another data set, lattice or settings; "
-                             "remove it or use another checkpoint_dir (or resume=False).")
-        module.load_state_dict(ck["module"])
-        opt.load_state_dict(ck["optimizer"])
-        best_state = ck["best_state"]
-        best, bad, start = float(ck["best"]), int(ck["bad_epochs"]), int(ck["epoch"])
-        res.history = [float(v) for v in ck["history"]]
-        res.val_history = [float(v) for v in ck["val_history"]]
-        res.best_epoch = int(ck["best_epoch"])
-        res.resumed_from = start
+        best_state, best, bad, start = load_checkpoint(ck_path, signature, module, opt, res)
     if ck_path:
         os.makedirs(checkpoint_dir, exist_ok=True)
     use_amp = cfg.amp and device.type == "cuda"

@@ -1,5 +1,6 @@
-"""Damaged and hostile .npz files (saved models, scores) are refused with a ValueError naming the file,
-before anything large is allocated; sound files read back exactly as np.load reads them."""
+"""Damaged and hostile files are refused with a ValueError naming the file: .npz models and scores
+(before anything large is allocated), contrastive checkpoints; exported CSVs carry no formulas; the app
+pages show a run's damaged model file instead of crashing."""
 
 import io
 import json
@@ -9,6 +10,7 @@ import tracemalloc
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import hcl_explore as hx
@@ -416,3 +418,141 @@ def test_bit_flips_are_refused_or_harmless(saved, tmp_path):
                 if k != "meta":
                     assert z[k].dtype == v.dtype and np.array_equal(z[k], v, equal_nan=True), (i, k)
     assert refused > 0.8 * tried  # nearly every flip is caught (the data are covered by the CRC)
+
+
+# ---------------------------------------------------------------------------------------------
+# contrastive checkpoints (checkpoint.pt, read with torch.load(weights_only=True))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import torch
+
+    data, _ = hx.simulate(n=200, dims=(5, 4), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.2, seed=1)
+    d = tmp_path_factory.mktemp("ck")
+    kw = dict(estimator="contrastive", ranks=1, max_epochs=2, hidden=(8,), device="cpu", random_state=0,
+              checkpoint_dir=str(d))
+    model = hx.HCL(**kw).fit(data)
+    path = d / "checkpoint.pt"
+    return {"data": data, "kw": kw, "model": model, "raw": path.read_bytes(),
+            "ref": torch.load(path, map_location="cpu", weights_only=True)}
+
+
+def _load_ck(path, ck):
+    import copy
+
+    import torch
+
+    from hcl_explore import contrastive as C
+
+    module = copy.deepcopy(ck["model"].module_)
+    opt = torch.optim.Adam(module.parameters())
+    res = C.TrainResult()
+    out = C.load_checkpoint(str(path), ck["ref"]["signature"], module, opt, res)
+    return out, module, res
+
+
+def _ck_refused(path, ck, match=""):
+    with pytest.raises(ValueError) as ei:
+        _load_ck(path, ck)
+    msg = str(ei.value)
+    assert msg.startswith(f"{path}: not a valid checkpoint ("), msg
+    assert match in msg and "\n" not in msg, msg
+
+
+def _tensor_offset(raw: bytes) -> int:
+    """Offset of the middle of the largest member's data in a torch zip (a weight tensor)."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    return info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+
+
+def test_sound_checkpoint_restores_the_state(checkpoint, tmp_path):
+    import torch
+
+    p = tmp_path / "checkpoint.pt"
+    p.write_bytes(checkpoint["raw"])
+    (best_state, best, bad, start), module, res = _load_ck(p, checkpoint)
+    ref = checkpoint["ref"]
+    assert start == ref["epoch"] == 2 and res.resumed_from == 2 and len(res.history) == 2
+    assert all(torch.equal(v, ref["module"][k]) for k, v in module.state_dict().items())
+
+
+def test_truncated_empty_or_damaged_checkpoint_resume_is_a_value_error(checkpoint, tmp_path):
+    """End to end: HCL.fit(resume=True) on a damaged checkpoint.pt raises a ValueError naming the
+    file (was a RuntimeError/EOFError/UnpicklingError from inside torch, or a silent load)."""
+    raw = checkpoint["raw"]
+    ck_dir = tmp_path / "ck"
+    ck_dir.mkdir()
+    path = ck_dir / "checkpoint.pt"
+    flipped = bytearray(raw)
+    flipped[_tensor_offset(raw)] ^= 0x40
+    for blob in (raw[: len(raw) // 2], b"", bytes(flipped)):
+        path.write_bytes(blob)
+        kw = dict(checkpoint["kw"], checkpoint_dir=str(ck_dir), resume=True, max_epochs=3)
+        with pytest.raises(ValueError, match=f"^{path}: not a valid checkpoint"):
+            hx.HCL(**kw).fit(checkpoint["data"])
+
+
+def test_damaged_checkpoints_are_refused(checkpoint, tmp_path):
+    import datetime
+
+    import torch
+
+    raw, ref = checkpoint["raw"], checkpoint["ref"]
+    p = tmp_path / "checkpoint.pt"
+    for n in (0, 1, 100, len(raw) // 3, len(raw) - 30, len(raw) - 1):
+        p.write_bytes(raw[:n])
+        _ck_refused(p, checkpoint)
+    p.write_text("not a checkpoint\n" * 10)
+    _ck_refused(p, checkpoint)
+    flipped = bytearray(raw)
+    flipped[_tensor_offset(raw)] ^= 0x01
+    p.write_bytes(bytes(flipped))
+    _ck_refused(p, checkpoint, "fails its CRC check")
+
+    def refused_payload(payload, match):
+        torch.save(payload, p)
+        _ck_refused(p, checkpoint, match)
+
+    refused_payload([1, 2, 3], "holds a list")
+    refused_payload({k: v for k, v in ref.items() if k != "optimizer"}, "no optimizer")
+    refused_payload({"x": datetime.date(2020, 1, 1)}, "UnpicklingError")  # a global weights_only refuses
+    first = next(iter(ref["module"]))
+    bad_mod = dict(ref["module"], **{first: torch.zeros(ref["module"][first].shape[0] + 1)})
+    refused_payload(dict(ref, module=bad_mod), f"module weight {first!r} has the wrong shape")
+    nan_mod = dict(ref["module"], **{first: torch.full_like(ref["module"][first], float("nan"))})
+    refused_payload(dict(ref, best_state=nan_mod), f"best_state weight {first!r} is not finite")
+    refused_payload(dict(ref, best_state={}), "'best_state' weights are not this network's")
+    opt = {"state": {0: {"step": torch.tensor(2.0), "exp_avg": torch.zeros(3, 3, 3),
+                         "exp_avg_sq": torch.zeros(3, 3, 3)}}, "param_groups": ref["optimizer"]["param_groups"]}
+    refused_payload(dict(ref, optimizer=opt), "optimizer 'exp_avg' of parameter 0 has the wrong shape")
+    refused_payload(dict(ref, history=[1.0]), "inconsistent counters")
+    refused_payload(dict(ref, epoch="two"), "invalid counters")
+    # another run's checkpoint keeps its own message
+    torch.save(dict(ref, signature="other"), p)
+    with pytest.raises(ValueError, match="was written for another data set"):
+        _load_ck(p, checkpoint)
+
+
+def test_checkpoint_bit_flips_are_refused_or_harmless(checkpoint, tmp_path):
+    import torch
+
+    raw, ref = checkpoint["raw"], checkpoint["ref"]
+    p = tmp_path / "checkpoint.pt"
+    step = max(1, len(raw) // 300)
+    refused = tried = 0
+    for i in range(0, len(raw), step):
+        tried += 1
+        b = bytearray(raw)
+        b[i] ^= 1 << (i % 8)
+        p.write_bytes(bytes(b))
+        try:
+            _, module, _ = _load_ck(p, checkpoint)
+        except ValueError as exc:
+            assert str(exc).startswith(f"{p}: not a valid checkpoint ("), exc
+            refused += 1
+            continue
+        assert all(torch.equal(v, ref["module"][k]) for k, v in module.state_dict().items()), i
+    assert refused > 0.5 * tried
