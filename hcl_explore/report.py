@@ -6,6 +6,7 @@ import html
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -13,12 +14,60 @@ import pandas as pd
 
 from . import runs
 from .lattice import node_label
+from .safe_npz import read_npz, read_npz_header
+
+
+def load_model(path: str | os.PathLike):
+    """``HCL.load`` where every failure is a ``ValueError`` naming the file: a missing, empty,
+    truncated, damaged or hostile ``model.npz`` is refused by its zip directory and array headers
+    before anything is read (:func:`safe_npz.read_npz_header`), and whatever else breaks while
+    loading becomes one readable message instead of a traceback."""
+    from .model import HCL
+
+    path = os.fspath(path)
+    read_npz_header(path, what="model file")
+    try:
+        return HCL.load(path)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001  BadZipFile (CRC), EOFError, KeyError of a damaged header ...
+        msg = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{path}: not a valid model file ({type(exc).__name__}{': ' + msg if msg else ''}).") from None
 
 
 def _model(run_dir: str):
-    from .model import HCL
+    return load_model(os.path.join(run_dir, "model.npz"))
 
-    return HCL.load(os.path.join(run_dir, "model.npz"))
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_text(value):
+    """A text cell made safe for spreadsheets: text starting with ``=``, ``+``, ``-``, ``@``, a tab
+    or a carriage return is read as a formula by Excel/LibreOffice/Sheets (CSV injection), so it
+    gets a leading single quote. Plain numbers written as text (an id ``-12``) are no formula and
+    stay as they are; non-text values are returned unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def safe_csv(df: pd.DataFrame) -> str:
+    """``df.to_csv(index=False)`` with every text cell and column name passed through
+    :func:`csv_text` (numeric columns untouched), CRLF line ends. Every CSV the exports write goes
+    through here."""
+    out = df.copy()
+    for c in out.columns:
+        col = out[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype(object)
+        if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+            out[c] = col.map(csv_text)
+    out.columns = [csv_text(str(c)) for c in out.columns]
+    # CRLF rows (RFC 4180): the csv writer then also quotes a cell holding a bare carriage return,
+    # which would otherwise split its row in a spreadsheet.
+    return out.to_csv(index=False, lineterminator="\r\n")
 
 
 def loadings_table(model) -> pd.DataFrame:
@@ -32,17 +81,36 @@ def loadings_table(model) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["modality", "feature", "node", "factor", "loading"])
 
 
-def scores_table(run_dir: str) -> pd.DataFrame | None:
+def read_scores(run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(ids, {node label: scores (n, r)}) from a fit run's ``scores.npz`` (read by the safe reader;
+    nodes named by ``scores_nodes.json``), or None when the run has no scores. A damaged file, or
+    one that disagrees with ``scores_nodes.json``, raises ``ValueError("<path>: not a valid scores
+    file (...)")``."""
     path = os.path.join(run_dir, "scores.npz")
     if not os.path.exists(path):
         return None
     labels = runs.read_json(os.path.join(run_dir, "scores_nodes.json"), []) or []
-    with np.load(path, allow_pickle=False) as z:
-        out = pd.DataFrame({"id": z["ids"]})
-        for i, lab in enumerate(labels):
-            S = z[f"node_{i}"]
-            for k in range(S.shape[1]):
-                out[f"{lab}:{k + 1}"] = S[:, k]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{os.path.join(run_dir, 'scores_nodes.json')}: not a list of node labels.")
+    z = read_npz(path, required={"ids": ((None,), "UiuS"), **{f"node_{i}": ((None, None), "f") for i in range(len(labels))}},
+                 meta=None, keep=lambda name: False, what="scores file")
+    ids = z["ids"]
+    for i in range(len(labels)):
+        if z[f"node_{i}"].shape[0] != ids.shape[0]:
+            raise ValueError(f"{path}: not a valid scores file ('node_{i}' has {z[f'node_{i}'].shape[0]} rows for "
+                             f"{ids.shape[0]} ids).")
+    return ids, {lab: z[f"node_{i}"] for i, lab in enumerate(labels)}
+
+
+def scores_table(run_dir: str) -> pd.DataFrame | None:
+    sc = read_scores(run_dir)
+    if sc is None:
+        return None
+    ids, nodes = sc
+    out = pd.DataFrame({"id": ids.astype(str)})
+    for lab, S in nodes.items():
+        for k in range(S.shape[1]):
+            out[f"{lab}:{k + 1}"] = S[:, k]
     return out
 
 
@@ -115,11 +183,11 @@ def run_zip(run_dir: str) -> bytes:
             p = os.path.join(run_dir, f)
             if os.path.exists(p):
                 z.write(p, f)
-        z.writestr("summary.csv", model.summary().to_csv(index=False))
-        z.writestr("loadings.csv", loadings_table(model).to_csv(index=False))
+        z.writestr("summary.csv", safe_csv(model.summary()))
+        z.writestr("loadings.csv", safe_csv(loadings_table(model)))
         sc = scores_table(run_dir)
         if sc is not None:
-            z.writestr("scores.csv", sc.to_csv(index=False))
+            z.writestr("scores.csv", safe_csv(sc))
         z.writestr("metrics.json", json.dumps(run_metrics(run_dir, model), indent=1, default=str))
     return buf.getvalue()
 

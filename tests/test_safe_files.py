@@ -556,3 +556,60 @@ def test_checkpoint_bit_flips_are_refused_or_harmless(checkpoint, tmp_path):
             continue
         assert all(torch.equal(v, ref["module"][k]) for k, v in module.state_dict().items()), i
     assert refused > 0.5 * tried
+
+
+# ---------------------------------------------------------------------------------------------
+# exports: no CSV cell a spreadsheet would run as a formula
+
+_FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+1+1", "-2+3", "@SUM(A1:A9)", "\tTAB", "\rCR",
+             "=cmd|' /C calc'!A0"]
+
+
+def _formula_run(tmp_path):
+    from hcl_explore.lattice import node_label
+
+    sim, _ = hx.simulate(n=300, dims={"@lab": 8, "-vit": 4}, ranks={("@lab", "-vit"): 1, ("@lab",): 1}, noise=0.3, seed=0)
+    names = {"@lab": _FORMULAS + ["plain"], "-vit": ["=1", "v2", "-12", "+v4"]}
+    ids = ["=1+2", "-12", "@x"] + [f"p{i}" for i in range(297)]
+    data = hx.MultimodalData({m: sim.X[m] for m in sim.modalities}, ids=ids, feature_names=names)
+    model = hx.HCL(random_state=0).fit(data)
+    d = tmp_path / "run"
+    d.mkdir()
+    model.save(d / "model.npz")
+    Z = model.transform(data)
+    np.savez(d / "scores.npz", ids=np.asarray(ids).astype(str), observed=data.observed,
+             **{f"node_{i}": Z[n] for i, n in enumerate(model.nodes_)})
+    (d / "scores_nodes.json").write_text(json.dumps([node_label(n) for n in model.nodes_]))
+    (d / "config.json").write_text(json.dumps({"kind": "fit", "dataset": {"name": "=evil"}}))
+    return str(d), model
+
+
+def test_exported_csvs_neutralize_formula_text(tmp_path):
+    import csv
+
+    from hcl_explore import report
+
+    run_dir, model = _formula_run(tmp_path)
+    with zipfile.ZipFile(io.BytesIO(report.run_zip(run_dir))) as zf:
+        tables = {n: list(csv.reader(io.StringIO(zf.read(n).decode("utf-8"), newline="")))
+                  for n in zf.namelist() if n.endswith(".csv")}
+    assert set(tables) == {"summary.csv", "loadings.csv", "scores.csv"}
+    for name, rows in tables.items():
+        for row in rows:
+            for cell in row:
+                if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                    float(cell)  # only a plain number (a negative loading, the id -12) may start so
+    flat = {name: [c for row in rows for c in row] for name, rows in tables.items()}
+    for f in _FORMULAS:
+        assert "'" + f in flat["loadings.csv"]
+    assert "'@lab" in flat["loadings.csv"] and "'-vit" in flat["loadings.csv"] and "'=1" in flat["loadings.csv"]
+    assert "-12" in flat["loadings.csv"] and "plain" in flat["loadings.csv"]  # a number and plain text unchanged
+    assert "'@lab+-vit" in flat["summary.csv"] and "'-vit" in flat["summary.csv"]
+    assert "'=1+2" in flat["scores.csv"] and "'@x" in flat["scores.csv"] and "-12" in flat["scores.csv"]
+    assert "'@lab+-vit:1" in tables["scores.csv"][0]  # column names are text cells too
+    # numeric columns are untouched: the loadings read back as numbers equal to the model's
+    lo = tables["loadings.csv"]
+    col = lo[0].index("loading")
+    got = np.array([float(r[col]) for r in lo[1:]])
+    assert np.allclose(got, report.loadings_table(model)["loading"].to_numpy())
+    assert (got < 0).any()
