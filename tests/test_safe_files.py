@@ -613,3 +613,83 @@ def test_exported_csvs_neutralize_formula_text(tmp_path):
     got = np.array([float(r[col]) for r in lo[1:]])
     assert np.allclose(got, report.loadings_table(model)["loading"].to_numpy())
     assert (got < 0).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# app pages: a run whose model.npz is truncated, empty, flipped or deleted shows an error
+
+
+@pytest.fixture(scope="module")
+def app_ws(tmp_path_factory):
+    from hcl_explore import runs
+
+    ws = runs.workspace_dir(str(tmp_path_factory.mktemp("ws")))
+    data, _ = hx.simulate(n=300, dims=(6, 5), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.3, seed=4)
+    files = {}
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m])
+        df.insert(0, "pid", [f"P{i}" for i in range(300)])
+        files[m] = os.path.join(ws, f"{m}.csv")
+        df.to_csv(files[m], index=False)
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"modalities": files, "id_column": "pid", "name": "t"},
+                               "lattice": "full"}, run_id="base")
+    assert runs.run_worker(runs.run_path(ws, rid)) == 0
+    return ws
+
+
+def _damaged_run(ws, damage: str, target: str = "model.npz", tag: str = "") -> str:
+    import shutil
+
+    from hcl_explore import runs
+
+    rid = f"{damage}-{target.split('.')[0]}{tag}"
+    d = runs.run_path(ws, rid)
+    shutil.copytree(runs.run_path(ws, "base"), d)
+    p = os.path.join(d, target)
+    raw = open(p, "rb").read()
+    if damage == "deleted":
+        os.remove(p)
+    elif damage == "empty":
+        open(p, "wb").close()
+    elif damage == "truncated":
+        open(p, "wb").write(raw[: len(raw) // 2])
+    elif damage == "flipped":
+        with zipfile.ZipFile(p) as zf:
+            info = max(zf.infolist(), key=lambda i: i.file_size)
+        b = bytearray(raw)
+        b[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size - 3] ^= 0x10
+        open(p, "wb").write(bytes(b))
+    return rid
+
+
+def _page(ws, monkeypatch, page, rid):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("HCL_EXPLORE_WORKSPACE", ws)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    at = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=60)
+    at.query_params["run"] = rid
+    at.run()
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("page", ["structure", "export"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped", "deleted"])
+def test_pages_show_a_damaged_model_file(app_ws, monkeypatch, page, damage):
+    rid = _damaged_run(app_ws, damage, tag=page)
+    at = _page(app_ws, monkeypatch, page, rid)
+    errors = " ".join(str(e.value) for e in at.error)
+    want = "This run's model file is missing" if damage == "deleted" else "This run's model file is damaged"
+    assert want in errors, errors
+    assert not at.get("download_button") and not at.get("plotly_chart")
+
+
+def test_export_page_shows_a_damaged_scores_file(app_ws, monkeypatch):
+    rid = _damaged_run(app_ws, "truncated", "scores.npz")
+    at = _page(app_ws, monkeypatch, "export", rid)
+    errors = " ".join(str(e.value) for e in at.error)
+    assert "This run's scores file is damaged" in errors and "not a valid scores file" in errors, errors
+    at = _page(app_ws, monkeypatch, "export", "base")  # the sound run beside it still exports
+    assert len(at.get("download_button")) == 2 and not at.error

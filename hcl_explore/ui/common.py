@@ -130,14 +130,47 @@ def finished_runs(kind: str = "fit"):
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _model(path: str, mtime: float):  # noqa: ARG001
-    from ..model import HCL
+    from ..report import load_model
 
-    return HCL.load(path)
+    return load_model(path)  # a ValueError naming the file on any damage (not cached: tried again)
+
+
+def run_model(rid: str):
+    """The fitted model of run ``rid`` (cached by file and modification time). A missing, empty,
+    truncated or damaged ``model.npz`` raises ``ValueError`` with a message for the page."""
+    path = os.path.join(runs.run_path(workspace(), rid), "model.npz")
+    try:
+        mtime = os.path.getmtime(path)
+    except OSError:
+        raise ValueError(f"This run's model file is missing: {path}") from None
+    try:
+        return _model(path, mtime)
+    except ValueError as exc:
+        raise ValueError(f"This run's model file is damaged: {exc}") from None
 
 
 def load_run_model(rid: str):
-    path = os.path.join(runs.run_path(workspace(), rid), "model.npz")
-    return _model(path, os.path.getmtime(path))
+    """:func:`run_model` for a page: on a missing or damaged file the error is shown and the page
+    stops there (one run's damage never crashes the app; other runs stay selectable above)."""
+    try:
+        return run_model(rid)
+    except ValueError as exc:
+        st.error(md(exc), icon=":material/error:")
+        st.stop()
+
+
+def run_scores(rid: str, label: str):
+    """(scores of node ``label`` (n, r) or None, error message or None) of run ``rid``, read from its
+    ``scores.npz`` by the safe reader. A damaged file gives the message, never an exception."""
+    from ..report import read_scores
+
+    try:
+        sc = read_scores(runs.run_path(workspace(), rid))
+    except ValueError as exc:
+        return None, f"This run's scores file is damaged: {exc}"
+    if sc is None:
+        return None, None
+    return sc[1].get(label), None
 
 
 def run_pick(label: str = "Run", kind: str = "fit") -> str | None:
