@@ -993,13 +993,14 @@ class HCL:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HCL":
         """Read a model written by :meth:`save` (``allow_pickle=False``)."""
+        from .safe_npz import read_model_file
+
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: not a saved hcl_explore model ({exc}).") from exc
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such model file.")
+        # Every member's header, size and shape is checked against the file's own header before
+        # anything is allocated (a crafted file cannot ask for 10^12 floats or unpickle).
+        meta, arrays = read_model_file(path)
         if meta.get("format") != "hcl_explore.HCL":
             raise ValueError(f"{path}: not a saved hcl_explore model.")
         if int(meta.get("version", 0)) > _FORMAT_VERSION_CONTRASTIVE:

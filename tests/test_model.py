@@ -128,11 +128,11 @@ def test_save_load_round_trip_without_pickle(tmp_path, m3):
     # Object arrays (pickles) are refused; junk files give a clear error.
     bad = tmp_path / "bad.npz"
     np.savez(bad, meta=np.array([{"x": 1}], dtype=object))
-    with pytest.raises(ValueError, match="not a saved hcl_explore model"):
+    with pytest.raises(ValueError, match="bad.npz: not a valid model file .*object arrays are not accepted"):
         hx.HCL.load(bad)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a saved hcl_explore model"):
+    with pytest.raises(ValueError, match="junk.npz: not a valid model file"):
         hx.HCL.load(junk)
 
 
