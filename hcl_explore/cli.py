@@ -4,9 +4,13 @@ the background process of the app's runs)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
+import tempfile
+import traceback
 from typing import Sequence
 
 import pandas as pd
@@ -25,6 +29,45 @@ def _sources(specs: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"Two files give the modality name {name!r}; name them as NAME=PATH.")
         out[name] = path
     return out
+
+
+def _check_output(path: str | None, option: str) -> None:
+    """Refuse, before any work, an output path that cannot be written: its folder missing or not a
+    folder, the path itself a folder, or no file creatable there (a probe file is made and removed)."""
+    if not path:
+        return
+    full = os.path.abspath(path)
+    folder = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise ValueError(f"{option} {path}: is a folder; give a file name.")
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise ValueError(f"{option} {path}: the folder {folder} {what}.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hcl_write_check_", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+        if os.path.exists(full) and not os.access(full, os.W_OK):
+            raise PermissionError(errno.EACCES, "the file is read-only")
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write there ({exc.strerror or exc}).") from None
+
+
+def _load_model(path: str):
+    """A saved model; a missing, damaged or foreign file is one ValueError naming it."""
+    from hcl_explore.report import load_model
+
+    return load_model(path)
+
+
+def _workspace(path: str | None) -> str:
+    from hcl_explore import runs
+
+    try:
+        return runs.workspace_dir(path)
+    except OSError as exc:
+        where = path or os.environ.get("HCL_EXPLORE_WORKSPACE") or os.path.join(os.getcwd(), "workspace")
+        raise ValueError(f"--workspace {where}: cannot be used as a workspace folder ({exc.strerror or exc}).") from None
 
 
 def _load(args: argparse.Namespace):
@@ -61,7 +104,7 @@ def _parse_ranks(text: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"--ranks must be 'auto', an integer or a JSON object like '{{\"a+b\": 2}}': {exc}")
+        raise ValueError(f"--ranks must be 'auto', an integer or a JSON object like '{{\"a+b\": 2}}': {exc}") from None
 
 
 def _print_summary(model, out=None) -> None:
@@ -121,10 +164,19 @@ def _add_estimator_options(p: argparse.ArgumentParser) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     import hcl_explore as hx
 
-    data, _ = _load(args)
     if args.resume and not args.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir.")
-    model = hx.HCL(lattice=args.lattice, ranks=_parse_ranks(args.ranks), **_estimator_params(args)).fit(data)
+    _check_output(args.out, "--out")
+    if args.checkpoint_dir and args.estimator == "contrastive":
+        try:
+            os.makedirs(args.checkpoint_dir, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--checkpoint-dir {args.checkpoint_dir}: cannot create that folder "
+                             f"({exc.strerror or exc}).") from None
+        _check_output(os.path.join(args.checkpoint_dir, "checkpoint.pt"), "--checkpoint-dir")
+    ranks = _parse_ranks(args.ranks)
+    data, _ = _load(args)
+    model = hx.HCL(lattice=args.lattice, ranks=ranks, **_estimator_params(args)).fit(data)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun every process trains; rank 0 reports and saves
     _print_summary(model)
@@ -166,7 +218,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import hcl_explore as hx
 
-    model = hx.HCL.load(args.model)
+    _check_output(args.json, "--json")
+    model = _load_model(args.model)
     # Load the tables the way the model's training data were cleaned (same columns and levels).
     args.preprocessing = model.preprocessing_
     data, outcomes = _load(args)
@@ -202,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Create a run directory (the app's format) and execute it here, headless."""
     from hcl_explore import runs
 
-    ws = runs.workspace_dir(args.workspace)
+    ws = _workspace(args.workspace)
     if args.dataset:
         spec = {"bundled": args.dataset, "name": args.dataset} if not os.path.isdir(args.dataset) else \
             {"folder": os.path.abspath(args.dataset), "name": os.path.basename(os.path.abspath(args.dataset))}
@@ -215,26 +268,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = _estimator_params(args)
     rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": args.lattice, "lattice_name": args.lattice,
                                "ranks": _parse_ranks(args.ranks), "params": params})
-    print(f"run {rid} in {runs.run_path(ws, rid)}", flush=True)
-    rc = runs.run_worker(runs.run_path(ws, rid))
+    d = runs.run_path(ws, rid)
+    print(f"run {rid} in {d}", flush=True)
+    log = os.path.join(d, "log.txt")
+    # The worker's own output (warnings, a failure's traceback) goes to the run's log, as for runs
+    # the app launches; here only its one-line result is printed.
+    with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stderr(fh):
+        rc = runs.run_worker(d)
     st = runs.read_status(ws, rid)
     if st["state"] != "done":
-        raise ValueError(f"run {rid} {st['state']}: {st.get('error', '')}")
-    import hcl_explore as hx
-
-    _print_summary(hx.HCL.load(os.path.join(runs.run_path(ws, rid), "model.npz")))
+        raise ValueError(f"run {rid} {st['state']}: {st.get('error') or 'see the log'} (full log: {log})")
+    _print_summary(_load_model(os.path.join(d, "model.npz")))
     return rc
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    import hcl_explore as hx
-
-    _print_summary(hx.HCL.load(args.model))
+    _print_summary(_load_model(args.model))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hcl_explore", description="Hierarchical contrastive learning over modality subsets.")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="simulate a 3-modality data set, fit HCL with automatic ranks, print the summary")
     d.add_argument("--n", type=int, default=3000)
@@ -296,16 +351,38 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="print the summary of a saved model")
     s.add_argument("model")
     s.set_defaults(func=cmd_summary)
+    for sp in sub.choices.values():  # --debug also after the command (SUPPRESS: keep one given before it)
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on an error, show the full traceback")
     return p
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. Every error is one line on stderr (``error: ...``) and a nonzero exit: 2 for
+    bad input (a ValueError: files, options, damaged model or checkpoint), 1 for anything else,
+    130 when interrupted. ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  one line for the user; --debug for the traceback
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, ValueError):
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        msg = _one_line(exc)
+        hint = "" if debug else " (--debug shows the traceback)"
+        print(f"error: {type(exc).__name__}{': ' + msg if msg else ''}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
