@@ -53,3 +53,23 @@ def test_load_real_shapes_ids_labels(name):
 def test_load_real_unknown_name():
     with pytest.raises(ValueError, match="available"):
         rd.load_real("nope")
+
+
+@pytest.mark.parametrize("name", ["covid_serology", "nutrimouse"])
+def test_structure_on_real_data_keeps_only_factors_that_raise_the_heldout_score(name):
+    # The first version turned real views into a hairball of factors (one noise level per
+    # modality); each factor kept now has to earn its place on rows the fit did not see.
+    data, _ = rd.load_real(name)
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(data.n_samples)
+    cut = int(0.8 * data.n_samples)
+    train, test = data.subset(np.sort(rows[:cut])), data.subset(np.sort(rows[cut:]))
+    model = hx.HCL(ranks="auto").fit(train)
+    assert 0 < model.W_.shape[1] <= 40
+    base = model.score(test)
+    assert np.isfinite(base)
+    W = model.W_
+    for j in range(W.shape[1]):
+        model.W_ = np.delete(W, j, axis=1)
+        assert model.score(test) < base, f"dropping factor {j} raised the held-out score"
+    model.W_ = W
