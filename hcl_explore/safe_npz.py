@@ -427,16 +427,23 @@ def validate_model_arrays(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarr
         raise _fail(path, "model file", str(exc)) from None
 
 
-def read_model_file(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
+def read_model_file(path: str | os.PathLike, *, max_version: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                     max_members: int = DEFAULT_MAX_MEMBERS) -> tuple[dict, dict[str, np.ndarray]]:
     """(meta, arrays) of a model written by ``HCL.save``, every array checked against the header
     before it is read, then :func:`validate_model_arrays`. Members the model does not use are not
-    read. Raises ``ValueError("<path>: not a valid model file (...)")``."""
+    read. A header ``version`` above ``max_version`` is refused first ("saved by a newer
+    hcl_explore"). Raises ``ValueError("<path>: ...")``."""
+
     def wanted(name: str) -> bool:  # optional members HCL.load uses
         return name in ("psi", "val_history") or name.startswith("module.")
 
+    def required(meta: dict | None) -> dict:
+        if meta is not None and max_version is not None and _is_int(meta.get("version")) and meta["version"] > max_version:
+            raise ValueError(f"{path}: saved by a newer hcl_explore (format {meta['version']}).")
+        return model_requirements(meta)
+
     path = os.fspath(path)
-    z = read_npz(path, required=model_requirements, max_bytes=max_bytes, max_members=max_members, keep=wanted)
+    z = read_npz(path, required=required, max_bytes=max_bytes, max_members=max_members, keep=wanted)
     meta = z.pop("meta")
     validate_model_arrays(meta, z, path)
     return meta, z

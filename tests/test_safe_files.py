@@ -287,6 +287,13 @@ def test_inconsistent_header_is_refused(saved, tmp_path, edit, match):
         read_model_file(p)
 
 
+def test_a_newer_format_is_named_as_such(saved, tmp_path):
+    meta = dict(_meta(saved), version=99)
+    p = _zip(tmp_path / "model.npz", _model_members(saved, meta=np.array(json.dumps(meta)), W=np.zeros(2)))
+    with pytest.raises(ValueError, match=r"model\.npz: saved by a newer hcl_explore \(format 99\)"):
+        read_model_file(p, max_version=2)
+
+
 def test_validate_model_arrays_names_the_file(saved):
     path, members = saved
     meta = _meta(saved)
