@@ -267,7 +267,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "outcomes": os.path.abspath(args.outcomes) if args.outcomes else None, "name": "files"}
     params = _estimator_params(args)
     rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": args.lattice, "lattice_name": args.lattice,
-                               "ranks": _parse_ranks(args.ranks), "params": params})
+                               "ranks": _parse_ranks(args.ranks), "params": params,
+                               "stability": runs.stability_option(args.stability > 0, args.stability)})
     d = runs.run_path(ws, rid)
     print(f"run {rid} in {d}", flush=True)
     log = os.path.join(d, "log.txt")
@@ -346,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workspace", default=None, help="default: $HCL_EXPLORE_WORKSPACE or ./workspace")
     r.add_argument("--lattice", default="full", choices=["full", "shared_private", "global_only", "pairwise"])
     r.add_argument("--ranks", default="auto")
+    r.add_argument("--stability", type=int, default=0, metavar="N",
+                   help="after the fit, refit the structure on N subsamples and save how often each node is "
+                        "found (stability.json; linear estimator; 0 = off)")
     _add_estimator_options(r)
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("summary", help="print the summary of a saved model")

@@ -1003,7 +1003,7 @@ class HCL:
             raise ValueError(f"{path}: no such model file.")
         # Every member's header, size and shape is checked against the file's own header before
         # anything is allocated (a crafted file cannot ask for 10^12 floats or unpickle).
-        meta, arrays = read_model_file(path)
+        meta, arrays = read_model_file(path, max_version=_FORMAT_VERSION_CONTRASTIVE)
         if meta.get("format") != "hcl_explore.HCL":
             raise ValueError(f"{path}: not a saved hcl_explore model.")
         if int(meta.get("version", 0)) > _FORMAT_VERSION_CONTRASTIVE:
@@ -1011,7 +1011,10 @@ class HCL:
         p = dict(meta["params"])
         if isinstance(p.get("lattice"), dict):
             p["lattice"] = Lattice.from_dict(p["lattice"])
-        model = cls(**p)
+        try:
+            model = cls(**p)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a valid model file ({exc}).") from exc
         model.modalities_ = list(meta["modalities"])
         model.lattice_ = Lattice.from_dict(meta["lattice"])
         model.dims_ = {k: int(v) for k, v in meta["dims"].items()}

@@ -3,7 +3,6 @@ loadings and scores of a node, and the truth beside it when the dataset has one.
 
 import os
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -45,10 +44,9 @@ else:
     with right:
         sc_path = os.path.join(d, "scores.npz")
         if os.path.exists(sc_path):
-            labels = runs.read_json(os.path.join(d, "scores_nodes.json"), []) or []
-            with np.load(sc_path, allow_pickle=False) as z:
-                k = labels.index(node_label(node)) if node_label(node) in labels else None
-                S = z[f"node_{k}"] if k is not None else None
+            S, sc_err = ui.run_scores(rid, node_label(node))
+            if sc_err:
+                st.error(ui.md(sc_err))
             color, cname = None, "outcome"
             oc_path = os.path.join(d, "outcomes.csv")
             if os.path.exists(oc_path):

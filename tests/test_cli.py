@@ -252,3 +252,20 @@ def test_module_entry_point_failed_run_has_no_traceback(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: run ") and "failed" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_with_stability_writes_how_often_each_node_is_found(tmp_path, capsys):
+    from hcl_explore import cli, runs
+
+    data, _ = hx.simulate(n=600, dims=(8, 6, 5), ranks={("a", "b", "c"): 1, ("a",): 1}, noise=0.3, seed=0)
+    paths = []
+    for m in data.modalities:
+        p = tmp_path / f"{m}.csv"
+        pd.DataFrame(data.X[m], index=pd.Index(data.ids, name="id")).add_prefix(f"{m}_").to_csv(p)
+        paths.append(f"{m}={p}")
+    ws = tmp_path / "ws"
+    assert cli.main(["run", *paths, "--workspace", str(ws), "--stability", "3"]) == 0
+    rid = runs.list_runs(str(ws))["run_id"].iloc[0]
+    st = runs.read_stability(str(ws), rid)
+    assert st is not None and len(st) == 7 and st["found"].between(0, 1).all()
+    assert int(st["resamples"].iloc[0]) == 3
