@@ -87,6 +87,22 @@ def _start_from_linear(module: C.HCLModule, lin: "HCL", mean: np.ndarray, scale:
         module.encoders[key].set_linear(torch.as_tensor(P, dtype=torch.float32))
 
 
+def _check_given_ranks(fixed: Mapping[Node, int | None], dims: Mapping[str, int]) -> None:
+    """A given rank cannot exceed the features of any modality of its node, nor can the factors
+    touching a modality exceed its features (the loadings would be rank-deficient)."""
+    for node, r in fixed.items():
+        if r is None:
+            continue
+        m = min(node, key=lambda k: dims[k])
+        if r > dims[m]:
+            raise ValueError(f"Rank {r} of node {node_label(node)} exceeds the {dims[m]} feature(s) of modality "
+                             f"{m!r}; give at most {dims[m]} (or 'auto').")
+    for m, d in dims.items():
+        total = sum(r for node, r in fixed.items() if r is not None and m in node)
+        if total > d:
+            raise ValueError(f"The given ranks put {total} factors on modality {m!r}, which has {d} feature(s).")
+
+
 def _plain(o: Any) -> Any:
     """``o`` as plain JSON types (numpy scalars and arrays to numbers and lists, tuple keys to
     node labels), so that a JSON round trip returns an equal object."""
@@ -296,9 +312,9 @@ class HCL:
             if r != "auto":
                 raise ValueError(f"ranks must be 'auto', an int or a dict, got {r!r}.")
             return {n: None for n in lat.nodes}
-        if isinstance(r, (int, np.integer)):
+        if isinstance(r, (int, np.integer)) and not isinstance(r, bool):
             if r < 0:
-                raise ValueError("ranks must be >= 0.")
+                raise ValueError(f"ranks must be >= 0, got {r}.")
             return {n: int(r) for n in lat.nodes}
         if isinstance(r, Mapping):
             out = {n: None for n in lat.nodes}
@@ -309,8 +325,14 @@ class HCL:
                 if v == "auto" or v is None:
                     out[node] = None
                 else:
-                    if int(v) < 0 or int(v) != v:
-                        raise ValueError(f"Rank of node {node} must be a non-negative integer, got {v!r}.")
+                    try:
+                        ok = isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, bool) \
+                            and float(v) == int(v) and int(v) >= 0
+                    except (TypeError, ValueError, OverflowError):
+                        ok = False
+                    if not ok:
+                        raise ValueError(f"Rank of node {node_label(node)} must be 'auto' or a non-negative integer, "
+                                         f"got {v!r}.")
                     out[node] = int(v)
             return out
         raise ValueError(f"ranks must be 'auto', an int or a dict, got {type(r).__name__}.")
@@ -372,6 +394,7 @@ class HCL:
         fixed = self._resolve_ranks(lat)
         timings: dict[str, float] = {}
 
+        _check_given_ranks(fixed, {m: len(data.feature_names[m]) for m in mods})
         stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback,
                                    folds=self._auto_ranks(fixed))
         timings["covariance"] = time.perf_counter() - t0
@@ -978,20 +1001,32 @@ class HCL:
                          "n_epochs": self.n_epochs_, "best_epoch": self.best_epoch_})
             extra = {f"module.{k}": v.detach().cpu().numpy() for k, v in self.module_.state_dict().items()}
             extra["val_history"] = np.asarray(self.val_history_, dtype=float)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                meta=np.array(json.dumps(meta)),
-                W=self.W_,
-                mean=self.mean_,
-                scale=self.scale_,
-                counts=self.counts_,
-                objective_history=np.asarray(self.objective_history_, dtype=float),
-                **({"psi": self.psi_} if getattr(self, "psi_", None) is not None else {}),
-                **extra,
-            )
-        os.replace(tmp, path)
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a folder; give a file name such as {os.path.join(path, 'model.npz')}.")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            fh = open(tmp, "wb")
+        except OSError as exc:
+            raise ValueError(f"Cannot write the model to {path}: {exc.strerror or exc}.") from exc
+        try:
+            with fh:
+                np.savez(
+                    fh,
+                    meta=np.array(json.dumps(meta)),
+                    W=self.W_,
+                    mean=self.mean_,
+                    scale=self.scale_,
+                    counts=self.counts_,
+                    objective_history=np.asarray(self.objective_history_, dtype=float),
+                    **({"psi": self.psi_} if getattr(self, "psi_", None) is not None else {}),
+                    **extra,
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            # Never leave a half-written temporary beside the target (a full disk, an interrupt).
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HCL":

@@ -162,3 +162,21 @@ def test_rank_diagnostics_and_psi_survive_save_and_load(tmp_path):
     assert set(back.rank_diagnostics_["search"]) >= {"pairs", "candidates", "confirm", "seconds", "refine"}
     np.testing.assert_array_equal(back.psi_, model.psi_)
     assert back.score(data) == pytest.approx(model.score(data))
+
+
+def test_rank_and_save_errors_name_what_is_wrong(tmp_path):
+    data, _ = hx.simulate(n=300, dims=(6, 5, 4), ranks=1, noise=0.5, seed=0)
+    with pytest.raises(ValueError, match=r"Rank 1000000 of node a\+b\+c exceeds the 4 feature"):
+        hx.HCL(ranks={("a", "b", "c"): 10**6}).fit(data)
+    with pytest.raises(ValueError, match=r"Rank 1000000 of node a exceeds the 6 feature"):
+        hx.HCL(ranks=10**6).fit(data)
+    with pytest.raises(ValueError, match=r"Rank of node a\+b must be 'auto' or a non-negative integer, got 'x'"):
+        hx.HCL(ranks={"a+b": "x"}).fit(data)
+    with pytest.raises(ValueError, match="Expected a MultimodalData"):
+        hx.HCL(ranks=1).fit(data).transform(np.zeros((3, 15)))
+    model = hx.HCL(ranks=1).fit(data)
+    with pytest.raises(ValueError, match="is a folder"):
+        model.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no stray temporary file
+    model.save(tmp_path / "m.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
