@@ -21,6 +21,7 @@ progress event (and a SIGTERM).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,7 +33,12 @@ import sys
 import time
 import traceback
 import uuid
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover  (not POSIX: status updates are not locked)
+    fcntl = None
 
 import numpy as np
 import pandas as pd
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
+#: The state :func:`read_status` and :func:`list_runs` give a run whose status.json or config.json
+#: is damaged (not JSON, or JSON of the wrong shape); its ``error`` says what is wrong.
+BROKEN = "broken"
 # Where each stage of a fit starts and ends on the progress bar.
 _STAGE_SPAN = {"load": (0.0, 0.1), "covariance": (0.1, 0.45), "noise": (0.45, 0.5), "ranks": (0.5, 0.7),
                "refine": (0.7, 0.97), "save": (0.97, 0.99), "predict": (0.1, 0.95), "epoch": (0.1, 0.95)}
@@ -67,14 +76,51 @@ def workspace_dir(path: str | None = None) -> str:
     return os.path.abspath(ws)
 
 
+def _tmp_name(path: str, suffix: str = ".tmp") -> str:
+    """A temporary name beside ``path`` that no other writer uses (pid + random)."""
+    return f"{path}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}"
+
+
 def write_json(path: str, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, default=_jsonable)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically (temporary file + rename). The temporary name is unique to this call;
+    on any failure it is removed and ``path`` is left as it was."""
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, default=_jsonable)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _status_lock(d: str) -> Iterator[None]:
+    """Hold the run's lock (``status.lock``, ``flock``) around a read-modify-write of status.json.
+    Every writer of status.json (the worker, the pid check of :func:`read_status`, :func:`cancel`)
+    takes it, so a check never acts on a state that changed since it was read."""
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(os.path.join(d, "status.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a read-only run folder: nothing will be written anyway
+            fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _write_status(d: str, st: Mapping[str, Any]) -> None:
+    """Write a run's status.json under its lock."""
+    with _status_lock(d):
+        write_json(os.path.join(d, "status.json"), dict(st))
 
 
 def _jsonable(o: Any) -> Any:
@@ -90,11 +136,91 @@ def _jsonable(o: Any) -> Any:
 
 
 def read_json(path: str, default: Any = None) -> Any:
+    """The JSON in ``path``, or ``default`` when it is missing, unreadable, not text or not JSON."""
+    obj, err = _read_json_checked(path)
+    return default if obj is None or obj is _MISSING or err else obj
+
+
+_MISSING = object()
+
+
+def _read_json_checked(path: str) -> tuple[Any, str | None]:
+    """(the JSON in ``path``, None) or (None, why it cannot be read); a missing file is
+    (``_MISSING``, None)."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
+            return json.load(fh), None
+    except FileNotFoundError:
+        return _MISSING, None
+    except UnicodeDecodeError:
+        return None, f"{os.path.basename(path)} is not text (a binary or damaged file)"
+    except json.JSONDecodeError as exc:
+        return None, f"{os.path.basename(path)} is not valid JSON (truncated or damaged: {exc.msg} at line {exc.lineno})"
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, f"{os.path.basename(path)} cannot be read ({type(exc).__name__}: {exc})"
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _status_problem(st: Any) -> str | None:
+    """Why a parsed status.json is not a usable status (None when it is)."""
+    if not isinstance(st, dict):
+        return f"status.json holds {type(st).__name__ if st is not None else 'null'}, not an object"
+    state = st.get("state")
+    if not isinstance(state, str) or state not in STATES:
+        return f"status.json has no valid state (got {state!r:.60})"
+    for k in ("created", "started", "finished", "updated"):
+        v = st.get(k)
+        if v is not None and not (_is_num(v) and 0 <= v < 1e11):
+            return f"status.json field {k!r} is not a time (got {v!r:.60})"
+    if st.get("progress") is not None and not _is_num(st["progress"]):
+        return f"status.json field 'progress' is not a number (got {st['progress']!r:.60})"
+    if st.get("pid") is not None and not (isinstance(st["pid"], int) and not isinstance(st["pid"], bool) and st["pid"] > 0):
+        return f"status.json field 'pid' is not a process id (got {st['pid']!r:.60})"
+    for k in ("stage", "error", "detail"):
+        if st.get(k) is not None and not isinstance(st[k], str):
+            return f"status.json field {k!r} is not text (got {st[k]!r:.60})"
+    return None
+
+
+def _config_problem(cfg: Any) -> str | None:
+    """Why a parsed config.json cannot be listed (None when it can)."""
+    if not isinstance(cfg, dict):
+        return f"config.json holds {type(cfg).__name__ if cfg is not None else 'null'}, not an object"
+    for k in ("kind", "lattice_name"):
+        if cfg.get(k) is not None and not isinstance(cfg[k], str):
+            return f"config.json field {k!r} is not text (got {cfg[k]!r:.60})"
+    ds = cfg.get("dataset")
+    if ds is not None and not isinstance(ds, dict):
+        return f"config.json field 'dataset' is not an object (got {ds!r:.60})"
+    if isinstance(ds, dict) and ds.get("name") is not None and not isinstance(ds["name"], str):
+        return f"config.json field 'dataset.name' is not text (got {ds['name']!r:.60})"
+    return None
+
+
+def _broken(error: str) -> dict:
+    return {"state": BROKEN, "stage": "", "progress": 0.0, "error": error}
+
+
+def _worker_pid(d: str) -> int | None:
+    """The pid ``launch`` recorded in worker.json (None when absent or damaged)."""
+    w = read_json(os.path.join(d, "worker.json"), None)
+    pid = w.get("pid") if isinstance(w, dict) else None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+
+def _load_status(d: str) -> dict:
+    """status.json as a checked dict: a usable status, ``failed`` when it is missing, ``broken``
+    (with the reason) when it is damaged or of the wrong shape."""
+    st, err = _read_json_checked(os.path.join(d, "status.json"))
+    if err:
+        return _broken(err)
+    if st is _MISSING:
+        return {"state": "failed", "error": "status.json is missing or unreadable"}
+    problem = _status_problem(st)
+    return _broken(problem) if problem else st
 
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -200,31 +326,44 @@ def _alive(pid: int | None) -> bool:
 
 
 def read_status(workspace: str, run_id: str) -> dict:
-    """The run's status; a run whose worker died without saying so is reported as failed."""
+    """The run's status; a run whose worker died without saying so is reported (and recorded) as
+    failed. A damaged status.json (not JSON, or JSON of the wrong shape) gives state ``"broken"``
+    with the reason in ``error``, and is left as it is.
+
+    The pid check is race-free: it is repeated under the run's lock (see :func:`_status_lock`),
+    which the worker also holds while it writes, so a worker that writes ``done`` and exits between
+    the first read and the check keeps its ``done``; a final state is never overwritten here."""
     d = run_path(workspace, run_id)
-    st = read_json(os.path.join(d, "status.json"), None)
-    if st is None:
-        return {"state": "failed", "error": "status.json is missing or unreadable"}
-    if st.get("state") in ("queued", "running"):
-        w = read_json(os.path.join(d, "worker.json"), {}) or {}
-        pid = st.get("pid") or w.get("pid")
-        if pid and not _alive(pid):
-            st = dict(st, state="failed", error=st.get("error") or "The worker process ended unexpectedly (killed or crashed); see the log.")
-            st["finished"] = st.get("finished") or time.time()
-            write_json(os.path.join(d, "status.json"), st)
+    st = _load_status(d)
+    if st["state"] in ("queued", "running") and _dead_worker(d, st):
+        with _status_lock(d):
+            st = _load_status(d)  # again, now that no writer can change it
+            if st["state"] in ("queued", "running") and _dead_worker(d, st):
+                st = dict(st, state="failed", error=st.get("error") or "The worker process ended unexpectedly (killed or crashed); see the log.")
+                st["finished"] = st.get("finished") or time.time()
+                write_json(os.path.join(d, "status.json"), st)
     return st
+
+
+def _dead_worker(d: str, st: Mapping[str, Any]) -> bool:
+    pid = st.get("pid") or _worker_pid(d)
+    return bool(pid) and not _alive(pid)
 
 
 def cancel(workspace: str, run_id: str) -> None:
     """Ask a run to stop: a CANCEL file the worker checks, then SIGTERM to its process group."""
     d = run_path(workspace, run_id)
+    st = _load_status(d)
+    if st["state"] in FINAL or st["state"] == BROKEN:
+        return  # nothing to stop: a finished (or damaged) run is left exactly as it is
     with open(os.path.join(d, "CANCEL"), "w") as fh:
         fh.write(str(time.time()))
-    st = read_json(os.path.join(d, "status.json"), {})
-    pid = st.get("pid") or (read_json(os.path.join(d, "worker.json"), {}) or {}).get("pid")
-    if st.get("state") == "queued" and not _alive(pid):
-        write_json(os.path.join(d, "status.json"), dict(st, state="cancelled", finished=time.time()))
-        return
+    with _status_lock(d):
+        st = _load_status(d)
+        pid = st.get("pid") or _worker_pid(d)
+        if st["state"] == "queued" and not _alive(pid):
+            write_json(os.path.join(d, "status.json"), dict(st, state="cancelled", finished=time.time()))
+            return
     if pid and _alive(pid):
         try:
             os.killpg(int(pid), signal.SIGTERM)
@@ -233,27 +372,48 @@ def cancel(workspace: str, run_id: str) -> None:
 
 
 def list_runs(workspace: str) -> pd.DataFrame:
-    """One row per run, newest first: run_id, kind, state, dataset, lattice, started, duration_s, stage."""
+    """One row per run, newest first: run_id, kind, state, dataset, lattice, started, duration_s,
+    stage, error. A run whose status.json or config.json is damaged (or of the wrong shape) is
+    listed with state ``"broken"`` and the reason in ``error``; it never hides the other runs."""
     root = os.path.join(workspace, "runs")
     rows = []
     for rid in sorted(os.listdir(root), reverse=True) if os.path.isdir(root) else []:
         if not _ID.match(rid) or not os.path.isdir(os.path.join(root, rid)):
             continue
-        cfg = read_json(os.path.join(root, rid, "config.json"), {}) or {}
-        st = read_status(workspace, rid)
-        start = st.get("started") or st.get("created")
-        end = st.get("finished") or (time.time() if st.get("state") == "running" else None)
-        rows.append({
-            "run_id": rid,
-            "kind": cfg.get("kind", "fit"),
-            "state": st.get("state"),
-            "dataset": (cfg.get("dataset") or {}).get("name", ""),
-            "lattice": cfg.get("lattice_name", ""),
-            "started": pd.Timestamp(start, unit="s").strftime("%Y-%m-%d %H:%M:%S") if start else "",
-            "duration_s": round(end - start, 1) if (start and end) else None,
-            "stage": st.get("stage", ""),
-        })
-    return pd.DataFrame(rows, columns=["run_id", "kind", "state", "dataset", "lattice", "started", "duration_s", "stage"])
+        try:
+            rows.append(_run_row(workspace, rid))
+        except Exception as exc:  # noqa: BLE001  one damaged run must not take down the list
+            log.warning("run %s cannot be listed: %s", rid, exc)
+            rows.append({"run_id": rid, "kind": "fit", "state": BROKEN, "dataset": "", "lattice": "", "started": "",
+                         "duration_s": None, "stage": "", "error": f"{type(exc).__name__}: {exc}"})
+    return pd.DataFrame(rows, columns=LIST_COLUMNS)
+
+
+#: The columns of :func:`list_runs`.
+LIST_COLUMNS = ["run_id", "kind", "state", "dataset", "lattice", "started", "duration_s", "stage", "error"]
+
+
+def _run_row(workspace: str, rid: str) -> dict:
+    d = run_path(workspace, rid)
+    cfg, cfg_err = _read_json_checked(os.path.join(d, "config.json"))
+    cfg_err = cfg_err or (_config_problem(cfg) if cfg is not _MISSING else None)
+    cfg = cfg if isinstance(cfg, dict) and not cfg_err else {}
+    st = read_status(workspace, rid)
+    if cfg_err and st["state"] != BROKEN:
+        st = dict(_broken(cfg_err), started=st.get("started"), created=st.get("created"), finished=st.get("finished"))
+    start = st.get("started") or st.get("created")
+    end = st.get("finished") or (time.time() if st.get("state") == "running" else None)
+    return {
+        "run_id": rid,
+        "kind": cfg.get("kind") or "fit",
+        "state": st["state"],
+        "dataset": (cfg.get("dataset") or {}).get("name") or "",
+        "lattice": cfg.get("lattice_name") or "",
+        "started": pd.Timestamp(start, unit="s").strftime("%Y-%m-%d %H:%M:%S") if start else "",
+        "duration_s": round(end - start, 1) if (start and end) else None,
+        "stage": st.get("stage") or "",
+        "error": (st.get("error") or "") if st["state"] in ("failed", BROKEN) else "",
+    }
 
 
 def read_metrics(workspace: str, run_id: str) -> list[dict]:
@@ -307,7 +467,8 @@ class _Reporter:
 
     def __init__(self, d: str):
         self.d = d
-        self.status = read_json(os.path.join(d, "status.json"), {}) or {}
+        st = read_json(os.path.join(d, "status.json"), {})
+        self.status = dict(st) if isinstance(st, dict) else {}
         self.metrics = open(os.path.join(d, "metrics.jsonl"), "a", encoding="utf-8")
         self.last_write = 0.0
         self.spans = dict(_STAGE_SPAN)
@@ -328,7 +489,9 @@ class _Reporter:
         # Status is rewritten at most ~10 times a second; state changes always.
         if force or now - self.last_write > 0.1:
             self.status["updated"] = now
-            write_json(os.path.join(self.d, "status.json"), self.status)
+            # Under the run's lock: the worker's own word (done, failed, cancelled) always lands
+            # after any pid check of read_status, never before it.
+            _write_status(self.d, self.status)
             self.last_write = now
 
     def event(self, stage: str, info: Mapping[str, Any]) -> None:
@@ -372,9 +535,12 @@ class _Reporter:
 def run_worker(run_dir: str) -> int:
     """Execute the job in ``run_dir`` (called by ``python -m hcl_explore worker``). Returns an exit code."""
     d = os.path.abspath(run_dir)
-    cfg = read_json(os.path.join(d, "config.json"))
-    if cfg is None:
-        print(f"{d}: no readable config.json", file=sys.stderr)
+    cfg, err = _read_json_checked(os.path.join(d, "config.json"))
+    err = err or ("config.json is missing" if cfg is _MISSING else _config_problem(cfg))
+    if err:
+        print(f"{d}: {err}", file=sys.stderr)
+        if os.path.isdir(d):
+            _write_status(d, {"state": "failed", "error": err, "stage": "failed", "progress": 0.0, "finished": time.time()})
         return 2
     if int(os.environ.get("RANK", "0")) != 0:
         # Under torchrun only rank 0 writes the run directory; the others train and stay silent.
@@ -456,9 +622,14 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     model.summary().to_csv(os.path.join(d, "summary.csv"), index=False)
     Z = model.transform(data)
     arrays = {f"node_{i}": Z[n] for i, n in enumerate(model.nodes_)}
-    tmp = os.path.join(d, "scores.tmp.npz")
-    np.savez(tmp, ids=np.asarray(data.ids).astype(str), observed=data.observed, **arrays)
-    os.replace(tmp, os.path.join(d, "scores.npz"))
+    tmp = _tmp_name(os.path.join(d, "scores"), ".tmp.npz")
+    try:
+        np.savez(tmp, ids=np.asarray(data.ids).astype(str), observed=data.observed, **arrays)
+        os.replace(tmp, os.path.join(d, "scores.npz"))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     write_json(os.path.join(d, "scores_nodes.json"), [node_label(n) for n in model.nodes_])
     if outcomes is not None:
         aligned = outcomes.align(data)

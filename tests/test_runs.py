@@ -266,3 +266,170 @@ def test_a_run_refuses_a_stored_file_changed_since_upload(tmp_path, small_files)
     assert runs.run_worker(runs.run_path(ws, rid)) == 1
     st = runs.read_status(ws, rid)
     assert st["state"] == "failed" and "b.csv" in st["error"] and "changed after it was uploaded" in st["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# fault battery: status races, damaged run folders, temporary files
+def _running_run(ws, pid):
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"name": "x"}})
+    d = runs.run_path(ws, rid)
+    runs.write_json(os.path.join(d, "status.json"), {"state": "running", "pid": pid, "started": 1.0, "stage": "load",
+                                                     "progress": 0.0})
+    return rid, d
+
+
+def test_a_done_written_during_the_pid_check_is_never_lost(tmp_path, monkeypatch):
+    """The worker writes 'done' (and exits) exactly between read_status's read and its pid check:
+    the check must not turn the run into 'failed' afterwards."""
+    import threading
+
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    rid, d = _running_run(ws, 424242)
+    lost = 0
+    for i in range(60):
+        runs.write_json(os.path.join(d, "status.json"), {"state": "running", "pid": 424242, "stage": "load"})
+        wrote = threading.Event()
+
+        def worker():
+            runs._write_status(d, {"state": "done", "pid": 424242, "stage": "done", "progress": 1.0, "finished": 2.0})
+            wrote.set()
+
+        def alive(pid):  # the worker finishes and exits while the checker looks at its pid
+            threading.Thread(target=worker).start()
+            wrote.wait(0.05)
+            return False
+
+        monkeypatch.setattr(runs, "_alive", alive)
+        runs.read_status(ws, rid)
+        assert wrote.wait(5)
+        lost += runs.read_json(os.path.join(d, "status.json"))["state"] != "done"
+    assert lost == 0
+    monkeypatch.undo()
+    assert runs.read_status(ws, rid)["state"] == "done"
+
+
+def test_real_worker_processes_that_finish_during_polling_keep_done(tmp_path):
+    """Forked 'workers' write done (as the worker does) and exit while the parent polls read_status."""
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"name": "x"}})
+    d = runs.run_path(ws, rid)
+    rng = np.random.default_rng(0)
+    lost = 0
+    for i in range(150):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            try:
+                os.close(w)
+                os.read(r, 1)
+                time.sleep(float(rng.uniform(0, 0.002)))
+                runs._write_status(d, {"state": "done", "pid": os.getpid(), "stage": "done", "progress": 1.0})
+            finally:
+                os._exit(0)
+        os.close(r)
+        runs.write_json(os.path.join(d, "status.json"), {"state": "running", "pid": pid, "stage": "load"})
+        os.write(w, b"x")
+        os.close(w)
+        while runs.read_status(ws, rid)["state"] not in runs.FINAL:
+            pass
+        os.waitpid(pid, 0)
+        lost += runs.read_status(ws, rid)["state"] != "done"
+    assert lost == 0
+
+
+def test_a_dead_worker_is_still_reported_failed_and_final_states_are_kept(tmp_path):
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    p = __import__("subprocess").Popen(["true"])
+    p.wait()
+    rid, d = _running_run(ws, p.pid)
+    st = runs.read_status(ws, rid)
+    assert st["state"] == "failed" and "ended unexpectedly" in st["error"]
+    for state in runs.FINAL:
+        runs.write_json(os.path.join(d, "status.json"), {"state": state, "pid": p.pid})
+        assert runs.read_status(ws, rid)["state"] == state
+        runs.cancel(ws, rid)  # cancelling a finished run changes nothing
+        assert runs.read_json(os.path.join(d, "status.json"))["state"] == state
+    assert not os.path.exists(os.path.join(d, "CANCEL"))
+
+
+CORRUPT = {
+    "list": b"[1, 2, 3]", "string": b'"done"', "number": b"42", "null": b"null", "true": b"true",
+    "state_list": b'{"state": ["done"]}', "state_unknown": b'{"state": "weird"}', "no_state": b'{"stage": "x"}',
+    "started_str": b'{"state": "done", "started": "yesterday"}', "started_huge": b'{"state": "done", "started": 1e300}',
+    "progress_str": b'{"state": "running", "progress": "half", "pid": 1}', "pid_str": b'{"state": "running", "pid": "abc"}',
+    "pid_float": b'{"state": "running", "pid": 1.5}', "stage_dict": b'{"state": "done", "stage": {"a": 1}}',
+    "error_num": b'{"state": "failed", "error": 3}', "truncated": b'{"state": "do', "binary": b"\x00\xff\xfe\x80garbage",
+    "empty": b"", "deep": b"[" * 100000,
+}
+CORRUPT_CONFIG = {
+    "list": b"[]", "string": b'"fit"', "number": b"1", "null": b"null", "kind_num": b'{"kind": 3}',
+    "dataset_list": b'{"dataset": ["a"]}', "dataset_name_num": b'{"dataset": {"name": 5}}',
+    "lattice_name_dict": b'{"lattice_name": {}}', "truncated": b'{"kind": "fi', "binary": b"\xff\xfe\x00\x01",
+}
+
+
+def _good_run(ws):
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"name": "good"}, "lattice_name": "full"})
+    runs.write_json(os.path.join(runs.run_path(ws, rid), "status.json"),
+                    {"state": "done", "started": 1.0e9, "finished": 1.0e9 + 3, "stage": "done", "progress": 1.0})
+    return rid
+
+
+@pytest.mark.parametrize("which,content", [("status.json", c) for c in CORRUPT.values()] +
+                         [("config.json", c) for c in CORRUPT_CONFIG.values()],
+                         ids=[f"status-{k}" for k in CORRUPT] + [f"config-{k}" for k in CORRUPT_CONFIG])
+def test_one_damaged_run_is_listed_broken_and_the_others_work(tmp_path, which, content):
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    good = _good_run(ws)
+    bad = runs.create_run(ws, {"kind": "fit", "dataset": {"name": "bad"}}, run_id="zz-bad")
+    path = os.path.join(runs.run_path(ws, bad), which)
+    with open(path, "wb") as fh:
+        fh.write(content)
+    table = runs.list_runs(ws)
+    assert list(table.columns) == runs.LIST_COLUMNS and len(table) == 2
+    row = table.set_index("run_id").loc[bad]
+    assert row["state"] == "broken" and which in row["error"]
+    ok = table.set_index("run_id").loc[good]
+    assert ok["state"] == "done" and ok["dataset"] == "good" and ok["duration_s"] == 3.0 and ok["error"] == ""
+    st = runs.read_status(ws, bad)
+    if which == "status.json":
+        assert st["state"] == "broken" and "status.json" in st["error"]
+        assert isinstance(st["progress"], float) and isinstance(st["stage"], str)
+    runs.cancel(ws, bad)
+    with open(path, "rb") as fh:
+        assert fh.read() == content  # a damaged file is reported, never rewritten
+
+
+def test_write_json_leaves_no_temporary_file_on_failure(tmp_path):
+    path = str(tmp_path / "status.json")
+    runs.write_json(path, {"state": "queued"})
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError):
+        runs.write_json(path, {"bad": loop})  # a circular structure fails half-way through
+    assert sorted(os.listdir(tmp_path)) == ["status.json"]
+    assert runs.read_json(path) == {"state": "queued"}
+    names = {runs._tmp_name(path) for _ in range(100)}
+    assert len(names) == 100 and all(str(os.getpid()) in n for n in names)
+
+
+def test_concurrent_writers_never_share_a_temporary_file(tmp_path):
+    import threading
+
+    path = str(tmp_path / "status.json")
+    errors = []
+
+    def writer(k):
+        try:
+            for i in range(50):
+                runs.write_json(path, {"writer": k, "i": i, "pad": "x" * 2000})
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sorted(os.listdir(tmp_path)) == ["status.json"]
+    assert runs.read_json(path)["i"] == 49
