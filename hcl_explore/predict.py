@@ -343,6 +343,8 @@ def fit_group_lasso(
     noise_cov : (p, p), optional, continuous only: the covariance of the errors in X (estimated
         scores), subtracted from the Gram matrix (bias-corrected estimator)
     """
+    cv = _check_int("cv", cv, 2)
+    n_lambda = _check_int("n_lambda", n_lambda, 1)
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     g = np.asarray(groups, dtype=int)
@@ -493,6 +495,8 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, task: str, *, cv: int = 5, n_lambda:
               class_weight: str | None = "balanced", random_state: int = 0) -> _Dense:
     """Ridge regression (continuous) or L2-logistic regression (binary) with the penalty chosen by
     K-fold cross-validation (minimum validation loss)."""
+    cv = _check_int("cv", cv, 2)
+    n_lambda = _check_int("n_lambda", n_lambda, 1)
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     rng = np.random.default_rng(random_state)
@@ -654,6 +658,31 @@ def _node_from_repr(x: Any) -> Node:
     return tuple(p.strip() for p in s.split(",") if p.strip())
 
 
+def _check_int(name: str, value: Any, low: int) -> int:
+    """``value`` as an int >= ``low``, or a ValueError naming the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _check_options(*, cv: Any, test_size: Any, n_bootstrap: Any, min_labelled: Any, task: Any, rule: Any,
+                   class_weight: Any) -> None:
+    """The options of :func:`evaluate_prediction`, checked before any work, each error naming its
+    argument (``cv=1`` used to end in "Eigenvalues did not converge")."""
+    _check_int("cv", cv, 2)
+    _check_int("n_bootstrap", n_bootstrap, 0)
+    _check_int("min_labelled", min_labelled, 1)
+    if isinstance(test_size, (bool, np.bool_)) or not isinstance(test_size, (int, float, np.integer, np.floating)) \
+            or not 0 < float(test_size) < 1:
+        raise ValueError(f"test_size must be a number strictly between 0 and 1, got {test_size!r}.")
+    if task not in ("auto", "binary", "continuous"):
+        raise ValueError(f"task must be 'auto', 'binary' or 'continuous', got {task!r}.")
+    if rule not in ("1se", "min"):
+        raise ValueError(f"rule must be '1se' or 'min', got {rule!r}.")
+    if class_weight not in ("balanced", None):
+        raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}.")
+
+
 def _task_of(y: np.ndarray, task: str) -> str:
     vals = np.unique(y)
     if task == "auto":
@@ -757,6 +786,9 @@ def evaluate_prediction(
     """
     from .model import HCL
 
+    _check_options(cv=cv, test_size=test_size, n_bootstrap=n_bootstrap, min_labelled=min_labelled, task=task,
+                   rule=rule, class_weight=class_weight)
+    cv, n_bootstrap, test_size = int(cv), int(n_bootstrap), float(test_size)
     t0 = time.perf_counter()
     yv, name = _as_outcome(y, data)
     n_inf = int(np.isinf(yv).sum())

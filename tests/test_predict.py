@@ -188,3 +188,34 @@ def test_infinite_outcomes_are_an_error_giving_their_count():
     binary[lab[1]] = np.inf
     with pytest.raises(ValueError, match=r"holds 1 infinite value"):
         hx.evaluate_prediction(hx.HCL(), data, binary, task="binary")
+
+
+@pytest.mark.parametrize("option,value", [("cv", 1), ("cv", 0), ("cv", -3), ("cv", 2.5), ("cv", True), ("cv", "5"),
+                                          ("test_size", 0), ("test_size", 1), ("test_size", 1.5), ("test_size", -0.1),
+                                          ("test_size", float("nan")), ("test_size", "0.2"),
+                                          ("n_bootstrap", -1), ("n_bootstrap", 10.5), ("min_labelled", 0),
+                                          ("task", "ordinal"), ("rule", "max"), ("class_weight", "equal")])
+def test_bad_options_are_refused_up_front_naming_the_argument(option, value):
+    data, y, _ = outcome_data(8, "binary", n=300, n_lab=120)
+    fitted = []
+
+    class Spy(hx.HCL):  # nothing may be fitted before the options are checked
+        def fit(self, *a, **k):
+            fitted.append(1)
+            return super().fit(*a, **k)
+
+    with pytest.raises(ValueError, match=option):
+        hx.evaluate_prediction(Spy(), data, y, **{option: value})
+    assert not fitted
+
+
+def test_cv_1_is_a_clear_error_in_the_penalty_searches():
+    from hcl_explore.predict import fit_ridge
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.normal(size=40)
+    with pytest.raises(ValueError, match="cv must be an integer >= 2"):
+        fit_group_lasso(X, y, [0, 0, 1, 1], "continuous", cv=1)
+    with pytest.raises(ValueError, match="cv must be an integer >= 2"):
+        fit_ridge(X, y, "continuous", cv=1)
+    assert fit_ridge(X, y, "continuous", cv=np.int64(2)) is not None
