@@ -163,6 +163,38 @@ def _mlp(d_in: int, d_out: int, hidden: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and math.isfinite(float(v))
+
+
+def check_options(**opts: Any) -> None:
+    """Check the contrastive estimator's numeric options that are given; a ValueError names the
+    first bad one. ``hidden``: a sequence of positive integer widths (empty: no hidden layer);
+    ``batch_size``, ``max_epochs``, ``patience``: integers >= 1; ``lr``, ``temperature``: numbers
+    > 0; ``weight_decay``: a number >= 0; ``val_fraction``: a number in [0, 1)."""
+    if "hidden" in opts:
+        h = opts["hidden"]
+        if isinstance(h, (str, bytes)) or not isinstance(h, (Sequence, np.ndarray)) \
+                or not all(_is_int(w) and int(w) > 0 for w in h):
+            raise ValueError(f"hidden must be a sequence of positive integer layer widths (e.g. (128,), or () for "
+                             f"none), got {h!r}.")
+    for k in ("batch_size", "max_epochs", "patience"):
+        if k in opts and not (_is_int(opts[k]) and int(opts[k]) >= 1):
+            raise ValueError(f"{k} must be an integer >= 1, got {opts[k]!r}.")
+    for k in ("lr", "temperature"):
+        if k in opts and not (_is_real(opts[k]) and float(opts[k]) > 0):
+            raise ValueError(f"{k} must be a number > 0, got {opts[k]!r}.")
+    if "weight_decay" in opts and not (_is_real(opts["weight_decay"]) and float(opts["weight_decay"]) >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {opts['weight_decay']!r}.")
+    if "val_fraction" in opts and not (_is_real(opts["val_fraction"]) and 0 <= float(opts["val_fraction"]) < 1):
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {opts['val_fraction']!r}.")
+
+
 @dataclass
 class ModuleSpec:
     """What :class:`HCLModule` is built from (JSON-able; saved with the model)."""
@@ -175,6 +207,9 @@ class ModuleSpec:
     hidden: tuple[int, ...] = (128,)
     n_outputs: int = 0
     skip: bool = True  # MLP encoders carry a linear skip path (files written before it had none)
+
+    def __post_init__(self) -> None:
+        check_options(hidden=self.hidden)
 
     def to_dict(self) -> dict:
         return {"modalities": list(self.modalities), "dims": dict(self.dims),
@@ -437,6 +472,10 @@ class TrainConfig:
     min_delta: float = 1e-4
     amp: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_options(temperature=self.temperature, max_epochs=self.max_epochs, batch_size=self.batch_size,
+                      lr=self.lr, weight_decay=self.weight_decay, patience=self.patience)
 
     def weights(self) -> dict[str, float]:
         return {"reconstruction": self.reconstruction_weight, "decorrelation": self.decorrelation_weight,

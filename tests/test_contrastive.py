@@ -375,3 +375,44 @@ def test_cuda_with_mixed_precision(small, tmp_path):
         np.testing.assert_allclose(back.transform(data)[n], Z[n], atol=1e-5)
     cpu = hx.HCL(ranks=RANKS, **{**FAST, "amp": False, "max_epochs": 4}).fit(data)
     assert abs(cpu.objective_history_[0] - model.objective_history_[0]) < 0.5 * abs(cpu.objective_history_[0])
+
+
+_NEEDS_MODEL_CHECK = pytest.mark.xfail(reason="HCL turns hidden into ints before contrastive.py sees it; needs "
+                                              "C.check_options(...) at the top of HCL._contrastive_config", strict=False)
+
+
+@pytest.mark.parametrize("hidden", [(-5,), (0,), (16, -1), pytest.param((2.5,), marks=_NEEDS_MODEL_CHECK),
+                                    pytest.param(("a",), marks=_NEEDS_MODEL_CHECK),
+                                    pytest.param("64", marks=_NEEDS_MODEL_CHECK)])
+def test_bad_hidden_widths_are_a_clear_error(hidden):
+    data, _ = hx.simulate(n=80, dims=(4, 3), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.3, seed=0)
+    with pytest.raises(ValueError, match="hidden"):
+        hx.HCL(estimator="contrastive", hidden=hidden, ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, max_epochs=1,
+               device="cpu").fit(data)
+
+
+def test_hidden_minus_five_with_auto_ranks_names_hidden(small):
+    with pytest.raises(ValueError, match="hidden"):
+        hx.HCL(estimator="contrastive", hidden=(-5,), max_epochs=1, device="cpu").fit(small[0])
+
+
+@pytest.mark.parametrize("option,value", [("batch_size", 0), ("batch_size", 2.5), ("lr", 0), ("lr", -1e-3),
+                                          ("lr", float("nan")), ("max_epochs", 0), ("temperature", 0),
+                                          ("temperature", -1.0), ("val_fraction", 1.0), ("val_fraction", -0.1),
+                                          ("weight_decay", -1.0), ("patience", 0), ("hidden", (-5,))])
+def test_contrastive_options_are_checked_by_name(option, value):
+    with pytest.raises(ValueError, match=option):
+        C.check_options(**{option: value})
+    if option != "val_fraction":
+        with pytest.raises(ValueError, match=option):
+            if option == "hidden":
+                C.ModuleSpec(["a"], {"a": 3}, [("a",)], {("a",): 1}, hidden=value)
+            else:
+                C.TrainConfig(**{option: value})
+
+
+def test_good_contrastive_options_pass():
+    C.check_options(hidden=(), batch_size=1, lr=1e-3, max_epochs=1, temperature=0.1, val_fraction=0.0,
+                    weight_decay=0.0, patience=1)
+    C.check_options(hidden=[np.int64(8), 4])
+    C.TrainConfig()
