@@ -882,20 +882,49 @@ class _Peeler:
             A = Smm
         lam, V = np.linalg.eigh((A + A.T) / 2)
         V = V[:, ::-1][:, :r]
+        try:
+            r2 = self._r2_on(m, V, O)
+        except np.linalg.LinAlgError:
+            return r, []
+        return int(np.sum(r2 <= self._leak_limit(m, O))), [round(float(x), 5) for x in r2]
+
+    def _r2_on(self, m: str, V: np.ndarray, O: tuple[str, ...]) -> np.ndarray:
+        """R^2 of each variate ``V[:, j]^T x_m`` regressed on all variables of the modalities O."""
+        Smm = self.stats.cov[self.sl[m], self.sl[m]]
         ro = self._rows(O)
         SmO = self._block(self.sl[m], ro)
         SOO = self._block(ro, ro)
-        q = self._len(ro)
-        n = self._n((m,) + O)
+        G = np.linalg.solve((SOO + SOO.T) / 2, SmO.T @ V)
+        return np.einsum("ij,ij->j", SmO.T @ V, G) / np.maximum(np.einsum("ij,ij->j", V, Smm @ V), 1e-300)
+
+    def _leak_limit(self, m: str, O: tuple[str, ...]) -> float:
+        # Twice the null quantile: a genuine factor's direction carries a little of a leaked shared
+        # one too; a leftover of a larger node's factor is predicted far beyond it.
+        return 2.0 * chi2_quantile(self._len(self._rows(O)), WIDE_CCA_LEVEL) / self._n((m,) + O)
+
+    def _drop_leaked_pair(self, a: str, b: str, Ua: np.ndarray | None, Ub: np.ndarray | None,
+                          O: tuple[str, ...], c: int) -> tuple[int, list]:
+        """Of the ``c`` significant canonical pairs of a and b (span(Ua), span(Ub) removed), keep those
+        whose variates the modalities outside the node (O) do not predict on either side: a
+        leftover of a larger node's factor, imperfectly removed, is shared with O and would
+        otherwise be counted here (reduced statistics only)."""
+        cov = self.stats.cov
+        Qa = _orth_complement(Ua, self.stats.dims[a])
+        Qb = _orth_complement(Ub, self.stats.dims[b])
+        A = Qa.T @ cov[self.sl[a], self.sl[a]] @ Qa
+        B = Qb.T @ cov[self.sl[b], self.sl[b]] @ Qb
+        K = Qa.T @ cov[self.sl[a], self.sl[b]] @ Qb
         try:
-            G = np.linalg.solve((SOO + SOO.T) / 2, SmO.T @ V)
+            Wa = _whitener(A, 1e-10)
+            Wb = _whitener(B, 1e-10)
+            U_, _, Vt = np.linalg.svd(Wa @ K @ Wb.T)
+            va = Qa @ (Wa.T @ U_[:, :c])
+            vb = Qb @ (Wb.T @ Vt.T[:, :c])
+            r2a, r2b = self._r2_on(a, va, O), self._r2_on(b, vb, O)
         except np.linalg.LinAlgError:
-            return r, []
-        r2 = np.einsum("ij,ij->j", SmO.T @ V, G) / np.maximum(np.einsum("ij,ij->j", V, Smm @ V), 1e-300)
-        # Twice the null quantile: a private factor's direction carries a little of a leaked shared one
-        # too; a leftover shared direction is predicted far beyond it.
-        limit = 2.0 * chi2_quantile(q, WIDE_CCA_LEVEL) / n
-        return int(np.sum(r2 <= limit)), [round(float(x), 5) for x in r2]
+            return c, []
+        keep = (r2a <= self._leak_limit(a, O)) & (r2b <= self._leak_limit(b, O))
+        return int(np.sum(keep)), [[round(float(x), 5), round(float(y), 5)] for x, y in zip(r2a, r2b)]
 
     def _private_spectrum(self, m: str, U: np.ndarray | None, node: Node) -> tuple[np.ndarray, int, float, int]:
         """Eigenvalues of modality m's block with span(U) projected out against the
@@ -971,8 +1000,13 @@ class _Peeler:
                         n = self._n((a, b))
                         thr = self.cca_threshold(da_eff, db_eff, n, reduced=self.wide[a] or self.wide[b])
                         c = int(np.sum(rho2 > thr))
+                        leaked = None
+                        if c > 0 and O and self.private_dims is not None:
+                            c, leaked = self._drop_leaked_pair(a, b, Ua, Ub, O, c)
                         counts.append(c)
                         pairs_info[f"{a}+{b}"] = {"rho2": rho2[: c + 3].round(5).tolist(), "threshold": thr, "count": c}
+                        if leaked is not None:
+                            pairs_info[f"{a}+{b}"]["leaked"] = leaked
                         if self.wide[a] or self.wide[b]:
                             pairs_info[f"{a}+{b}"]["dims"] = [int(da_eff), int(db_eff)]
                     r = int(np.floor(np.median(counts)))
