@@ -19,10 +19,11 @@ nav = st.navigation(pages)
 with st.sidebar:
     st.markdown("**hcl-explore** · which modalities share what")
     spec = ui.get_state().get("dataset") or ui.DEFAULT_DATASET
-    st.caption(f"Dataset: {spec.get('name', '?')}")
+    # A dataset name is the user's text (file names): shown as written, never as markdown.
+    st.caption(f"Dataset: {ui.md(spec.get('name', '?'))}")
     rid = ui.selected_run()
     if rid:
         st.caption(f"Run: {rid}")
-    st.caption(f"Workspace: `{ui.workspace()}`")
+    st.caption(f"Workspace: {ui.md(ui.workspace())}")
 
 nav.run()

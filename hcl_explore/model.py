@@ -512,6 +512,10 @@ class HCL:
 
     # ------------------------------------------------------------------ contrastive estimator
     def _contrastive_config(self) -> C.TrainConfig:
+        # Before any conversion (int(h) would turn 2.5 into 2) and before the linear pre-fit.
+        C.check_options(hidden=self.hidden, batch_size=self.batch_size, lr=self.lr, max_epochs=self.max_epochs,
+                        temperature=self.temperature, val_fraction=self.val_fraction,
+                        weight_decay=self.weight_decay, patience=self.patience)
         for name, allowed in CONTRASTIVE_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")

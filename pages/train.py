@@ -12,7 +12,7 @@ st.title("Train")
 ws = ui.workspace()
 spec, data, outcomes, truth, err = ui.current_dataset()
 if err:
-    st.error(f"The current dataset does not load: {err}")
+    st.error(f"The current dataset does not load: {ui.md(str(err))}")
 else:
     lat, ranks, preset = ui.lattice_choice(list(data.modalities))
     c = st.columns(3)
@@ -102,7 +102,9 @@ def monitor() -> None:
                 runs.cancel(ws, rid)
                 st.toast("Cancel requested")
     if state == "failed":
-        st.error(f"Run failed: {stt.get('error', 'unknown error')}")
+        st.error(f"Run failed: {ui.md(str(stt.get('error', 'unknown error')))}")
+    elif state == "broken":
+        st.error(f"This run's folder is damaged: {ui.md(str(stt.get('error', 'unreadable status or config')))}")
         with st.expander("Worker log"):
             st.code(runs.read_log(ws, rid) or "(empty)")
     elif state == "cancelled":
