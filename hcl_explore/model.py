@@ -419,7 +419,6 @@ class HCL:
                 scale[sl[m]] *= math.sqrt(max(tot, 1e-300))
         cov = stats.cov / scale[:, None] / scale[None, :]
         stats_t = L.CovStats(stats.modalities, dims, stats.mean, cov, stats.counts, stats.n_samples)
-
         t1 = time.perf_counter()
         # One noise variance per feature (diagonal Psi): real features are heteroscedastic, and one
         # level per modality turns every feature's extra variance into a "factor".
@@ -433,7 +432,7 @@ class HCL:
         timings["noise"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        stats_w = ST.whiten_stats(L.CovStats(stats.modalities, dims, stats.mean, cov, stats.counts, stats.n_samples), psi)
+        stats_w = ST.whiten_stats(stats_t, psi)
         # Every structure test runs on each modality's leading whitened principal components.
         red = ST.reduce_stats(stats_w)
         search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}

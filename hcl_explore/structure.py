@@ -18,8 +18,6 @@ The pieces, each a pure function of second-order statistics:
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Mapping, Sequence
@@ -316,43 +314,6 @@ def project_stats(red: Reduced, stats_w: L.CovStats) -> L.CovStats:
                       stats_w.n_samples)
 
 
-def heldout_signal_rank(train: np.ndarray, test: np.ndarray, n_train: int, margin: float = 0.1) -> tuple[int, list[float]]:
-    """How many of a whitened block's leading directions, found on some rows, raise the Gaussian
-    likelihood of other rows.
-
-    ``train`` and ``test`` (d, d): the block's Psi-whitened covariance on two disjoint row sets
-    (noise variance 1). Direction ``u_j`` and its eigenvalue come from ``train``; the population
-    spike ``l_j`` is debiased (:func:`linear.debias_spike`) and the variance the model predicts on
-    new rows is ``s_j = 1 + l_j c_j^2`` (``c_j^2``: the squared cosine between a sample and a
-    population eigenvector, so noise fitted into ``u_j`` is not credited). With ``v_j = u_j^T test u_j``
-    the log-likelihood gain per row over the noise model is ``(v_j - v_j / s_j - log s_j) / 2``.
-    Returns the number of leading directions with a positive gain and the gains.
-    """
-    d = train.shape[0]
-    gamma = d / max(n_train, 1)
-    if d > n_train + 20:
-        lam, V = L.cov_eigh(train, n_train)
-    else:
-        lam, V = np.linalg.eigh((train + train.T) / 2)
-        lam, V = lam[::-1], V[:, ::-1]
-    sigma2, k_edge = L.noise_from_eigenvalues(np.concatenate([lam, np.zeros(max(d - lam.size, 0))]), n_train, margin)
-    k_max = int(np.sum(lam > L.mp_edge(gamma) * sigma2))
-    gains: list[float] = []
-    for j in range(k_max):
-        ell = float(L.debias_spike(np.array([lam[j] / sigma2]), gamma)[0])
-        if ell <= 0:
-            break
-        c2 = max((1.0 - gamma / ell**2) / (1.0 + gamma / ell), 0.0)
-        s = 1.0 + ell * c2
-        v = float(V[:, j] @ test @ V[:, j]) / sigma2
-        g = 0.5 * (v - v / s - math.log(s))
-        gains.append(round(g, 6))
-    k = 0
-    while k < len(gains) and gains[k] > 0:
-        k += 1
-    return k, gains
-
-
 #: How the two fold searches confirm a node's rank found on all rows (see :func:`confirm_ranks`):
 #: ``"min"`` keeps a shared factor only when both folds find it too (on the simulated grid as exact
 #: as no confirmation, and it removes most one-factor nodes of real data that come and go between
@@ -366,21 +327,10 @@ def confirm_ranks(red: Reduced, folds_w: Sequence[L.CovStats], lattice: Lattice,
 
     The structure search is rerun on each of two disjoint row folds (same reduced coordinates);
     a shared node keeps the rank found on all rows only as far as the folds find it too
-    (``CONFIRM_RULE``). Each modality's held-out signal rank (:func:`heldout_signal_rank`, both
-    fold orders) is recorded beside it for the user; it does not change the ranks. Nodes whose
-    rank was given are left alone.
+    (``CONFIRM_RULE``). Nodes whose rank was given are left alone.
     """
     mods = list(red.stats.modalities)
-    sl_full = folds_w[0].offsets
-    info: dict = {"heldout_signal_rank": {}, "folds": []}
-    k_ho = {}
-    for j, m in enumerate(mods):
-        A = folds_w[0].cov[sl_full[m], sl_full[m]]
-        B = folds_w[1].cov[sl_full[m], sl_full[m]]
-        kab, gab = heldout_signal_rank(A, B, int(folds_w[0].counts[j, j]))
-        kba, gba = heldout_signal_rank(B, A, int(folds_w[1].counts[j, j]))
-        k_ho[m] = min(kab, kba)
-        info["heldout_signal_rank"][m] = {"k": k_ho[m], "gains": [gab[:k_ho[m] + 3], gba[:k_ho[m] + 3]]}
+    info: dict = {"folds": []}
     fold_ranks = []
     for fw in folds_w:
         rs = project_stats(red, fw)
