@@ -1,6 +1,6 @@
 """hcl-explore: hierarchical contrastive learning over modality subsets.
 
-Public API (DESIGN §4): :class:`Lattice`, :class:`MultimodalData`, :func:`simulate`, :class:`HCL`,
+Public API (README.md, "In Python"): :class:`Lattice`, :class:`MultimodalData`, :func:`simulate`, :class:`HCL`,
 and :mod:`hcl_explore.metrics`.
 """
 

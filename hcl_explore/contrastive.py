@@ -1,4 +1,4 @@
-"""The contrastive HCL estimator (DESIGN §3): the torch module, its losses and the training loop.
+"""The contrastive HCL estimator (README.md, "In Python"): the torch module, its losses and the training loop.
 
 The user-facing estimator is :class:`hcl_explore.HCL` with ``estimator="contrastive"``; this module
 holds what it drives (scvi-tools style):

@@ -1,4 +1,4 @@
-"""Simulate data from the HCL generative model (DESIGN §1).
+"""Simulate data from the HCL generative model (the linear model of docs/structure.md).
 
     x^(m) = sum_{S in L, m in S} B_S^(m) z_S + e^(m),   z_S ~ N(0, I_{r_S}),   e^(m) ~ N(0, sigma_m^2 I)
 
