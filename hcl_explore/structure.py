@@ -85,10 +85,18 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
     if d < 0.5 * n:
         psi = _regression_noise(S, n, diag, spectrum, margin)
         sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
+        psi = _shrink(psi, n, k)
         if d < 20:
             # Too few eigenvalues for a bulk: the regression estimate stands on its own.
-            return psi, k
+            return np.clip(psi, PSI_FLOOR * diag, diag), k
+        sigma2 = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)[0]
         return _settle(psi * sigma2, diag, S, n, margin, spectrum)
+    if d >= n:
+        # More features than samples: d per-feature variances cannot be told from d spikes (the
+        # fixed point overfits them to the floor and every whitened direction becomes a factor);
+        # one variance for the block, from its Marchenko-Pastur bulk, is what the data support.
+        sigma2, k = L.estimate_noise(S, n, margin)
+        return np.clip(np.full(d, sigma2), PSI_FLOOR * diag, diag), k
     psi = diag.copy()
     k = 0
     for it in range(max_iter):
@@ -110,8 +118,29 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
         psi = psi_new if it < 3 else 0.5 * (psi + psi_new)
         if change < tol:
             break
+    psi = _shrink(psi, n, k)
     sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
     return _settle(psi * sigma2, diag, S, n, margin, spectrum)
+
+
+def _shrink(psi: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Shrink per-feature noise variances toward their mean by as much of their spread as their
+    own sampling error explains (empirical Bayes, James-Stein style).
+
+    Each ``psi_i`` is estimated with variance about ``2 psi_i^2 / (n - k)``. At n = 40 that is most
+    of the spread between features even when the noise is homoscedastic, and the spread then
+    makes the whitened bulk's top eigenvalues look like factors; at n = 10^4 almost nothing is
+    shrunk and heteroscedastic features keep their own variances.
+    """
+    if psi.size < 3:
+        return psi
+    mu = float(np.mean(psi))
+    dev = psi - mu
+    spread = float(np.mean(dev**2))
+    if spread <= 0:
+        return psi
+    sampling = float(np.mean(2.0 * psi**2 / max(n - k, 1)))
+    return mu + (1.0 - min(1.0, sampling / spread)) * dev
 
 
 def _settle(psi: np.ndarray, diag: np.ndarray, S: np.ndarray, n: int, margin: float, spectrum) -> tuple[np.ndarray, int]:

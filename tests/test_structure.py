@@ -180,3 +180,14 @@ def test_rank_and_save_errors_name_what_is_wrong(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no stray temporary file
     model.save(tmp_path / "m.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_forty_samples_do_not_turn_noise_into_factors():
+    # n = 40 with blocks of 30-100 features: reduced coordinates are principal components already,
+    # and private counts keep the edge of all d_m features (the first version found 4-7 private
+    # factors per modality here, where there is at most one).
+    for seed in range(3):
+        data, _ = hx.simulate(n=40, dims=(100, 80, 30), ranks={("a", "b", "c"): 1, ("a",): 1}, noise=0.3, seed=seed)
+        model = hx.HCL().fit(data)
+        assert sum(model.ranks_.values()) <= 5
+        assert all(model.ranks_[(m,)] <= 2 for m in data.modalities)
