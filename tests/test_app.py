@@ -3,7 +3,6 @@ their errors, lattice edits, launching a tiny real run, results, prediction, exp
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 import hcl_explore as hx
 from hcl_explore import runs
+from workspace_helpers import tree_hashes, wait_for_run
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -65,16 +65,6 @@ def _write_uploads(ws, n=600, bad=False):
                                                      "uploads": uploads, "upload_outcomes": os.path.join(up, "outcomes__out.csv"),
                                                      "uploads_pending": True})
     return uploads
-
-
-def _wait(ws, rid, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        st = runs.read_status(ws, rid)
-        if st["state"] in runs.FINAL:
-            return st
-        time.sleep(0.1)
-    raise AssertionError(runs.read_status(ws, rid))
 
 
 def test_data_page_opens_on_the_bundled_sample(ws):
@@ -141,7 +131,7 @@ def test_train_page_launches_a_real_run_and_shows_it_finish(ws):
     rid = table.run_id[0]
     assert at.query_params["run"] == rid
     assert runs.read_json(os.path.join(runs.run_path(ws, rid), "config.json"))["stability"] == {"n_resamples": 20}
-    assert _wait(ws, rid)["state"] == "done"
+    assert wait_for_run(ws, rid)["state"] == "done"
     at = _app("train", run=rid)
     assert "Run finished." in _texts(at)
     # Structure page of that run: the hierarchy, variance, loadings and scores figures.
@@ -188,7 +178,7 @@ def test_train_page_launches_a_contrastive_run_with_its_settings(ws):
     assert cfg["params"] == {"estimator": "contrastive", "standardize": "auto", "device": "auto", "max_epochs": 3,
                              "loss": "infonce", "hidden": [16]}
     assert cfg["stability"] is False
-    assert _wait(ws, rid)["state"] == "done"
+    assert wait_for_run(ws, rid)["state"] == "done"
     epochs = [e for e in runs.read_metrics(ws, rid) if e.get("stage") == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     model = hx.HCL.load(os.path.join(runs.run_path(ws, rid), "model.npz"))
@@ -223,17 +213,6 @@ def test_pages_without_runs_say_what_to_do(ws):
         assert "No finished run yet" in _texts(at)
 
 
-def _tree(root) -> dict:
-    import hashlib
-
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for f in names:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
-
-
 def _table(n=80, seed=0, cols=3) -> bytes:
     rng = np.random.default_rng(seed)
     df = pd.DataFrame(rng.normal(size=(n, cols)).round(4), columns=[f"x{j}" for j in range(cols)])
@@ -249,14 +228,14 @@ def test_a_bad_upload_with_a_good_files_name_leaves_the_dataset_loading(ws):
     assert not at.exception, at.exception
     # The names are shown as written, not as markdown.
     assert "Current dataset: uploaded: a, \\_b\\_, 数据" in _texts(at)
-    before = _tree(ws)
+    before = tree_hashes(ws)
     at.file_uploader(key="modality_files").set_value(("a.csv", b"\x00\x01\x02binary" * 40, "text/csv")).run()
     assert not at.exception, at.exception
     errors = [str(e.value) for e in at.error]
     assert any("a.csv" in e and "looks like a binary file" in e for e in errors), errors
     assert "the current dataset and the files saved before were not changed" in _texts(at)
     assert "Current dataset: uploaded: a, \\_b\\_, 数据" in _texts(at)
-    assert _tree(ws) == before  # no byte of the workspace changed
+    assert tree_hashes(ws) == before  # no byte of the workspace changed
     # After a reload the same dataset loads from the same files.
     at = _app()
     assert "Current dataset: uploaded: a, \\_b\\_, 数据" in _texts(at)
@@ -268,4 +247,4 @@ def test_a_bad_upload_with_a_good_files_name_leaves_the_dataset_loading(ws):
     at.file_uploader(key="outcome_file").set_value(("outcomes.csv", other, "text/csv")).run()
     assert any("outcomes.csv" in str(e.value) and "none of its 80 ids match" in str(e.value) for e in at.error)
     assert [m for m in at.metric if m.label == "Outcomes"][0].value == "0"
-    assert _tree(ws) == before
+    assert tree_hashes(ws) == before

@@ -1,7 +1,6 @@
 """The workspace dataset store: uploads checked before they are kept, files stored by content,
 removals that last, hashes that catch a changed file, and per-outcome results that never collide."""
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 import hcl_explore as hx
 from hcl_explore import datasets, report, runs
+from workspace_helpers import tree_hashes
 
 
 def _csv(n=60, seed=0, prefix="P", cols=("x1", "x2", "x3"), id_col="pid") -> bytes:
@@ -19,16 +19,6 @@ def _csv(n=60, seed=0, prefix="P", cols=("x1", "x2", "x3"), id_col="pid") -> byt
     df = pd.DataFrame(rng.normal(size=(n, len(cols))).round(4), columns=list(cols))
     df.insert(0, id_col, [f"{prefix}{i}" for i in range(n)])
     return df.to_csv(index=False).encode()
-
-
-def _tree(root) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``root``."""
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for f in names:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture
@@ -47,7 +37,7 @@ def test_a_bad_upload_with_the_name_of_a_good_file_changes_no_byte(ws):
     out = pd.DataFrame({"pid": [f"P{i}" for i in range(60)], "event": [i % 2 for i in range(60)]}).to_csv(index=False).encode()
     did = _dataset(ws, {"fac.csv": _csv(seed=1), "lab.csv": _csv(seed=2)}, ("outcomes.csv", out))
     spec = datasets.dataset_spec(ws, did)
-    before = _tree(ws)
+    before = tree_hashes(ws)
     # A binary file under the same name: refused when staged, naming the file.
     with pytest.raises(ValueError, match=r"fac\.csv: looks like a binary file"):
         datasets.stage_upload(ws, "fac.csv", b"\x00\x01\x02\x03binary" * 50)
@@ -59,7 +49,7 @@ def test_a_bad_upload_with_the_name_of_a_good_file_changes_no_byte(ws):
     other = pd.DataFrame({"pid": [f"Z{i}" for i in range(60)], "event": [i % 3 == 0 for i in range(60)]}).to_csv(index=False).encode()
     added, errors = datasets.ingest(ws, did, [("outcomes.csv", other, "outcomes"), ("fac.csv", b"\x00" * 10, "modality")])
     assert added == [] and "none of its 60 ids match" in errors["outcomes.csv"] and "fac.csv" in errors
-    assert _tree(ws) == before  # every file byte-identical, nothing left in staging
+    assert tree_hashes(ws) == before  # every file byte-identical, nothing left in staging
     data, outcomes, _ = datasets.load(spec)  # the dataset still loads as it was
     assert data.modalities == ["fac", "lab"] and data.n_samples == 60 and outcomes.columns == ["event"]
     assert datasets.dataset_spec(ws, did) == spec

@@ -1,28 +1,17 @@
 """Nothing lost: each fault (a damaged run folder beside good ones, a worker killed mid-run, a
 cancel) leaves every byte of the good runs as it was, and they stay listed and loadable."""
 
-import hashlib
 import os
 import signal
-import time
 
 import pandas as pd
 import pytest
 
 import hcl_explore as hx
 from hcl_explore import runs
+from workspace_helpers import tree_hashes, wait_for_run
 
 RANKS = {("a", "b"): 1, ("a",): 1, ("b",): 1}
-
-
-def _hashes(root):
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def _files(tmp_path, n, dims, seed):
@@ -51,7 +40,7 @@ def workspace(tmp_path):
 
 
 def _good_snapshot(ws, good):
-    return {rid: _hashes(runs.run_path(ws, rid)) for rid in good}
+    return {rid: tree_hashes(runs.run_path(ws, rid)) for rid in good}
 
 
 def _check_good(ws, good, before):
@@ -63,16 +52,6 @@ def _check_good(ws, good, before):
         assert model.ranks_[("a", "b")] >= 0
     for dirpath, _, files in os.walk(ws):
         assert not [f for f in files if f.endswith(".tmp") or ".tmp." in f], (dirpath, files)
-
-
-def _wait(ws, rid, states, timeout=120):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        st = runs.read_status(ws, rid)
-        if st["state"] in states:
-            return st
-        time.sleep(0.02)
-    raise AssertionError(f"run {rid}: {runs.read_status(ws, rid)}")
 
 
 def test_a_damaged_run_folder_beside_good_ones(workspace):
@@ -89,14 +68,14 @@ def test_a_damaged_run_folder_beside_good_ones(workspace):
                     fh.write(content)
                 damaged.append(os.path.join(d, name))
         bad.append(rid)
-    bad_before = {p: _hashes(os.path.dirname(p))[os.path.basename(p)] for p in damaged}
+    bad_before = {p: tree_hashes(os.path.dirname(p))[os.path.basename(p)] for p in damaged}
     table = runs.list_runs(ws).set_index("run_id")
     assert (table.loc[bad, "state"] == "broken").all() and table.loc[bad, "error"].str.len().gt(0).all()
     for rid in bad:
         runs.read_status(ws, rid)
         runs.cancel(ws, rid)
     # The damaged files are reported, never rewritten (a queued run with a damaged config may be cancelled).
-    assert {p: _hashes(os.path.dirname(p))[os.path.basename(p)] for p in damaged} == bad_before
+    assert {p: tree_hashes(os.path.dirname(p))[os.path.basename(p)] for p in damaged} == bad_before
     _check_good(ws, good, before)
 
 
@@ -106,11 +85,11 @@ def test_a_worker_killed_mid_run(workspace, tmp_path):
     spec = _files(tmp_path, 4000, {"a": 60, "b": 60}, seed=1)  # a few seconds of work
     rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "full"})
     pid = runs.launch(ws, rid)
-    st = _wait(ws, rid, ("running",) + runs.FINAL)
+    st = wait_for_run(ws, rid, ("running",) + runs.FINAL)
     assert st["state"] == "running", st
     os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    st = _wait(ws, rid, runs.FINAL)
+    st = wait_for_run(ws, rid, runs.FINAL)
     assert st["state"] == "failed" and "ended unexpectedly" in st["error"]
     assert runs.read_status(ws, rid)["state"] == "failed"  # recorded, and stays so
     _check_good(ws, good, before)
@@ -127,8 +106,8 @@ def test_cancels(workspace, tmp_path):
     spec = _files(tmp_path, 4000, {"a": 60, "b": 60}, seed=2)
     rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "full"})
     pid = runs.launch(ws, rid)
-    _wait(ws, rid, ("running",) + runs.FINAL)
+    wait_for_run(ws, rid, ("running",) + runs.FINAL)
     runs.cancel(ws, rid)
     os.waitpid(pid, 0)
-    assert _wait(ws, rid, runs.FINAL)["state"] in ("cancelled", "done")
+    assert wait_for_run(ws, rid, runs.FINAL)["state"] in ("cancelled", "done")
     _check_good(ws, good, before)

@@ -12,16 +12,7 @@ import pytest
 import hcl_explore as hx
 from hcl_explore import report, runs
 from hcl_explore.cli import main
-
-
-def wait(ws, rid, states=runs.FINAL, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        st = runs.read_status(ws, rid)
-        if st["state"] in states:
-            return st
-        time.sleep(0.05)
-    raise AssertionError(f"run {rid} still {runs.read_status(ws, rid)} after {timeout} s")
+from workspace_helpers import wait_for_run
 
 
 @pytest.fixture
@@ -44,7 +35,7 @@ def test_worker_writes_a_complete_run(tmp_path, small_files):
     rid = runs.create_run(ws, {"kind": "fit", "dataset": small_files, "lattice": "full", "lattice_name": "full"})
     assert runs.read_status(ws, rid)["state"] == "queued"
     runs.launch(ws, rid)
-    st = wait(ws, rid)
+    st = wait_for_run(ws, rid)
     assert st["state"] == "done", runs.read_log(ws, rid)
     d = runs.run_path(ws, rid)
     for f in ("config.json", "status.json", "metrics.jsonl", "model.npz", "summary.csv", "scores.npz", "outcomes.csv"):
@@ -60,7 +51,7 @@ def test_worker_writes_a_complete_run(tmp_path, small_files):
     pid = runs.create_run(ws, {"kind": "predict", "parent": rid, "outcome": "y", "dataset": {"name": "p"},
                                "options": {"n_bootstrap": 20, "baselines": ["raw"]}})
     runs.launch(ws, pid)
-    assert wait(ws, pid)["state"] == "done", runs.read_log(ws, pid)
+    assert wait_for_run(ws, pid)["state"] == "done", runs.read_log(ws, pid)
     pred = json.load(open(os.path.join(d, "prediction_y.json")))
     assert pred["task"] == "binary" and pred["counts"]["labelled"] == 800
     # Exports.
@@ -82,7 +73,7 @@ def test_failed_run_shows_the_loader_message(tmp_path):
     bad.write_bytes(b"\x00\x01\x02binary")
     rid = runs.create_run(ws, {"kind": "fit", "dataset": {"modalities": {"a": str(bad), "b": str(bad)}}})
     runs.launch(ws, rid)
-    st = wait(ws, rid)
+    st = wait_for_run(ws, rid)
     assert st["state"] == "failed" and "bad.csv: looks like a binary file" in st["error"]
 
 
@@ -93,9 +84,9 @@ def test_cancel_before_start_and_while_running(tmp_path):
     assert runs.read_status(ws, rid)["state"] == "cancelled"
     rid2 = runs.create_run(ws, {"kind": "fit", "dataset": {"bundled": "clinical"}})
     runs.launch(ws, rid2)
-    wait(ws, rid2, states=("running",) + runs.FINAL)
+    wait_for_run(ws, rid2, states=("running",) + runs.FINAL)
     runs.cancel(ws, rid2)
-    st = wait(ws, rid2)
+    st = wait_for_run(ws, rid2)
     assert st["state"] == "cancelled"
     assert not os.path.exists(os.path.join(runs.run_path(ws, rid2), "model.npz"))
 
@@ -104,9 +95,9 @@ def test_a_killed_worker_is_reported_failed(tmp_path):
     ws = runs.workspace_dir(str(tmp_path / "ws"))
     rid = runs.create_run(ws, {"kind": "fit", "dataset": {"bundled": "clinical"}})
     pid = runs.launch(ws, rid)
-    wait(ws, rid, states=("running",) + runs.FINAL)
+    wait_for_run(ws, rid, states=("running",) + runs.FINAL)
     os.kill(pid, signal.SIGKILL)
-    st = wait(ws, rid)
+    st = wait_for_run(ws, rid)
     assert st["state"] == "failed" and "ended unexpectedly" in st["error"]
 
 
@@ -116,7 +107,7 @@ def test_two_runs_side_by_side_do_not_interfere(tmp_path, small_files):
     b = runs.create_run(ws, {"kind": "fit", "dataset": small_files, "lattice": "shared_private"})
     runs.launch(ws, a)
     runs.launch(ws, b)
-    assert wait(ws, a)["state"] == "done" and wait(ws, b)["state"] == "done"
+    assert wait_for_run(ws, a)["state"] == "done" and wait_for_run(ws, b)["state"] == "done"
     ma = hx.HCL.load(os.path.join(runs.run_path(ws, a), "model.npz"))
     mb = hx.HCL.load(os.path.join(runs.run_path(ws, b), "model.npz"))
     assert len(ma.lattice_.nodes) == 7 and len(mb.lattice_.nodes) == 4
