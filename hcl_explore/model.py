@@ -380,10 +380,6 @@ class HCL:
             if bar is not None:
                 bar.close()
 
-    @staticmethod
-    def _auto_ranks(fixed: Mapping[Node, int | None]) -> bool:
-        return any(v is None for v in fixed.values())
-
     def _fit(self, data, callback: L.Callback | None, structure_only: bool = False):
         if self.estimator != "linear":
             raise ValueError(f"Unknown estimator {self.estimator!r}; available: {', '.join(map(repr, ESTIMATORS))}.")
@@ -395,8 +391,9 @@ class HCL:
         timings: dict[str, float] = {}
 
         _check_given_ranks(fixed, {m: len(data.feature_names[m]) for m in mods})
-        stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback,
-                                   folds=self._auto_ranks(fixed))
+        auto = any(v is None for v in fixed.values())
+        # Two row folds from the same pass (same flops) for the out-of-sample confirmation.
+        stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback, folds=auto)
         timings["covariance"] = time.perf_counter() - t0
         dims = stats.dims
         sl = stats.offsets
@@ -417,8 +414,12 @@ class HCL:
             for m in mods:
                 tot = float(np.sum(np.diag(stats.cov)[sl[m]] / scale[sl[m]] ** 2))
                 scale[sl[m]] *= math.sqrt(max(tot, 1e-300))
-        cov = stats.cov / scale[:, None] / scale[None, :]
-        stats_t = L.CovStats(stats.modalities, dims, stats.mean, cov, stats.counts, stats.n_samples)
+
+        def transformed(s: L.CovStats) -> L.CovStats:
+            return L.CovStats(mods, dims, s.mean, s.cov / scale[:, None] / scale[None, :], s.counts, s.n_samples)
+
+        stats_t = transformed(stats)
+        cov = stats_t.cov
         t1 = time.perf_counter()
         # One noise variance per feature (diagonal Psi): real features are heteroscedastic, and one
         # level per modality turns every feature's extra variance into a "factor".
@@ -438,18 +439,16 @@ class HCL:
         search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}
         folds_w = None
         if stats.folds is not None and all(f is not None for f in stats.folds):
-            folds_w = [ST.whiten_stats(L.CovStats(mods, dims, f.mean, f.cov / scale[:, None] / scale[None, :], f.counts,
-                                                  f.n_samples), psi) for f in stats.folds]
+            folds_w = [ST.whiten_stats(transformed(f), psi) for f in stats.folds]
         lat_s, fixed_s = lat, fixed
-        if any(v is None for v in fixed.values()) and len(mods) > 1:
+        if auto and len(mods) > 1:
             pairs = ST.pair_counts(red.stats, tw_floor=True)
             keep = [n for n, v in fixed.items() if v is not None and v > 0]
             lat_s, bound = ST.screen_lattice(lat, pairs, keep)
             fixed_s = {n: fixed[n] for n in lat_s.nodes}
             search["pairs"] = {f"{a}+{b}": v for (a, b), v in pairs.items()}
             search["candidates"] = {"tested": len(lat_s.nodes), "of": len(lat.nodes)}
-        peel = L.peel(red.stats, red.noise, lat_s, fixed_s, callback=callback, tw_floor=True,
-                      signal_rank={m: red.stats.dims[m] for m in mods}, private_dims=red.full_dims)
+        peel = ST.peel_reduced(red, red.stats, lat_s, fixed_s, callback=callback)
         ranks = {n: int(peel.ranks.get(n, 0)) for n in lat.nodes}
         if folds_w is not None:
             ranks, search["confirm"] = ST.confirm_ranks(red, folds_w, lat_s, fixed_s, ranks)
@@ -465,11 +464,10 @@ class HCL:
         W0 = L.stack_loadings(init, mods, dims, nodes, ranks)
         t3 = time.perf_counter()
         # Refinement in whitened units (noise 1 in every feature): least squares there is the
-        # factor-analysis weighting. Psi is then refitted from the residual diagonal once.
-        w = 1.0 / np.sqrt(psi)
+        # factor-analysis weighting for the Psi found above (Psi itself is not refitted).
         res = L.masked_factorization(stats_w.cov - np.eye(D), W0, mask, device=dev, tol=self.tol,
                                      max_iter=self.max_iter, callback=callback)
-        W = res.W / w[:, None]
+        W = res.W * np.sqrt(psi)[:, None]
         timings["refine"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
 

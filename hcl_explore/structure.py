@@ -36,12 +36,17 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
                   tol: float = 5e-3) -> tuple[np.ndarray, int]:
     """Per-feature noise variances of one modality and its signal rank.
 
-    Iterates: whiten the block by the current ``psi``; the scalar ``sigma^2`` of the whitened
+    Three regimes. ``d < n / 2``: each feature's regression on the others
+    (:func:`_regression_noise`). ``d >= n``: one variance for the block from its Marchenko-Pastur
+    bulk (per-feature variances are not identifiable there). Between the two, the factor-analysis
+    fixed point: whiten the block by the current ``psi``; the scalar ``sigma^2`` of the whitened
     bulk (Marchenko-Pastur median, :func:`linear.estimate_noise`) rescales ``psi``; the ``k``
     eigenvalues above the edge are debiased to population spikes ``l_j`` and their eigenvectors
     corrected for the sample-eigenvector inconsistency (``E v_ij^2 = c_j^2 u_ij^2 + (1 - c_j^2) / d``);
     then ``psi_i = S_ii - psi_i sum_j l_j u_ij^2`` (the factor-analysis fixed point), floored at
-    ``PSI_FLOOR * S_ii``. Stops when ``k`` is stable and ``psi`` moves less than ``tol`` (relative).
+    ``PSI_FLOOR * S_ii``; stops when ``psi`` moves less than ``tol`` (relative). The first and the
+    last regime's variances are then shrunk toward their mean (:func:`_shrink`) and rescaled so
+    the whitened bulk has unit variance.
 
     Parameters
     ----------
@@ -90,7 +95,7 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
             # Too few eigenvalues for a bulk: the regression estimate stands on its own.
             return np.clip(psi, PSI_FLOOR * diag, diag), k
         sigma2 = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)[0]
-        return _settle(psi * sigma2, diag, S, n, margin, spectrum)
+        return _settle(psi * sigma2, diag, n, margin, spectrum)
     if d >= n:
         # More features than samples: d per-feature variances cannot be told from d spikes (the
         # fixed point overfits them to the floor and every whitened direction becomes a factor);
@@ -120,7 +125,7 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
             break
     psi = _shrink(psi, n, k)
     sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
-    return _settle(psi * sigma2, diag, S, n, margin, spectrum)
+    return _settle(psi * sigma2, diag, n, margin, spectrum)
 
 
 def _shrink(psi: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -143,7 +148,7 @@ def _shrink(psi: np.ndarray, n: int, k: int) -> np.ndarray:
     return mu + (1.0 - min(1.0, sampling / spread)) * dev
 
 
-def _settle(psi: np.ndarray, diag: np.ndarray, S: np.ndarray, n: int, margin: float, spectrum) -> tuple[np.ndarray, int]:
+def _settle(psi: np.ndarray, diag: np.ndarray, n: int, margin: float, spectrum) -> tuple[np.ndarray, int]:
     """Clamp noise variances into ``[PSI_FLOOR * S_ii, S_ii]`` after the bulk rescaling and count
     the whitened block's spikes with them."""
     psi = np.clip(psi, PSI_FLOOR * diag, diag)
@@ -284,21 +289,20 @@ class Reduced:
 
     stats: L.CovStats
     basis: dict[str, np.ndarray]
-    eigenvalues: dict[str, np.ndarray]
     noise: dict[str, float] = field(default_factory=dict)
     full_dims: dict[str, int] = field(default_factory=dict)
 
 
 def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
     """Reduce whitened statistics to ``q_m`` = (eigenvalues above the bare noise edge) + ``extra``
-    principal components per modality (at most d_m and n_m - 2).
+    principal components per modality (at most d_m and n_m / 5).
 
     The noise variance stays 1 in these coordinates (``noise``); the private test must compare
     with the largest-eigenvalue law of all d_m features (``full_dims``), since the components were
     selected out of them.
     """
     sl = stats_w.offsets
-    basis, eigs, noise, dims = {}, {}, {}, {}
+    basis, noise, dims = {}, {}, {}
     for j, m in enumerate(stats_w.modalities):
         n = int(stats_w.counts[j, j])
         d = stats_w.dims[m]
@@ -312,16 +316,9 @@ def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
         # At most n / 5 components: canonical correlations between blocks whose sizes approach n
         # are 1 whatever the truth (and noise estimates of d > n blocks are crude).
         q = max(1, min(k0 + extra, d, max(n // 5, 2)))
-        basis[m], eigs[m], dims[m] = V[:, :q], lam[:q], q
+        basis[m], dims[m] = V[:, :q], q
         noise[m] = 1.0
-    T = [basis[m] for m in stats_w.modalities]
-    rows = []
-    for a, Va in zip(stats_w.modalities, T):
-        rows.append([Va.T @ stats_w.cov[sl[a], sl[b]] @ Vb for b, Vb in zip(stats_w.modalities, T)])
-    cov = np.block(rows)
-    Q = cov.shape[0]
-    red = L.CovStats(list(stats_w.modalities), dims, np.zeros(Q), (cov + cov.T) / 2, stats_w.counts, stats_w.n_samples)
-    return Reduced(red, basis, eigs, noise, dict(stats_w.dims))
+    return Reduced(_project(basis, dims, stats_w), basis, noise, dict(stats_w.dims))
 
 
 def lift_loadings(red: Reduced, loadings: Mapping[Node, np.ndarray], dims: Mapping[str, int]) -> dict[Node, np.ndarray]:
@@ -334,13 +331,26 @@ def lift_loadings(red: Reduced, loadings: Mapping[Node, np.ndarray], dims: Mappi
     return out
 
 
-def project_stats(red: Reduced, stats_w: L.CovStats) -> L.CovStats:
-    """Whitened statistics of other rows (a fold) in ``red``'s reduced coordinates, (Q, Q)."""
+def _project(basis: Mapping[str, np.ndarray], dims: Mapping[str, int], stats_w: L.CovStats) -> L.CovStats:
+    """``stats_w`` in the coordinates ``basis`` (``V_a^T S_ab V_b`` per block), (Q, Q)."""
     sl = stats_w.offsets
     mods = list(stats_w.modalities)
-    cov = np.block([[red.basis[a].T @ stats_w.cov[sl[a], sl[b]] @ red.basis[b] for b in mods] for a in mods])
-    return L.CovStats(mods, dict(red.stats.dims), np.zeros(cov.shape[0]), (cov + cov.T) / 2, stats_w.counts,
+    cov = np.block([[basis[a].T @ stats_w.cov[sl[a], sl[b]] @ basis[b] for b in mods] for a in mods])
+    return L.CovStats(mods, dict(dims), np.zeros(cov.shape[0]), (cov + cov.T) / 2, stats_w.counts,
                       stats_w.n_samples)
+
+
+def project_stats(red: Reduced, stats_w: L.CovStats) -> L.CovStats:
+    """Whitened statistics of other rows (a fold) in ``red``'s reduced coordinates, (Q, Q)."""
+    return _project(red.basis, red.stats.dims, stats_w)
+
+
+def peel_reduced(red: Reduced, stats: L.CovStats, lattice: Lattice, fixed: Mapping[Node, int | None],
+                 callback=None) -> L.PeelResult:
+    """The lattice peeling (:func:`linear.peel`) on reduced statistics ``stats`` (all rows or a
+    fold): unit noise, Tracy-Widom floors, private counts against all d_m features."""
+    return L.peel(stats, red.noise, lattice, fixed, callback=callback, tw_floor=True,
+                  signal_rank=dict(stats.dims), private_dims=red.full_dims)
 
 
 #: How the two fold searches confirm a node's rank found on all rows (see :func:`confirm_ranks`):
@@ -358,13 +368,10 @@ def confirm_ranks(red: Reduced, folds_w: Sequence[L.CovStats], lattice: Lattice,
     a shared node keeps the rank found on all rows only as far as the folds find it too
     (``CONFIRM_RULE``). Nodes whose rank was given are left alone.
     """
-    mods = list(red.stats.modalities)
     info: dict = {"folds": []}
     fold_ranks = []
     for fw in folds_w:
-        rs = project_stats(red, fw)
-        pr = L.peel(rs, red.noise, lattice, fixed, tw_floor=True, signal_rank={m: rs.dims[m] for m in mods},
-                    private_dims=red.full_dims)
+        pr = peel_reduced(red, project_stats(red, fw), lattice, fixed)
         fr = {n: int(pr.ranks.get(n, 0)) for n in ranks}
         fold_ranks.append(fr)
         info["folds"].append({"+".join(n): r for n, r in fr.items() if r > 0})
