@@ -591,9 +591,9 @@ class _Peeler:
         self._pcs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._ksig: dict[str, int] = {}
         self.wide = {m: is_wide(stats.dims[m], int(stats.counts[i, i])) for i, m in enumerate(self.mods)}
-        if self.private_dims is not None:
-            # Reduced statistics are principal components already (at most n / 5 per modality):
-            # no second reduction, and every test keeps the full-dimension private edge.
+        if self.tw_floor:
+            # Reduced statistics are principal components already (at most n / 5 per modality): no
+            # second reduction, in the pair screen as in the peeling.
             self.wide = {m: False for m in self.mods}
 
     def pcs(self, m: str) -> tuple[np.ndarray, np.ndarray]:
