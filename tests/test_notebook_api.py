@@ -1,6 +1,5 @@
 """The library in a notebook: rich displays, one-line figures, progress bars, safe interrupts."""
 
-import time
 
 import numpy as np
 import pytest
@@ -17,13 +16,11 @@ def fitted():
     return data, hx.HCL().fit(data)
 
 
-def test_displays_are_small_fast_html(fitted):
+def test_displays_are_small_html(fitted):
     data, model = fitted
     lat = hx.Lattice.full(data.modalities)
     for obj, needle in [(lat, "7 candidate nodes"), (data, "1,500 samples"), (model, "a+b"), (hx.HCL(), "not fitted")]:
-        t = time.perf_counter()
         h = obj._repr_html_()
-        assert time.perf_counter() - t < 0.5
         assert needle in h and "<script" not in h and len(h) < 20_000
         assert repr(obj)  # the plain repr still works
     y = (data.observed[:, 0] & (np.arange(data.n_samples) % 2 == 0)).astype(float)
