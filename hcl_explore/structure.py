@@ -293,9 +293,10 @@ class Reduced:
     full_dims: dict[str, int] = field(default_factory=dict)
 
 
-def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
+def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS, need: Mapping[str, int] | None = None) -> Reduced:
     """Reduce whitened statistics to ``q_m`` = (eigenvalues above the bare noise edge) + ``extra``
-    principal components per modality (at most d_m and n_m / 5).
+    principal components per modality (at most d_m and n_m / 5, but never fewer than ``need[m]``,
+    the factors the user fixed in nodes holding m).
 
     The noise variance stays 1 in these coordinates (``noise``); the private test must compare
     with the largest-eigenvalue law of all d_m features (``full_dims``), since the components were
@@ -315,7 +316,7 @@ def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS) -> Reduced:
         k0 = int(np.sum(lam > L.mp_edge(d / n)))
         # At most n / 5 components: canonical correlations between blocks whose sizes approach n
         # are 1 whatever the truth (and noise estimates of d > n blocks are crude).
-        q = max(1, min(k0 + extra, d, max(n // 5, 2)))
+        q = max(1, min(k0 + extra, d, max(n // 5, 2)), min(int((need or {}).get(m, 0)), d))
         basis[m], dims[m] = V[:, :q], q
         noise[m] = 1.0
     return Reduced(_project(basis, dims, stats_w), basis, noise, dict(stats_w.dims))

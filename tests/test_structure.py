@@ -191,3 +191,13 @@ def test_forty_samples_do_not_turn_noise_into_factors():
         model = hx.HCL().fit(data)
         assert sum(model.ranks_.values()) <= 5
         assert all(model.ranks_[(m,)] <= 2 for m in data.modalities)
+
+
+def test_given_ranks_above_the_reduced_space_still_fit():
+    # n = 40 keeps at most 8 principal components per modality for the search; ranks the user
+    # fixes beyond that must still fit (they once failed with a broadcast error).
+    data, _ = hx.simulate(n=40, dims=(60, 21), ranks={("a", "b"): 1, ("a",): 3, ("b",): 3}, noise=0.3, seed=0)
+    ranks = {("a", "b"): 1, ("a",): 4, ("b",): 10}
+    model = hx.HCL(lattice=hx.Lattice.full(data.modalities), ranks=ranks).fit(data)
+    assert model.ranks_ == ranks and np.asarray(model.W_).shape == (81, 15)
+    assert np.isfinite(model.score(data))
