@@ -1101,6 +1101,28 @@ def node_columns(nodes: Sequence[Node], ranks: Mapping[Node, int]) -> dict[Node,
     return out
 
 
+def canonical_rotation(W: np.ndarray, col_nodes: Sequence[Node]) -> np.ndarray:
+    """``W`` (D, R) with each node's columns rotated to orthogonal, by decreasing norm.
+
+    ``z ~ N(0, I)`` makes a node's columns identifiable only up to a rotation, so this changes
+    neither the model nor its likelihood: it picks the PCA-like basis in which factor 1 of a node
+    explains the most variance, and its scores (``HCL.transform``) are orthonormal coordinates.
+    Signs: the largest-magnitude loading of each column is positive (deterministic output).
+    """
+    W = np.array(W, dtype=np.float64, copy=True)
+    col_node = list(col_nodes)
+    for node in dict.fromkeys(col_node):
+        cols = np.array([j for j, t in enumerate(col_node) if t == node])
+        if cols.size == 0:
+            continue
+        U, s, _ = np.linalg.svd(W[:, cols], full_matrices=False)
+        B = U * s
+        big = np.abs(B).argmax(axis=0)
+        B *= np.where(B[big, np.arange(B.shape[1])] < 0, -1.0, 1.0)
+        W[:, cols] = B
+    return W
+
+
 def support_mask(modalities: Sequence[str], dims: Mapping[str, int], nodes: Sequence[Node], ranks: Mapping[Node, int]) -> np.ndarray:
     """Bool (D, R): entry (i, j) may be non-zero iff feature i's modality is in column j's node."""
     sl = block_slices(modalities, dims)

@@ -435,7 +435,9 @@ class HCL:
         t2 = time.perf_counter()
         stats_w = ST.whiten_stats(stats_t, psi)
         # Every structure test runs on each modality's leading whitened principal components.
-        red = ST.reduce_stats(stats_w)
+        # Ranks the user fixed must fit in the reduced space whatever the data say.
+        need = {m: sum(int(v) for nd, v in fixed.items() if v and m in nd) for m in mods}
+        red = ST.reduce_stats(stats_w, need=need)
         search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}
         folds_w = None
         if stats.folds is not None and all(f is not None for f in stats.folds):
@@ -468,6 +470,9 @@ class HCL:
         res = L.masked_factorization(stats_w.cov - np.eye(D), W0, mask, device=dev, tol=self.tol,
                                      max_iter=self.max_iter, callback=callback)
         W = res.W * np.sqrt(psi)[:, None]
+        # The PCA-like basis inside each node (factor 1 explains the most variance): the model is
+        # unchanged, and transform()'s scores become orthonormal coordinates of each node's part.
+        W = L.canonical_rotation(W, [n for n in nodes for _ in range(ranks[n])])
         timings["refine"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
 
@@ -752,19 +757,40 @@ class HCL:
         self._check_fitted()
         return [n for n in self.nodes_ for _ in range(self.ranks_[n])]
 
-    def transform(self, data: MultimodalData, fill: float = 0.0) -> dict[Node, np.ndarray]:
-        """GLS factor scores per present node: ``{node: (n, r_S)}``.
+    def transform(self, data: MultimodalData, fill: float = 0.0, scale: str = "data") -> dict[Node, np.ndarray]:
+        """Factor scores per present node: ``{node: (n, r_S)}``.
 
-        Samples missing modalities use those they have; a node none of whose modalities a sample
-        has gets ``fill`` (default 0, the prior mean).
+        Linear estimator: the GLS (Bartlett) scores ``z_hat`` of each node, unbiased for ``z``.
+        ``scale="data"`` (default) multiplies factor j by the norm of its loading column, so a
+        node's scores are the coordinates of its fitted part ``W_S z_S`` in the orthonormal basis
+        of its loadings (PCA's convention: a score's variance is the variance that factor
+        explains, in the fitted units), which is what a downstream classifier or plot wants.
+        ``scale="unit"``: the unit-prior factors ``z_hat`` themselves. Samples missing modalities
+        use those they have; a node none of whose modalities a sample has gets ``fill`` (default 0,
+        the prior mean). The contrastive estimator returns its encoders' outputs (``scale`` must
+        stay ``"data"``).
         """
         self._check_fitted()
         self._check_data(data)
+        col_scale = self._score_scale(scale)
         if self.estimator == "contrastive":
             return self._transform_contrastive(data, fill)
         Xt = self._transformed(data)
         Z = L.gls_scores(Xt, data.observed, self.modalities_, self.W_, self.column_nodes(), self.feature_noise_, self.dims_, fill=fill)
+        Z = Z * col_scale
         return {node: Z[:, cols] for node, cols in L.node_columns(self.nodes_, self.ranks_).items()}
+
+    def _score_scale(self, scale: str) -> np.ndarray:
+        """(R,) factor by which ``transform(scale=...)`` multiplies the GLS scores."""
+        if scale not in ("data", "unit"):
+            raise ValueError(f"scale must be 'data' or 'unit', got {scale!r}.")
+        if self.estimator == "contrastive":
+            if scale != "data":
+                raise ValueError("scale='unit' is the linear model's GLS factors; the contrastive estimator's scores "
+                                 "are its encoders' outputs.")
+            return np.ones(int(np.asarray(self.W_).shape[1]))
+        W = np.asarray(self.W_, dtype=np.float64)
+        return np.linalg.norm(W, axis=0) if scale == "data" else np.ones(W.shape[1])
 
     def _transformed(self, data: MultimodalData) -> dict[str, np.ndarray]:
         """``(x - mean_) / scale_`` per modality, rows of unobserved modalities set to 0."""
@@ -799,15 +825,18 @@ class HCL:
         use it on held-out rows to compare structures: higher is better."""
         return float(np.mean(self.score_samples(data)))
 
-    def score_error_cov(self, data: MultimodalData) -> np.ndarray:
-        """Mean covariance (R, R) of the score errors over ``data``'s observation patterns, in the
-        column order of :meth:`column_nodes` (see ``linear.gls_error_cov``)."""
+    def score_error_cov(self, data: MultimodalData, scale: str = "data") -> np.ndarray:
+        """Mean covariance (R, R) of the errors of ``transform(data, scale=scale)``'s scores over
+        ``data``'s observation patterns, in the column order of :meth:`column_nodes` (see
+        ``linear.gls_error_cov``)."""
         self._check_fitted()
         if self.estimator == "contrastive":
             raise ValueError("The score-error covariance (and the bias-corrected estimator) exists only for the "
                              "linear estimator: the contrastive estimator's scores have no GLS error model. "
                              "Use bias_correction=False, or estimator='linear'.")
-        return L.gls_error_cov(data.observed, self.modalities_, self.W_, self.column_nodes(), self.feature_noise_, self.dims_)
+        c = self._score_scale(scale)
+        cov = L.gls_error_cov(data.observed, self.modalities_, self.W_, self.column_nodes(), self.feature_noise_, self.dims_)
+        return cov * np.outer(c, c)
 
     def fit_transform(self, data: MultimodalData) -> dict[Node, np.ndarray]:
         return self.fit(data).transform(data)

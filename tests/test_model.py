@@ -1,6 +1,8 @@
 """The HCL estimator end to end on simulated data, against the statistical floor (masked LS
 started at the truth) and the true structure."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,6 +97,47 @@ def test_transform_gls_scores_track_true_factors_and_handle_missing():
     zt = truth.Z[g][np.flatnonzero(full)[:300]]
     coef, *_ = np.linalg.lstsq(Zd[g], zt, rcond=None)
     assert 1 - ((zt - Zd[g] @ coef) ** 2).sum() / (zt**2).sum() > 0.7
+
+
+def test_scores_are_orthonormal_coordinates_of_each_node_and_errors_scale_with_them():
+    data, truth = hx.simulate(n=4000, dims=(40, 40, 40), ranks={("a", "b", "c"): 3, ("a", "b"): 2, ("c",): 2},
+                              noise=0.4, seed=7)
+    model = hx.HCL().fit(data)
+    W = np.asarray(model.W_)
+    cols = [n for n in model.nodes_ for _ in range(model.ranks_[n])]
+    norms = np.linalg.norm(W, axis=0)
+    for node in model.nodes_:
+        j = np.array([k for k, t in enumerate(cols) if t == node])
+        G = W[:, j].T @ W[:, j]
+        # The fit's basis inside a node is PCA-like: orthogonal loadings, by decreasing norm.
+        np.testing.assert_allclose(G, np.diag(np.diag(G)), atol=1e-8 * G.max())
+        assert np.all(np.diff(norms[j]) <= 1e-12)
+    Zd, Zu = model.transform(data), model.transform(data, scale="unit")
+    Eu, Ed = model.score_error_cov(data, scale="unit"), model.score_error_cov(data)
+    t_true = {n: truth.Z[n] for n in truth.nodes}
+    for node in model.nodes_:
+        j = np.array([k for k, t in enumerate(cols) if t == node])
+        # "data": unit factors times their loading norms, so a node's scores carry the variance its
+        # part explains (the first score varies most), and W_S z_S = U_S t_S.
+        np.testing.assert_allclose(Zd[node], Zu[node] * norms[j], rtol=1e-10, atol=1e-12)
+        v = Zd[node].var(axis=0)
+        assert v[0] >= v[-1]
+        # Bartlett scores: z plus an independent error, variance 1 + the error variance.
+        np.testing.assert_allclose(Zu[node].var(axis=0), 1 + np.diag(Eu)[j], rtol=0.12)
+        # Unit scores are unbiased for z up to a rotation of the node: Zu = z Q + error.
+        coef, *_ = np.linalg.lstsq(t_true[node], Zu[node], rcond=None)
+        assert np.allclose(coef @ coef.T, np.eye(len(coef)), atol=0.1), node
+    # The rotation leaves the model itself unchanged: a rotated copy scores the same likelihood.
+    m2 = copy.deepcopy(model)
+    Q = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    g = [k for k, t in enumerate(cols) if t == ("a", "b", "c")]
+    m2.W_ = W.copy()
+    m2.W_[:, g] = W[:, g] @ Q
+    assert model.score(data) == pytest.approx(m2.score(data), rel=1e-10)
+    # Error covariances follow the scale: errors of the "data" scores are the unit ones, scaled.
+    np.testing.assert_allclose(Ed, Eu * np.outer(norms, norms), rtol=1e-12)
+    with pytest.raises(ValueError, match="scale must be"):
+        model.transform(data, scale="pca")
 
 
 def test_summary_table(m3):
