@@ -176,7 +176,8 @@ def check_options(**opts: Any) -> None:
     """Check the contrastive estimator's numeric options that are given; a ValueError names the
     first bad one. ``hidden``: a sequence of positive integer widths (empty: no hidden layer);
     ``batch_size``, ``max_epochs``, ``patience``: integers >= 1; ``lr``, ``temperature``: numbers
-    > 0; ``weight_decay``: a number >= 0; ``val_fraction``: a number in [0, 1)."""
+    > 0; ``weight_decay``: a number >= 0; ``val_fraction``: a number in [0, 1); ``max_time``: None
+    or seconds > 0."""
     if "hidden" in opts:
         h = opts["hidden"]
         if isinstance(h, (str, bytes)) or not isinstance(h, (Sequence, np.ndarray)) \
@@ -191,6 +192,8 @@ def check_options(**opts: Any) -> None:
             raise ValueError(f"{k} must be a number > 0, got {opts[k]!r}.")
     if "weight_decay" in opts and not (_is_real(opts["weight_decay"]) and float(opts["weight_decay"]) >= 0):
         raise ValueError(f"weight_decay must be a number >= 0, got {opts['weight_decay']!r}.")
+    if opts.get("max_time") is not None and not (_is_real(opts["max_time"]) and float(opts["max_time"]) > 0):
+        raise ValueError(f"max_time must be a number of seconds > 0 (or None: no limit), got {opts['max_time']!r}.")
     if "val_fraction" in opts and not (_is_real(opts["val_fraction"]) and 0 <= float(opts["val_fraction"]) < 1):
         raise ValueError(f"val_fraction must be a number in [0, 1), got {opts['val_fraction']!r}.")
 
@@ -472,10 +475,11 @@ class TrainConfig:
     min_delta: float = 1e-4
     amp: bool = True
     seed: int = 0
+    max_time: float | None = None  # seconds of training (epochs) before stopping at the best epoch so far
 
     def __post_init__(self) -> None:
         check_options(temperature=self.temperature, max_epochs=self.max_epochs, batch_size=self.batch_size,
-                      lr=self.lr, weight_decay=self.weight_decay, patience=self.patience)
+                      lr=self.lr, weight_decay=self.weight_decay, patience=self.patience, max_time=self.max_time)
 
     def weights(self) -> dict[str, float]:
         return {"reconstruction": self.reconstruction_weight, "decorrelation": self.decorrelation_weight,

@@ -32,7 +32,7 @@ CONTRASTIVE_DEFAULTS: dict[str, Any] = {
     "contrast": "nested", "decorrelation": "quadratic", "rank_search": "harmonic",
     "reconstruction_weight": 1.0, "decorrelation_weight": 1.0, "supervised_weight": 1.0,
     "max_epochs": 100, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "val_fraction": 0.1,
-    "patience": 10, "checkpoint_dir": None, "resume": False, "amp": True,
+    "patience": 10, "checkpoint_dir": None, "resume": False, "amp": True, "max_time": None,
 }
 #: The contrastive options that take one of a few values.
 CONTRASTIVE_CHOICES: dict[str, tuple[str, ...]] = {
@@ -517,7 +517,7 @@ class HCL:
         # Before any conversion (int(h) would turn 2.5 into 2) and before the linear pre-fit.
         C.check_options(hidden=self.hidden, batch_size=self.batch_size, lr=self.lr, max_epochs=self.max_epochs,
                         temperature=self.temperature, val_fraction=self.val_fraction,
-                        weight_decay=self.weight_decay, patience=self.patience)
+                        weight_decay=self.weight_decay, patience=self.patience, max_time=self.max_time)
         for name, allowed in CONTRASTIVE_CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
@@ -536,6 +536,7 @@ class HCL:
                              supervised_weight=float(self.supervised_weight), max_epochs=int(self.max_epochs),
                              batch_size=int(self.batch_size), lr=float(self.lr), weight_decay=float(self.weight_decay),
                              patience=int(self.patience), amp=bool(self.amp),
+                             max_time=None if self.max_time is None else float(self.max_time),
                              seed=int(self.random_state) if self.random_state is not None else 0)
 
     def _standardized(self, X: Mapping[str, np.ndarray], observed: np.ndarray) -> dict[str, np.ndarray]:
