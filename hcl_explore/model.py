@@ -41,6 +41,17 @@ CONTRASTIVE_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _as_source(data):
+    """Dask collections (one dask DataFrame, or a mapping of modality -> dask DataFrame) become a
+    :class:`hcl_explore.dask_source.DaskSource` (Dask imported only then); anything else as is."""
+    first = next(iter(data.values()), None) if isinstance(data, Mapping) else data
+    if type(first).__module__.split(".")[0] == "dask":
+        from .dask_source import from_dask
+
+        return from_dask(data)
+    return data
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` explicit."""
     if isinstance(device, torch.device):
@@ -354,6 +365,7 @@ class HCL:
         """
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)  # a new fit starts unfitted: an interrupt cannot leave a stale mix
+        data = _as_source(data)
         if y is not None and self.estimator != "contrastive":
             raise ValueError("y is only used by the contrastive estimator's supervised head; the linear "
                              "estimator is unsupervised (use evaluate_prediction for outcomes).")
@@ -393,7 +405,11 @@ class HCL:
         _check_given_ranks(fixed, {m: len(data.feature_names[m]) for m in mods})
         auto = any(v is None for v in fixed.values())
         # Two row folds from the same pass (same flops) for the out-of-sample confirmation.
-        stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback, folds=auto)
+        if hasattr(data, "covariance_stats"):
+            # A source that computes its own statistics (e.g. per partition on a Dask cluster).
+            stats = data.covariance_stats(chunk_size=self.chunk_size, device=dev, callback=callback, folds=auto)
+        else:
+            stats = L.covariance_stats(data, chunk_size=self.chunk_size, device=dev, callback=callback, folds=auto)
         timings["covariance"] = time.perf_counter() - t0
         dims = stats.dims
         sl = stats.offsets
