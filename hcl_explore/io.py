@@ -1053,7 +1053,6 @@ def format_report(report: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # outcomes
-_POSITIVE = {"1", "1.0", "true", "yes", "y", "positive", "pos", "case", "event", "dead", "died", "readmitted", "t"}
 
 
 @dataclass
@@ -1063,11 +1062,16 @@ class Outcomes:
     Attributes
     ----------
     frame : DataFrame (n_ids, k)
-        Binary outcomes as 0/1 floats, continuous as floats, categorical as strings (NaN = missing).
-    kinds : dict column -> "binary" | "continuous" | "categorical"
-    positive : dict column -> the original label coded as 1 (binary columns)
+        Codes as floats (NaN = missing): binary 0/1 (1 = the positive level), multiclass the
+        original numbers, or the text levels as strings, continuous the values.
+    kinds : dict column -> "binary" | "multiclass" | "continuous"
+        Decided by the one outcome rule of :mod:`hcl_explore.outcomes` (a few whole numbers, e.g.
+        digits 0-9, are multiclass).
+    positive : dict column -> the original label coded as 1 (binary columns), as shown
+        (``"yes"``, ``"readmitted"``, ``"1"``)
     report : dict
         File info, the id column, dropped columns, per-column counts; after :meth:`align`, matching counts.
+    codings : dict column -> :class:`~hcl_explore.outcomes.OutcomeCoding` (kind and labels in code order)
     """
 
     frame: pd.DataFrame
@@ -1075,14 +1079,18 @@ class Outcomes:
     positive: dict[str, str]
     report: dict
     _keys: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    codings: dict = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
         return list(self.frame.columns)
 
-    def align(self, data: MultimodalData) -> pd.DataFrame:
-        """Outcomes in the order of ``data.ids`` (NaN where a sample has none); records matched and
-        unmatched counts in ``report["matching"]``."""
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        """{column: original labels in code order} for binary (negative, positive) and multiclass columns."""
+        return {c: cd.classes for c, cd in self.codings.items() if cd.kind != "continuous"}
+
+    def _coded(self, data: MultimodalData) -> pd.DataFrame:
         dkeys, _ = _id_keys(pd.Series(np.asarray(data.ids)))
         idx = pd.Index(self._keys)
         pos = idx.get_indexer(dkeys)
@@ -1100,12 +1108,54 @@ class Outcomes:
         }
         return out
 
-    def y(self, column: str, data: MultimodalData) -> np.ndarray:
-        """One outcome aligned to ``data`` as an array (n_samples,); NaN where missing."""
+    def align(self, data: MultimodalData, labels: bool = True) -> pd.DataFrame:
+        """Outcomes in the order of ``data.ids`` (NaN where a sample has none); records matched and
+        unmatched counts in ``report["matching"]``.
+
+        ``labels=True`` (default): binary columns hold their original labels (``"wt"``/``"ppar"``,
+        not 0/1), so tables and legends made from it name the levels as the file does;
+        ``labels=False``: the codes of :attr:`frame`."""
+        out = self._coded(data)
+        if labels:
+            for c in out.columns:
+                cd = self.codings.get(c)
+                if cd is not None and cd.kind == "binary":
+                    out[c] = pd.Series(cd.decode(out[c].to_numpy(dtype=np.float64)), index=out.index, dtype=object)
+        return out
+
+    def y(self, column: str, data: MultimodalData):
+        """One outcome aligned to ``data`` (NaN / missing where a sample has none).
+
+        Continuous: a float array (n_samples,). Binary and multiclass: a pandas ``Categorical`` of
+        the original labels whose categories are in code order (binary: negative, positive), so the
+        loader's decision goes with it into :func:`~hcl_explore.predict.evaluate_prediction` (and
+        through ``pd.Series(..., name=...)``). :meth:`codes` gives the codes as floats."""
+        cd = self._coding(column)
+        v = self._coded(data)[column]
+        if cd.kind == "continuous":
+            return v.to_numpy(dtype=np.float64)
+        if cd.kind == "binary":
+            return pd.Categorical.from_codes(np.where(v.isna(), -1, v.fillna(-1)).astype(int),
+                                             categories=pd.Index(list(cd.labels), dtype=object))
+        return cd.categorical(v.to_numpy(dtype=object))
+
+    def codes(self, column: str, data: MultimodalData) -> np.ndarray:
+        """One outcome aligned to ``data`` as float codes (n_samples,): 0/1 (binary), 0..K-1
+        (multiclass, in the order of ``labels[column]``), the values (continuous); NaN where missing."""
+        cd = self._coding(column)
+        v = self._coded(data)[column]
+        if cd.kind == "multiclass":
+            return cd.encode(v.to_numpy(dtype=object))
+        return v.to_numpy(dtype=np.float64)
+
+    def _coding(self, column: str):
         if column not in self.frame.columns:
             raise LoadError(f"No outcome column {column!r}; have {self.columns}.")
-        v = self.align(data)[column]
-        return v.to_numpy(dtype=object if self.kinds[column] == "categorical" else np.float64)
+        if column not in self.codings:  # an Outcomes built by hand: decide by the rule now
+            from .outcomes import outcome_kind
+
+            self.codings[column] = outcome_kind(self.frame[column], self.kinds.get(column, "auto"), name=column)
+        return self.codings[column]
 
 
 def load_outcomes(
@@ -1114,18 +1164,27 @@ def load_outcomes(
     *,
     columns: Sequence[str] | None = None,
     max_categories: int = 20,
+    kinds: Mapping[str, str] | None = None,
     memory_limit: int | None = None,
 ) -> Outcomes:
     """Load an outcomes table: an id column and one or more outcome columns.
 
-    Each column's kind is detected: two distinct values -> ``binary`` (coded 0/1; 1 = '1', 'yes',
-    'true', ... or else the rarer value), numbers -> ``continuous``, a few text values ->
-    ``categorical``; other columns are dropped and reported. Duplicate ids are an error.
+    Each column's kind and, for two-level columns, the positive level are decided by the one
+    outcome rule of :mod:`hcl_explore.outcomes` (the same rule prediction and the app use): two
+    distinct values -> ``binary`` (coded 0/1; 1 = the larger number, else a known event word such
+    as 'yes', 'readmitted', 'case', else the level opposite a reference word or negation such as
+    'no', 'control', 'wt', 'not readmitted', else the rarer level); text or a few whole numbers
+    (at most ``max_categories`` levels, e.g. digits 0-9) -> ``multiclass``; other numbers ->
+    ``continuous``; other columns (free text) are dropped and reported. ``kinds`` forces a
+    column's kind (``{"visits": "continuous"}``); a kind its values cannot have is a
+    :class:`LoadError` naming the file and column. Duplicate ids are an error.
 
     Missing values (blank, NA tokens) mean "no label". So do ``inf``/``-inf`` in a numeric column:
     they are set missing with a ``UserWarning`` and listed in ``report["converted"]`` and
     ``report["warnings"]`` (a column of nothing but infinities is dropped as empty).
     """
+    from .outcomes import canonical_kind, outcome_kind
+
     lab = _source_label(source, "<outcomes DataFrame>")
     df, info = read_table(source, lab, memory_limit=memory_limit)
     idc = id_column or detect_id_column({lab: df})[lab]
@@ -1145,9 +1204,18 @@ def load_outcomes(
     for c in cand:
         if c not in df.columns:
             raise LoadError(f"{lab}: no outcome column {c!r}; columns are {list(df.columns)[:10]}.")
+    forced: dict[str, str] = {}
+    for c, k in (kinds or {}).items():
+        if c not in cand:
+            raise LoadError(f"{lab}: kinds names column {c!r}, which is not an outcome column ({cand[:10]}).")
+        try:
+            forced[c] = canonical_kind(k)
+        except ValueError as exc:
+            raise LoadError(f"{lab}: column {c!r}: {exc}") from None
     out: dict[str, pd.Series] = {}
-    kinds: dict[str, str] = {}
+    kinds_out: dict[str, str] = {}
     positive: dict[str, str] = {}
+    codings: dict = {}
     dropped: list[dict] = []
     converted: list[dict] = []
     warn: list[str] = []
@@ -1158,12 +1226,15 @@ def load_outcomes(
         if nn == 0:
             dropped.append({"column": c, "reason": "empty"})
             continue
-        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        if pd.api.types.is_bool_dtype(s):
+            v = pd.Series(s.to_numpy(dtype=object)).where(s.notna().to_numpy(), None)
+            v = pd.Series([None if x is None else bool(x) for x in v], dtype=object)
+        elif pd.api.types.is_numeric_dtype(s):
             v = pd.Series(s.to_numpy(dtype=np.float64, na_value=np.nan))
         else:
             parsed, _ = _clean_numeric_strings(s)
             v = parsed if parsed.notna().sum() >= 0.9 * nn else None
-        if v is not None:
+        if v is not None and v.dtype != object:
             # An infinite outcome is no label (it would make every mean, R^2 and MSE inf or NaN).
             inf = np.isinf(v.to_numpy())
             if inf.any():
@@ -1177,34 +1248,34 @@ def load_outcomes(
                 warnings.warn(warn[-1], UserWarning, stacklevel=2)
         text = s.astype(object).where(s.notna(), None)
         text = pd.Series([None if x is None else str(x).strip() for x in text], dtype=object)
-        levels = (v.dropna().unique() if v is not None else text.dropna().unique())
-        if len(levels) == 1:
-            dropped.append({"column": c, "reason": f"constant ({levels[0]})"})
+        values = v if v is not None else text
+        nlev = len(values.dropna().unique())
+        if nlev == 1:
+            dropped.append({"column": c, "reason": f"constant ({values.dropna().iloc[0]})"})
             continue
-        if len(levels) == 2:
-            labels = sorted(str(x) for x in (text.dropna().unique() if v is None else levels))
-            if v is not None:
-                pos_val = max(levels)
-                pos_label = str(pos_val)
-                y = (v == pos_val).astype(np.float64).where(v.notna())
-            else:
-                pl = [x for x in labels if x.lower() in _POSITIVE]
-                if len(pl) == 1:
-                    pos_label = pl[0]
-                else:
-                    vc = text.value_counts()
-                    pos_label = str(vc.index[-1])
-                y = (text == pos_label).astype(np.float64).where(text.notna())
-            out[c], kinds[c], positive[c] = y, "binary", pos_label
-            counts[c] = {"labelled": int(y.notna().sum()), "positives": int(np.nansum(y)), "levels": labels}
-        elif v is not None:
-            out[c], kinds[c] = v.astype(np.float64), "continuous"
-            counts[c] = {"labelled": int(v.notna().sum()), "mean": float(v.mean()), "sd": float(v.std())}
-        elif len(levels) <= max_categories:
-            out[c], kinds[c] = text, "categorical"
-            counts[c] = {"labelled": int(text.notna().sum()), "levels": sorted(map(str, levels))}
+        try:
+            cd = outcome_kind(values, forced.get(c, "auto"), max_classes=max_categories, name=c)
+        except ValueError as exc:
+            if c in forced:
+                raise LoadError(f"{lab}: column {c!r}: {exc}") from None
+            dropped.append({"column": c, "reason": f"free text ({nlev} distinct values)"})
+            continue
+        codings[c] = cd
+        kinds_out[c] = cd.kind
+        if cd.kind == "binary":
+            y = pd.Series(cd.encode(values))
+            positive[c] = cd.positive_label
+            out[c] = y
+            counts[c] = {"labelled": int(y.notna().sum()), "positives": int(np.nansum(y)), "levels": sorted(cd.classes),
+                         "positive": cd.positive_label}
+        elif cd.kind == "continuous":
+            out[c] = values.astype(np.float64)
+            counts[c] = {"labelled": int(values.notna().sum()), "mean": float(values.mean()), "sd": float(values.std())}
         else:
-            dropped.append({"column": c, "reason": f"free text ({len(levels)} distinct values)"})
+            out[c] = values if v is None else v.astype(np.float64)
+            codes = cd.encode(values)
+            counts[c] = {"labelled": int(values.notna().sum()), "levels": cd.classes,
+                         "counts": {lv: int(np.sum(codes == k)) for k, lv in enumerate(cd.classes)}}
     if not out:
         why = "; ".join(f"{d['column']!r}: {d['reason']}" for d in dropped) or "it has only the id column"
         raise LoadError(f"{lab}: no usable outcome column ({why}).")
@@ -1212,7 +1283,7 @@ def load_outcomes(
     frame.index = pd.Index(display, name=idc)
     report = {**info.as_dict(), "id_column": idc, "rows": int(len(df)), "outcomes": counts, "dropped": dropped,
               "converted": converted, "warnings": warn}
-    return Outcomes(frame, kinds, positive, report, _keys=keys)
+    return Outcomes(frame, kinds_out, positive, report, _keys=keys, codings=codings)
 
 
 # ---------------------------------------------------------------------------------------------

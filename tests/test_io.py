@@ -301,12 +301,18 @@ def test_outcomes_kinds_and_matching(tmp_path):
     out.loc[0, "los_days"] = np.nan
     out.to_csv(tmp_path / "out.csv", index=False)
     oc = hx.load_outcomes(tmp_path / "out.csv")
-    assert oc.kinds == {"readmit": "binary", "los_days": "continuous", "discharge": "categorical"}
+    assert oc.kinds == {"readmit": "binary", "los_days": "continuous", "discharge": "multiclass"}
     assert oc.positive["readmit"] == "yes"
+    assert oc.labels == {"readmit": ["no", "yes"], "discharge": ["home", "rehab", "snf"]}
     assert oc.report["dropped"][0]["column"] == "note"
-    y = oc.y("readmit", data)
+    y = oc.codes("readmit", data)
     assert np.isnan(y[:5]).all() and set(np.unique(y[5:])) <= {0.0, 1.0}
     assert y[5] == float(out.readmit[0] == "yes")
+    # y() keeps the original labels, categories in code order (negative, positive)
+    cat = oc.y("readmit", data)
+    assert list(cat.categories) == ["no", "yes"] and pd.isna(cat[:5]).all() and cat[5] == out.readmit[0]
+    assert list(oc.align(data)["readmit"].iloc[5:8]) == list(out.readmit[:3])  # labels, not 0/1
+    assert set(oc.codes("discharge", data)[5:]) == {0.0, 1.0, 2.0}
     m = oc.report["matching"]
     assert m["matched"] == N - 5 and m["samples_without_outcome_row"] == 5
     assert m["outcome_ids_not_in_data"] == 2 and m["examples_not_in_data"] == ["X1", "X2"]
@@ -485,7 +491,7 @@ def test_infinite_outcomes_are_missing_and_reported(tmp_path):
                     "o.csv: column 'los': 2 infinite value(s) set missing."]
     assert oc.kinds == {"los": "continuous", "dead": "binary"}
     assert np.isnan(oc.frame["los"].iloc[[3, 7]]).all() and np.isfinite(oc.frame["los"].drop(index=["P003", "P007"])).all()
-    assert np.isnan(oc.frame["dead"].iloc[5]) and oc.positive["dead"] == "1.0"
+    assert np.isnan(oc.frame["dead"].iloc[5]) and oc.positive["dead"] == "1"
     r = oc.report
     assert r["outcomes"]["los"]["labelled"] == N - 2 and np.isfinite(r["outcomes"]["los"]["mean"])
     assert np.isfinite(r["outcomes"]["los"]["sd"]) and r["outcomes"]["dead"]["labelled"] == N - 1
