@@ -47,12 +47,19 @@ __all__ = [
     "NOISE_COLOR",
     "SEED",
     "VALUE_COLORSCALE",
+    "COLLAPSE_ABOVE",
+    "MATRIX_FROM",
+    "REF_WIDTH",
     "curves_figure",
     "hierarchy_graph",
     "lattice_figure",
     "loadings_figure",
     "metrics_figure",
     "model_hierarchy",
+    "model_matrix",
+    "modality_codes",
+    "node_code",
+    "node_matrix",
     "node_positions",
     "objective_figure",
     "overlap_figure",
@@ -230,15 +237,140 @@ def node_positions(lattice: Lattice) -> dict[Node, tuple[float, float]]:
     return pos
 
 
+REF_WIDTH = 600
+"""Plot width (px) the hierarchy graphs are laid out for by default: node labels do not overlap
+when the figure is drawn this wide or wider (pass ``width=`` for a narrower column)."""
+COLLAPSE_ABOVE = 15
+"""Lattices with more candidate nodes than this draw only the nodes found (the absent ones are
+counted in a caption, not drawn)."""
+MATRIX_FROM = 5
+"""From this many modalities the modality x node matrix (:func:`node_matrix`) is the readable view."""
+ABBREVIATE_FROM = 4
+"""From this many modalities node labels in graphs use one-letter modality codes (with a key)."""
+
+_ROW_PX = 84
+_LEFT = 0.25  # share of the node area kept left of x = 0 for the layer names
+_MARGIN_L = 10
+_MARGIN_R = 20
+_MARGIN_R_BAR = 110  # room for a colour bar
+
+
+def modality_codes(modalities: Sequence[str]) -> dict[str, str]:
+    """A short code per modality for crowded labels: the capitalised first letter when these are
+    distinct letters, else A, B, C, ... in modality order."""
+    mods = [str(m) for m in modalities]
+    first = [m[:1].upper() for m in mods]
+    if len(set(first)) == len(first) and all(c.isalpha() and c.isascii() for c in first):
+        return dict(zip(mods, first))
+    return {m: (chr(65 + i) if i < 26 else f"M{i + 1}") for i, m in enumerate(mods)}
+
+
+def node_code(node: Iterable[str], codes: Mapping[str, str]) -> str:
+    """A node written in modality codes (``"LV"``; joined by ``+`` when a code is longer than one letter)."""
+    parts = [codes[m] for m in node]
+    return ("" if all(len(p) == 1 for p in parts) else "+").join(parts)
+
+
+def _codes_key(codes: Mapping[str, str]) -> str:
+    return "Key: " + " · ".join(f"{c} = {m}" for m, c in codes.items())
+
+
+def _text_px(text: str, size: float) -> float:
+    """Estimated width (px) of one line of plain text in the figure font (a slight overestimate)."""
+    w = 0.0
+    for ch in text:
+        w += 0.74 if (ch.isupper() or ch.isdigit() or ch in "mwMW@%") else 0.40 if ch in " ·.,:;|!il1'+" else 0.60
+    return w * size + 4
+
+
+def _wrap(text: str, max_chars: int) -> str:
+    """``text`` wrapped at spaces to lines of at most ``max_chars`` characters (``<br>`` between)."""
+    words, lines, cur = text.split(" "), [], ""
+    for w in words:
+        if cur and len(cur) + 1 + len(w) > max_chars:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}" if cur else w
+    lines.append(cur)
+    return "<br>".join(lines)
+
+
+def _captions(fig: go.Figure, lines: Sequence[str], width: int, below: int = 8) -> None:
+    """Reading hints under the plot area, each wrapped to the figure's width, stacked without
+    overlap; the bottom margin grows to hold them. ``below``: px between the plot area and the first."""
+    max_chars = max(30, int((width - 30) / (0.56 * 11)))
+    shift = below
+    for text in lines:
+        wrapped = _wrap(text, max_chars)
+        fig.add_annotation(text=wrapped, xref="paper", yref="paper", x=0, y=0, yshift=-shift, xanchor="left",
+                           yanchor="top", showarrow=False, font=dict(size=11, color="#616161"), align="left")
+        shift += 15 * (wrapped.count("<br>") + 1) + 3
+    m = fig.layout.margin
+    fig.update_layout(margin=dict(b=max(int(m.b or 0), shift + 10)))
+
+
+def _cover_edges(nodes: Sequence[Node]) -> list[tuple[Node, Node]]:
+    """The covering pairs (a above b) among ``nodes``: b is a proper subset of a with no drawn node
+    between them (the Hasse diagram of the drawn nodes)."""
+    sets = {n: frozenset(n) for n in nodes}
+    out = []
+    for a in nodes:
+        below = [b for b in nodes if sets[b] < sets[a]]
+        for b in below:
+            if not any(sets[b] < sets[c] < sets[a] for c in below):
+                out.append((a, b))
+    return out
+
+
+class _GraphLayout:
+    """Where each drawn node goes so that no two labels overlap at ``width`` px: every layer (node
+    size) is split over as many rows as its labels need, nodes evenly spread in each row."""
+
+    def __init__(self, nodes: Sequence[Node], labels: Mapping[Node, str], sizes: Mapping[Node, float], *,
+                 width: float, margin_r: float, font: int):
+        self.font = font
+        plot_px = max(160.0, width - _MARGIN_L - margin_r)
+        self.unit_px = plot_px / (1.0 + _LEFT)
+        rows: list[list[Node]] = []
+        self.layer_rows: dict[int, list[int]] = {}
+        for s in sorted({len(n) for n in nodes}, reverse=True):
+            layer = [n for n in nodes if len(n) == s]
+            slot = max(max(_text_px(labels[n], font) + 14, _text_px(labels[n], font) / 2 + sizes[n] / 2 + 12,
+                           sizes[n] + 12) for n in layer)
+            cap = max(1, int(self.unit_px // slot))
+            n_rows = math.ceil(len(layer) / cap)
+            per = math.ceil(len(layer) / n_rows)
+            chunks = [layer[i:i + per] for i in range(0, len(layer), per)]
+            self.layer_rows[s] = list(range(len(rows), len(rows) + len(chunks)))
+            rows += chunks
+        self.n_rows = len(rows)
+        self.pos: dict[Node, tuple[float, float]] = {}
+        for i, row in enumerate(rows):
+            y = float(self.n_rows - 1 - i)
+            for k, n in enumerate(row):
+                self.pos[n] = ((k + 0.5) / len(row), y)
+        self.layer_y = {s: float(np.mean([self.n_rows - 1 - i for i in idx])) for s, idx in self.layer_rows.items()}
+        self.plot_height = _ROW_PX * (self.n_rows + 0.1)
+
+    def x_range(self) -> list[float]:
+        return [-_LEFT, 1.0]
+
+    def y_range(self) -> list[float]:
+        return [-0.65, self.n_rows - 0.55]
+
+
 def _layer_name(size: int, n_modalities: int) -> str:
     lv = "global" if size == n_modalities else "private" if size == 1 else "partial"
     return f"<b>{lv}</b><br>{size} modalit{'ies' if size != 1 else 'y'}"
 
 
 def _graph_traces(
-    lattice: Lattice,
+    nodes: Sequence[Node],
+    layout: _GraphLayout,
+    n_modalities: int,
     *,
-    rank_text: Mapping[Node, str],
+    labels: Mapping[Node, str],
     present: Mapping[Node, bool],
     sizes: Mapping[Node, float],
     hover: Mapping[Node, str],
@@ -249,21 +381,22 @@ def _graph_traces(
     cmax: float,
     highlight: set[Node],
     absent_name: str,
+    edges: Sequence[tuple[Node, Node]],
     showlegend: bool = True,
     show_colorbar: bool = True,
     opacity: Mapping[Node, float] | None = None,
 ) -> list[go.Scatter]:
-    """The traces of one hierarchy panel: edges, node markers by level (or by value), absent nodes."""
-    pos = node_positions(lattice)
-    M = lattice.n_modalities
-    g = lattice.hasse()
+    """The traces of one hierarchy panel: edges, node markers by level (or by value), absent nodes.
+    Every label sits under its marker (``bottom center``) at the position ``layout`` gave it."""
+    pos = layout.pos
+    M = n_modalities
     traces: list[go.Scatter] = []
 
     # Edges: solid between present nodes, dotted (lighter) when an end is absent.
     for solid in (True, False):
         xs: list[float | None] = []
         ys: list[float | None] = []
-        for a, b in g.edges():
+        for a, b in edges:
             if (present[a] and present[b]) == solid:
                 xs += [pos[a][0], pos[b][0], None]
                 ys += [pos[a][1], pos[b][1], None]
@@ -275,53 +408,39 @@ def _graph_traces(
                           dash="solid" if solid else "dot"),
             ))
 
-    sizes_in_layer: dict[float, int] = {}
-    for n in lattice.nodes:
-        sizes_in_layer[pos[n][1]] = sizes_in_layer.get(pos[n][1], 0) + 1
-    n_layers = len(sizes_in_layer)
-
-    def text_position(n: Node) -> str:
-        y = pos[n][1]
-        if sizes_in_layer[y] > 4:  # crowded layer: alternate labels above / below
-            i = [m for m in lattice.nodes if pos[m][1] == y].index(n)
-            return "top center" if i % 2 == 0 else "bottom center"
-        if y == n_layers - 1 and n_layers > 1:
-            return "top center"
-        return "bottom center" if y == 0 else "top center"
-
-    def node_trace(nodes: list[Node], name: str, marker: dict, *, legend: bool, group: str) -> go.Scatter:
-        line_color = [HIGHLIGHT_COLOR if n in highlight else "white" for n in nodes]
-        line_width = [4.0 if n in highlight else 1.0 for n in nodes]
-        crowded = any(sizes_in_layer[pos[n][1]] > 4 for n in nodes)
+    def node_trace(group_nodes: list[Node], name: str, marker: dict, *, legend: bool, group: str) -> go.Scatter:
+        line_color = [HIGHLIGHT_COLOR if n in highlight else "white" for n in group_nodes]
+        line_width = [4.0 if n in highlight else 1.0 for n in group_nodes]
         return go.Scatter(
-            x=[pos[n][0] for n in nodes],
-            y=[pos[n][1] for n in nodes],
+            x=[pos[n][0] for n in group_nodes],
+            y=[pos[n][1] for n in group_nodes],
             mode="markers+text",
             name=name,
-            text=[f"{node_label(n)} · {rank_text[n]}" for n in nodes],
-            textposition=[text_position(n) for n in nodes],
-            textfont=dict(size=10 if crowded else 12),
-            hovertext=[hover[n] for n in nodes],
+            text=[labels[n] for n in group_nodes],
+            textposition="bottom center",
+            textfont=dict(size=layout.font),
+            hovertext=[hover[n] for n in group_nodes],
             hoverinfo="text",
-            customdata=[node_label(n) for n in nodes],
+            customdata=[node_label(n) for n in group_nodes],
             marker=dict(**marker, line=dict(color=line_color, width=line_width)),
             legendgroup=group,
             showlegend=legend,
             cliponaxis=False,
         )
 
-    def alpha(nodes: list[Node]) -> float | list[float]:
+    def alpha(group_nodes: list[Node]) -> float | list[float]:
         """Marker opacity of present nodes: 1, or per node from the stability check."""
-        return 1.0 if not opacity else [float(opacity.get(n, 1.0)) for n in nodes]
+        return 1.0 if not opacity else [float(opacity.get(n, 1.0)) for n in group_nodes]
 
-    live = [n for n in lattice.nodes if present[n]]
+    live = [n for n in nodes if present[n]]
     if values is None:
         for lv in LEVELS:
-            nodes = [n for n in live if node_level(n, M) == lv]
-            if not nodes:
+            group_nodes = [n for n in live if node_level(n, M) == lv]
+            if not group_nodes:
                 continue
             traces.append(node_trace(
-                nodes, lv, dict(size=[sizes[n] for n in nodes], color=LEVEL_COLORS[lv], opacity=alpha(nodes)),
+                group_nodes, lv,
+                dict(size=[sizes[n] for n in group_nodes], color=LEVEL_COLORS[lv], opacity=alpha(group_nodes)),
                 legend=showlegend, group=lv,
             ))
     elif live:
@@ -333,9 +452,10 @@ def _graph_traces(
         )
         if show_colorbar:
             marker["colorbar"] = dict(title=dict(text=value_name, side="right"), thickness=14, len=0.75,
+                                      x=1.0, xanchor="left", xpad=8,
                                       tickformat=".0%" if "%" in value_format else value_format)
         traces.append(node_trace(live, "present nodes", marker, legend=False, group="present"))
-    dead = [n for n in lattice.nodes if not present[n]]
+    dead = [n for n in nodes if not present[n]]
     if dead:
         traces.append(node_trace(
             dead, absent_name,
@@ -345,21 +465,16 @@ def _graph_traces(
     return traces
 
 
-def _layer_annotations(lattice: Lattice, xref: str = "x", yref: str = "y") -> list[dict]:
-    pos = node_positions(lattice)
-    out = []
-    for size in sorted({len(n) for n in lattice.nodes}):
-        y = next(pos[n][1] for n in lattice.nodes if len(n) == size)
-        out.append(dict(text=_layer_name(size, lattice.n_modalities), x=-0.03, y=y, xref=xref, yref=yref,
-                        xanchor="right", yanchor="middle", showarrow=False, align="right",
-                        font=dict(size=11, color="#616161")))
-    return out
+def _layer_annotations(layout: _GraphLayout, n_modalities: int, xref: str = "x", yref: str = "y") -> list[dict]:
+    return [dict(text=_layer_name(size, n_modalities), x=-0.03, y=y, xref=xref, yref=yref,
+                 xanchor="right", yanchor="middle", showarrow=False, align="right",
+                 font=dict(size=11, color="#616161"))
+            for size, y in sorted(layout.layer_y.items())]
 
 
-def _graph_axes(fig: go.Figure, lattice: Lattice, **sel: Any) -> None:
-    n_layers = len({len(n) for n in lattice.nodes})
-    fig.update_xaxes(visible=False, range=[-0.3, 1.04], fixedrange=True, **sel)
-    fig.update_yaxes(visible=False, range=[-0.6, n_layers - 1 + 0.6], fixedrange=True, **sel)
+def _graph_axes(fig: go.Figure, layout: _GraphLayout, **sel: Any) -> None:
+    fig.update_xaxes(visible=False, range=layout.x_range(), fixedrange=True, **sel)
+    fig.update_yaxes(visible=False, range=layout.y_range(), fixedrange=True, **sel)
 
 
 def _graph_data(
@@ -458,19 +573,35 @@ def _value_range(values: Mapping[Node, float] | None) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
-def _graph_figure(lattice: Lattice, title: str, traces, **layout: Any) -> go.Figure:
-    """A lattice graph figure: the traces, the level annotations, hidden axes, a height by layers."""
+def _graph_figure(layout: _GraphLayout, n_modalities: int, title: str, traces, *, margin_r: float,
+                  **kw: Any) -> go.Figure:
+    """A lattice graph figure: the traces, the level annotations, hidden axes, a height by rows."""
     fig = go.Figure()
     for t in traces:
         fig.add_trace(t)
-    for a in _layer_annotations(lattice):
+    for a in _layer_annotations(layout, n_modalities):
         fig.add_annotation(**a)
-    _graph_axes(fig, lattice)
-    n_layers = len({len(n) for n in lattice.nodes})
-    _layout(fig, title, height=max(320, 150 * n_layers + 130), margin=dict(l=20, r=20, t=60, b=50),
+    _graph_axes(fig, layout)
+    _layout(fig, title, height=int(layout.plot_height + 70 + 40), margin=dict(l=_MARGIN_L, r=margin_r, t=70, b=40),
             legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-            plot_bgcolor="white", **layout)
+            plot_bgcolor="white", **kw)
     return fig
+
+
+def _drawn_nodes(lattice: Lattice, present: Mapping[Node, bool], absent: str) -> list[Node]:
+    if absent not in ("auto", "show", "hide"):
+        raise ValueError(f"absent must be 'auto', 'show' or 'hide', got {absent!r}.")
+    hide = absent == "hide" or (absent == "auto" and len(lattice.nodes) > COLLAPSE_ABOVE)
+    return [n for n in lattice.nodes if present[n]] if hide else list(lattice.nodes)
+
+
+def _node_labels(nodes: Sequence[Node], rank_text: Mapping[Node, str], modalities: Sequence[str]) -> tuple[dict, dict | None]:
+    """(label per node, the modality codes used or None): ``"labs+notes · 2"``, or from
+    :data:`ABBREVIATE_FROM` modalities ``"LN · 2"``."""
+    if len(modalities) >= ABBREVIATE_FROM:
+        codes = modality_codes(modalities)
+        return {n: f"{node_code(n, codes)} · {rank_text[n]}" for n in nodes}, codes
+    return {n: f"{node_label(n)} · {rank_text[n]}" for n in nodes}, None
 
 
 def hierarchy_graph(
@@ -485,13 +616,15 @@ def hierarchy_graph(
     value_range: tuple[float, float] | None = None,
     details: Mapping[Any, str] | None = None,
     stability: Any = None,
+    absent: str = "auto",
+    width: int = REF_WIDTH,
 ) -> go.Figure:
-    """The hierarchy over modality subsets: every candidate node, Hasse edges, factors per node.
+    """The hierarchy over modality subsets: candidate nodes, Hasse edges, factors per node.
 
     Parameters
     ----------
     lattice : Lattice
-        Candidate nodes (all are drawn; see :func:`node_positions` for the layout).
+        Candidate nodes.
     ranks : mapping node -> int
         Factors per node; missing or 0 = absent (faded grey, smaller, still labelled).
         Nodes may be tuples or labels (``"labs+notes"``).
@@ -513,13 +646,21 @@ def hierarchy_graph(
         or node -> found share. Present nodes' opacity is :func:`stability_opacity` of their share
         (absent nodes stay faded), hover text gains "found in k of n resamples" (and "same rank in
         k of n"), and a second caption line says what opacity means. None: no change.
+    absent : "auto", "show" or "hide"
+        Whether candidate nodes found absent are drawn. "auto": drawn up to
+        :data:`COLLAPSE_ABOVE` candidates; above, only the nodes found are drawn (edges join each
+        to the nearest drawn nodes above and below) and a caption counts the absent ones.
+    width : int
+        The plot width (px) the layout is made for: each layer is split over as many rows as its
+        labels need to stand apart at this width (wider is fine).
 
     Returns
     -------
     go.Figure
         Traces: edge lines, then node markers (one trace per level, or one coloured by value),
-        then the absent nodes. Labels (``"labs+notes · 2"``) are in the markers' ``text``,
-        node labels alone in ``customdata``.
+        then the absent nodes. Labels (``"labs+notes · 2"``; from :data:`ABBREVIATE_FROM`
+        modalities in one-letter codes, ``"LN · 2"``, with a key under the graph) are in the
+        markers' ``text``, node labels alone in ``customdata``, full names in the hover text.
     """
     ranks_n = _node_map(lattice, ranks)
     vals_n = _node_map(lattice, values) if values is not None else None
@@ -527,18 +668,33 @@ def hierarchy_graph(
     cmin, cmax = value_range if value_range is not None else _value_range(vals_n)
     stab = _stability_map(lattice, stability)
     spec = _graph_data(lattice, ranks_n, vals_n, value_name, value_format, _node_map(lattice, details), stab)
-    fig = _graph_figure(lattice, title, _graph_traces(
-        lattice, values=vals_n, value_name=value_name, value_format=value_format, cmin=cmin, cmax=cmax,
-        highlight=hl, absent_name="absent (0 factors)", **spec), hovermode="closest")
+    M = lattice.n_modalities
+    nodes = _drawn_nodes(lattice, spec["present"], absent)
+    labels, codes = _node_labels(nodes, spec.pop("rank_text"), lattice.modalities)
+    margin_r = _MARGIN_R_BAR if vals_n is not None else _MARGIN_R
+    lay = _GraphLayout(nodes, labels, spec["sizes"], width=width, margin_r=margin_r, font=12 if len(nodes) <= 15 else 11)
+    edges = list(lattice.hasse().edges()) if len(nodes) == len(lattice.nodes) else _cover_edges(nodes)
+    fig = _graph_figure(lay, M, title, _graph_traces(
+        nodes, lay, M, labels=labels, values=vals_n, value_name=value_name, value_format=value_format, cmin=cmin,
+        cmax=cmax, highlight=hl, absent_name="absent (0 factors)", edges=edges, **spec),
+        margin_r=margin_r, hovermode="closest")
     hint = "Marker size = number of factors"
     hint += f"; colour = {value_name}" if vals_n is not None else "; colour = level"
-    hint += "; grey = candidate node found absent"
+    hint += "; grey = candidate node found absent" if len(nodes) == len(lattice.nodes) else ""
     if hl:
         hint += "; red outline = highlighted"
-    _caption(fig, hint + ".")
+    lines = [hint + "."]
+    if len(nodes) < len(lattice.nodes):
+        n_abs = len(lattice.nodes) - len(nodes)
+        lines.append(f"The {len(nodes)} nodes found are drawn; the other {n_abs} of the {len(lattice.nodes)} candidate "
+                     "nodes were found absent (0 factors) and are not drawn.")
     if stab:
-        _caption(fig, _stability_hint(stab), shift=16)
-        fig.update_layout(margin=dict(b=70), height=fig.layout.height + 20)
+        lines.append(_stability_hint(stab))
+    if codes:
+        lines.append(_codes_key(codes))
+    if not nodes:
+        _note(fig, "No node was found (every candidate node has 0 factors).")
+    _captions(fig, lines, width)
     return fig
 
 
@@ -557,17 +713,19 @@ def _node_variance(model: "HCL") -> tuple[dict[Node, float], dict[Node, str]]:
 
 
 def model_hierarchy(model: "HCL", *, highlight: Iterable[Any] = (), title: str = "Recovered hierarchy",
-                    stability: Any = None) -> go.Figure:
+                    stability: Any = None, absent: str = "auto", width: int = REF_WIDTH) -> go.Figure:
     """:func:`hierarchy_graph` of a fitted HCL, coloured by the node's mean share of variance
     explained over its modalities (``summary()`` columns ``var_<m>``), per-modality shares in hover.
     ``stability`` (default: ``model.stability_`` when :meth:`~hcl_explore.model.HCL.stability`
-    has run) fades present nodes that subsample refits did not always find."""
+    has run) fades present nodes that subsample refits did not always find. ``absent`` and
+    ``width`` as in :func:`hierarchy_graph` (from :data:`COLLAPSE_ABOVE` candidates only the nodes
+    found are drawn)."""
     vals, details = _node_variance(model)
     if stability is None:
         stability = getattr(model, "stability_", None)
     return hierarchy_graph(model.lattice_, model.ranks_, values=vals, highlight=highlight, title=title,
                            value_name="variance explained", value_format=".1%", details=details,
-                           stability=stability)
+                           stability=stability, absent=absent, width=width)
 
 
 def lattice_figure(
@@ -576,8 +734,11 @@ def lattice_figure(
     active: Iterable[Any] | None = None,
     ranks: Mapping[Any, int | str] | None = None,
     title: str = "Candidate lattice",
+    width: int = REF_WIDTH,
 ) -> go.Figure:
-    """The candidate lattice as a Hasse diagram for the lattice editor.
+    """The candidate lattice for the lattice editor: a Hasse diagram up to 4 modalities, from
+    :data:`MATRIX_FROM` modalities the modality x node matrix (:func:`node_matrix`, one column per
+    node). Every node is drawn (clickable: ``customdata`` is its label).
 
     Parameters
     ----------
@@ -587,6 +748,8 @@ def lattice_figure(
     ranks : mapping node -> int or "auto", optional
         Shown in the label (``"labs · auto"``, ``"labs+notes · 2"``); default "auto".
     title : str
+    width : int
+        Plot width (px) the layout is made for (see :func:`hierarchy_graph`).
     """
     act = {_as_node(lattice, a) for a in active} if active is not None else set(lattice.nodes)
     rk = _node_map(lattice, ranks)
@@ -602,14 +765,27 @@ def lattice_figure(
         hover[n] = "<br>".join([f"<b>{node_label(n)}</b>", f"level: {node_level(n, M)}",
                                 "factors: " + (("chosen from the data" if r == "auto" else str(int(r))) if on
                                                else "off (not a candidate)")])
-    fig = _graph_figure(lattice, title, _graph_traces(
-        lattice, rank_text=rank_text, present=present, sizes=sizes, hover=hover, values=None, value_name="",
-        value_format="", cmin=0.0, cmax=1.0, highlight=set(), absent_name="switched off"))
-    _caption(fig, "Label = node · factors (auto = chosen from the data); grey = switched off.")
+    if M >= MATRIX_FROM:
+        return _matrix_figure(lattice, list(lattice.nodes), present=present, rank_text=rank_text, hover=hover,
+                              bars=None, title=title, width=width, off_name="switched off",
+                              lines=["One column per candidate node: filled dots = the modalities it joins; "
+                                     "grey columns are switched off. Click a dot to switch its node on or off; "
+                                     "hover for the node's name and factors (auto = chosen from the data)."])
+    nodes = list(lattice.nodes)
+    labels, codes = _node_labels(nodes, rank_text, lattice.modalities)
+    lay = _GraphLayout(nodes, labels, sizes, width=width, margin_r=_MARGIN_R, font=12 if len(nodes) <= 15 else 11)
+    fig = _graph_figure(lay, M, title, _graph_traces(
+        nodes, lay, M, labels=labels, present=present, sizes=sizes, hover=hover, values=None, value_name="",
+        value_format="", cmin=0.0, cmax=1.0, highlight=set(), absent_name="switched off",
+        edges=list(lattice.hasse().edges())), margin_r=_MARGIN_R)
+    lines = ["Label = node · factors (auto = chosen from the data); grey = switched off."]
+    if codes:
+        lines.append(_codes_key(codes))
+    _captions(fig, lines, width)
     return fig
 
 
-def true_vs_recovered(lattice: Lattice, true_ranks: Mapping[Any, int], model: "HCL") -> go.Figure:
+def true_vs_recovered(lattice: Lattice, true_ranks: Mapping[Any, int], model: "HCL", *, width: int = 900) -> go.Figure:
     """The true hierarchy (left) and the recovered one (right) over the same layout.
 
     Parameters
@@ -619,6 +795,9 @@ def true_vs_recovered(lattice: Lattice, true_ranks: Mapping[Any, int], model: "H
     true_ranks : mapping node -> int
     model : HCL
         Fitted; its ``ranks_`` are drawn on the right (nodes it did not consider count as 0).
+    width : int
+        Plot width (px) of both panels together the layout is made for. Above
+        :data:`COLLAPSE_ABOVE` candidates only the nodes present in the truth or the fit are drawn.
     """
     nodes = list(lattice.nodes) + [n for n in model.lattice_.nodes if n not in set(lattice.nodes)]
     lat = Lattice(lattice.modalities, nodes) if len(nodes) != len(lattice.nodes) else lattice
@@ -626,37 +805,198 @@ def true_vs_recovered(lattice: Lattice, true_ranks: Mapping[Any, int], model: "H
     rec = {n: int(model.ranks_.get(n, 0)) for n in lat.nodes}
     truth_r = {n: tr.get(n, 0) for n in lat.nodes}
     match = sum(truth_r[n] == rec[n] for n in lat.nodes)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.03, subplot_titles=(
-        "True hierarchy", f"Recovered by HCL ({match} of {len(lat.nodes)} node ranks match)"))
-    for col, (ranks, other, other_name) in enumerate(((truth_r, rec, "recovered"), (rec, truth_r, "true")), start=1):
+    M = lat.n_modalities
+    either = {n: truth_r[n] > 0 or rec[n] > 0 for n in lat.nodes}
+    drawn = _drawn_nodes(lat, either, "auto")
+    spacing = 0.04
+    panel_w = (width - _MARGIN_L - _MARGIN_R) * (1 - spacing) / 2
+    specs, all_labels = [], {}
+    for ranks, other, other_name in ((truth_r, rec, "recovered"), (rec, truth_r, "true")):
         details = {n: f"{other_name} factors: {other[n]}" + ("" if other[n] == ranks[n] else " (differs)")
                    for n in lat.nodes}
         spec = _graph_data(lat, ranks, None, "", "", details)
-        for t in _graph_traces(lat, values=None, value_name="", value_format="", cmin=0.0, cmax=1.0,
-                               highlight=set(), absent_name="absent (0 factors)", showlegend=col == 1, **spec):
+        labels, codes = _node_labels(drawn, spec.pop("rank_text"), lat.modalities)
+        specs.append((spec, labels))
+        for n in drawn:  # the layout must fit the longer label of each node
+            if len(labels[n]) > len(all_labels.get(n, "")):
+                all_labels[n] = labels[n]
+    size_max = {n: max(specs[0][0]["sizes"][n], specs[1][0]["sizes"][n]) for n in drawn}
+    lay = _GraphLayout(drawn, all_labels, size_max, width=panel_w + _MARGIN_L + _MARGIN_R, margin_r=_MARGIN_R,
+                       font=12 if len(drawn) <= 15 else 11)
+    edges = list(lat.hasse().edges()) if len(drawn) == len(lat.nodes) else _cover_edges(drawn)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=spacing, subplot_titles=(
+        "True hierarchy", f"Recovered by HCL ({match} of {len(lat.nodes)} node ranks match)"))
+    for col, (spec, labels) in enumerate(specs, start=1):
+        for t in _graph_traces(drawn, lay, M, labels=labels, values=None, value_name="", value_format="", cmin=0.0,
+                               cmax=1.0, highlight=set(), absent_name="absent (0 factors)", edges=edges,
+                               showlegend=col == 1, **spec):
             fig.add_trace(t, row=1, col=col)
-    for a in _layer_annotations(lat, "x", "y"):
+    for a in _layer_annotations(lay, M, "x", "y"):
         fig.add_annotation(**a)
-    _graph_axes(fig, lat)
-    n_layers = len({len(n) for n in lat.nodes})
-    _layout(fig, "True vs recovered hierarchy", height=max(340, 150 * n_layers + 150),
-            margin=dict(l=20, r=20, t=90, b=50), plot_bgcolor="white",
-            legend=dict(orientation="h", yanchor="bottom", y=1.06, xanchor="right", x=1))
-    _caption(fig, "Same layout in both panels; marker size = number of factors; grey = absent node.")
+    _graph_axes(fig, lay)
+    # Subplot titles sit just above each panel; the legend goes under the graph, with the captions.
+    _layout(fig, "True vs recovered hierarchy", height=int(lay.plot_height + 100 + 40),
+            margin=dict(l=_MARGIN_L, r=_MARGIN_R, t=100, b=40), plot_bgcolor="white", showlegend=False)
+    lines = ["Same layout in both panels; marker size = number of factors; colour = level (blue global, green "
+             "partial, orange private); grey = absent node."]
+    if len(drawn) < len(lat.nodes):
+        lines.append(f"Drawn: the {len(drawn)} nodes present in the truth or the fit; the other "
+                     f"{len(lat.nodes) - len(drawn)} candidate nodes are absent in both.")
+    if M >= ABBREVIATE_FROM:
+        lines.append(_codes_key(modality_codes(lat.modalities)))
+    _captions(fig, lines, width)
     return fig
+
+
+def _matrix_figure(lattice: Lattice, columns: Sequence[Node], *, present: Mapping[Node, bool],
+                   rank_text: Mapping[Node, str], hover: Mapping[Node, str], bars: Mapping[Node, float] | None,
+                   title: str, width: int, off_name: str, lines: Sequence[str],
+                   highlight: set[Node] = frozenset(), opacity: Mapping[Node, float] | None = None,
+                   bar_name: str = "factors", max_columns: int = 300) -> go.Figure:
+    """The modality x node matrix: one column per node (filled dots = its modalities, joined by a
+    line; grey = off/absent), modality names as row labels, optionally a bar per column on top."""
+    M = lattice.n_modalities
+    mods = list(lattice.modalities)
+    cols = list(columns)[:max_columns]
+    lines = list(lines)
+    if len(columns) > max_columns:
+        lines.append(f"The first {max_columns} of {len(columns)} nodes are drawn.")
+    k = len(cols)
+    plot_px = max(160.0, width - 140 - _MARGIN_R)  # room for the modality names on the left
+    col_px = plot_px / max(k, 1)
+    dot = float(min(14.0, max(4.0, 0.7 * col_px)))
+    with_bars = bars is not None
+    fig = make_subplots(rows=2 if with_bars else 1, cols=1, shared_xaxes=True, vertical_spacing=0.03,
+                        row_heights=[0.35, 0.65] if with_bars else None)
+    row = 2 if with_bars else 1
+    yidx = {m: M - 1 - j for j, m in enumerate(mods)}  # first modality on top
+    # background: every cell a small grey dot
+    fig.add_trace(go.Scatter(
+        x=[i for i in range(k) for _ in mods], y=[yidx[m] for _ in cols for m in mods], mode="markers",
+        marker=dict(size=dot * 0.55, color="#E6E6E6"), hoverinfo="skip", showlegend=False, name="cell",
+        customdata=[node_label(n) for n in cols for _ in mods],
+    ), row=row, col=1)
+    xs, ys = [], []
+    for i, n in enumerate(cols):
+        ys_n = sorted(yidx[m] for m in n)
+        if len(ys_n) > 1:
+            xs += [i, i, None]
+            ys += [ys_n[0], ys_n[-1], None]
+    if xs:
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=EDGE_COLOR, width=max(1.0, dot / 5)),
+                                 hoverinfo="skip", showlegend=False, name="joins"), row=row, col=1)
+    groups = [(lv, [i for i, n in enumerate(cols) if present[n] and node_level(n, M) == lv], LEVEL_COLORS[lv])
+              for lv in LEVELS] + [(off_name, [i for i, n in enumerate(cols) if not present[n]], ABSENT_COLOR)]
+    for name, idx, color in groups:
+        if not idx:
+            continue
+        pts = [(i, m) for i in idx for m in cols[i]]
+        op = [float((opacity or {}).get(cols[i], 1.0)) if present[cols[i]] else 0.6 for i, _ in pts]
+        fig.add_trace(go.Scatter(
+            x=[i for i, _ in pts], y=[yidx[m] for _, m in pts], mode="markers", name=name,
+            marker=dict(size=dot, color=color, opacity=op,
+                        line=dict(color=[HIGHLIGHT_COLOR if cols[i] in highlight else "white" for i, _ in pts],
+                                  width=[3.0 if cols[i] in highlight else 0.5 for i, _ in pts])),
+            customdata=[node_label(cols[i]) for i, _ in pts], hovertext=[hover[cols[i]] for i, _ in pts],
+            hoverinfo="text", legendgroup=name,
+        ), row=row, col=1)
+    if with_bars:
+        show_text = col_px >= 22
+        fig.add_trace(go.Bar(
+            x=list(range(k)), y=[float(bars.get(n, 0.0)) for n in cols], name=bar_name, showlegend=False,
+            marker=dict(color=[LEVEL_COLORS[node_level(n, M)] if present[n] else ABSENT_COLOR for n in cols],
+                        line=dict(color=[HIGHLIGHT_COLOR if n in highlight else "white" for n in cols],
+                                  width=[3.0 if n in highlight else 0.0 for n in cols])),
+            text=[rank_text[n] for n in cols] if show_text else None, textposition="outside" if show_text else None,
+            cliponaxis=False, customdata=[node_label(n) for n in cols], hovertext=[hover[n] for n in cols],
+            hoverinfo="text",
+        ), row=1, col=1)
+        fig.update_yaxes(title_text=bar_name, row=1, col=1, rangemode="tozero")
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, range=[-0.7, k - 0.3], fixedrange=True)
+    fig.update_yaxes(tickmode="array", tickvals=[yidx[m] for m in mods], ticktext=mods, range=[-0.7, M - 0.3],
+                     showgrid=False, zeroline=False, fixedrange=True, row=row, col=1, automargin=True)
+    matrix_px = 26 * M + 30
+    bar_px = 150 if with_bars else 0
+    _layout(fig, title, height=int(matrix_px + bar_px + 80 + 40), margin=dict(l=_MARGIN_L, r=_MARGIN_R, t=80, b=40),
+            legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1), plot_bgcolor="white",
+            hovermode="closest")
+    _captions(fig, lines, width)
+    return fig
+
+
+def node_matrix(
+    lattice: Lattice,
+    ranks: Mapping[Any, int],
+    *,
+    highlight: Iterable[Any] = (),
+    title: str = "Nodes found (modality x node)",
+    details: Mapping[Any, str] | None = None,
+    stability: Any = None,
+    absent: str = "auto",
+    width: int = REF_WIDTH,
+) -> go.Figure:
+    """The hierarchy as a modality x node matrix ("upset" style), readable at any number of
+    modalities: one column per node, filled dots on the rows of the modalities it joins, a bar on
+    top with its number of factors (coloured by level). Columns: global first, then partial nodes
+    by size, then private ones. ``absent`` as in :func:`hierarchy_graph` (absent nodes are grey
+    columns at the end when shown). Hover gives each node's full name and details; ``customdata``
+    is the node label."""
+    ranks_n = _node_map(lattice, ranks)
+    hl = {_as_node(lattice, h) for h in highlight}
+    stab = _stability_map(lattice, stability)
+    spec = _graph_data(lattice, ranks_n, None, "", "", _node_map(lattice, details), stab)
+    present = spec["present"]
+    nodes = _drawn_nodes(lattice, present, absent)
+    order = {lv: i for i, lv in enumerate(LEVELS)}
+    M = lattice.n_modalities
+    cols = sorted(nodes, key=lambda n: (not present[n], order[node_level(n, M)], -len(n)))
+    lines = ["One column per node: filled dots = the modalities that share it; bar = its number of factors "
+             "(colour = level); hover a column for its name."]
+    if len(nodes) < len(lattice.nodes):
+        lines.append(f"The {len(nodes)} nodes found are drawn; the other {len(lattice.nodes) - len(nodes)} of the "
+                     f"{len(lattice.nodes)} candidate nodes were found absent.")
+    if stab:
+        lines.append("Paler dots = found in fewer of the subsample refits (hover for how many).")
+    if hl:
+        lines.append("Red outline = highlighted.")
+    fig = _matrix_figure(lattice, cols, present=present, rank_text=spec["rank_text"], hover=spec["hover"],
+                         bars={n: float(ranks_n.get(n, 0) or 0) for n in cols}, title=title, width=width,
+                         off_name="absent (0 factors)", lines=lines, highlight=hl, opacity=spec.get("opacity"))
+    if not nodes:
+        _note(fig, "No node was found (every candidate node has 0 factors).")
+    return fig
+
+
+def model_matrix(model: "HCL", *, highlight: Iterable[Any] = (), title: str = "Nodes found (modality x node)",
+                 stability: Any = None, width: int = REF_WIDTH) -> go.Figure:
+    """:func:`node_matrix` of a fitted HCL (per-modality variance shares in the hover text)."""
+    _, details = _node_variance(model)
+    if stability is None:
+        stability = getattr(model, "stability_", None)
+    return node_matrix(model.lattice_, model.ranks_, highlight=highlight, title=title, details=details,
+                       stability=stability, width=width)
 
 
 # ---------------------------------------------------------------------------------------------
 # variance and loadings
 
 
-def variance_figure(model: "HCL") -> go.Figure:
+PARTIAL_COLORS: tuple[str, ...] = ("#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C564B", "#9467BD", "#F0E442",
+                                   "#17BECF", "#BCBD22", "#E377C2", "#1B5E20", "#880E4F")
+"""Distinct colours of the partial nodes in the variance split (then repeated with a hatch pattern)."""
+_PATTERNS = ("", "/", "x", ".", "\\", "+")
+
+
+def variance_figure(model: "HCL", *, width: int = REF_WIDTH) -> go.Figure:
     """How each modality's total variance splits across nodes and noise.
 
     One horizontal stacked bar per modality (first modality on top): the global node, each partial
     node, the private node, then noise = 1 - sum of the node shares (the node shares are rescaled
-    to sum to 1 in the rare case they exceed it). Only present nodes appear; one legend entry per
-    node, coloured by level with shades within a level.
+    to sum to 1 in the rare case they exceed it). Only present nodes appear, one trace per node.
+    Colours: the global node in the global colour, every private node in the private colour (a
+    modality has only one), each partial node its own colour from :data:`PARTIAL_COLORS` (a hatch
+    pattern when there are more partial nodes than colours). The legend is grouped by level
+    (global, partial, private, noise) with one entry for all private nodes, and sits under the bars.
     """
     summ = model.summary()
     mods = list(model.modalities_)
@@ -672,35 +1012,57 @@ def variance_figure(model: "HCL") -> go.Figure:
     total = np.sum(list(shares.values()), axis=0) if shares else np.zeros(M)
     factor = np.where(total > 1.0, 1.0 / np.where(total > 0, total, 1.0), 1.0)
     noise = np.clip(1.0 - total * factor, 0.0, 1.0)
+    codes = modality_codes(mods) if M >= ABBREVIATE_FROM else None
 
     fig = go.Figure()
     by_level: dict[str, list[Node]] = {}
     for node in shares:
         by_level.setdefault(node_level(node, M), []).append(node)
+    titles = {"global": "global (all modalities)", "partial": "partial (some modalities)",
+              "private": "private (one modality)"}
     for lv in LEVELS:
         nodes = by_level.get(lv, [])
-        for node, color in zip(nodes, _shades(LEVEL_COLORS[lv], len(nodes))):
+        for i, node in enumerate(nodes):
+            if lv == "partial":
+                color = PARTIAL_COLORS[i % len(PARTIAL_COLORS)]
+                pattern = _PATTERNS[(i // len(PARTIAL_COLORS)) % len(_PATTERNS)]
+            else:
+                color, pattern = LEVEL_COLORS[lv], ""
             x = [float(s * f) if m in node else None for s, f, m in zip(shares[node], factor, mods)]
             r = model.ranks_[node]
+            label = node_label(node)
+            short = label if codes is None or len(label) <= 28 else node_code(node, codes)
+            name = ("each modality's own" if lv == "private" else f"{short} ({_factors(r)})")
             fig.add_trace(go.Bar(
-                y=mods, x=x, orientation="h", name=f"{node_label(node)} ({lv}, {r})",
-                marker=dict(color=color, line=dict(color="white", width=1)),
+                y=mods, x=x, orientation="h", name=name,
+                marker=dict(color=color, line=dict(color="white", width=1),
+                            **({"pattern": dict(shape=pattern, fgcolor="white", size=6)} if pattern else {})),
                 texttemplate="%{x:.0%}", textposition="inside", insidetextanchor="middle",
-                hovertemplate=(f"<b>{node_label(node)}</b> ({lv} node, {_factors(r)})<br>"
+                hovertemplate=(f"<b>{label}</b> ({lv} node, {_factors(r)})<br>"
                                "%{y}: %{x:.1%} of its variance<extra></extra>"),
-                customdata=[node_label(node)] * M, legendgroup=lv,
+                customdata=[label] * M, legendgroup=lv, showlegend=not (lv == "private" and i > 0),
+                legendgrouptitle=dict(text=titles[lv]) if i == 0 else None,
             ))
     fig.add_trace(go.Bar(
         y=mods, x=[float(v) for v in noise], orientation="h", name="noise (unexplained)",
         marker=dict(color=NOISE_COLOR, line=dict(color="white", width=1)),
         texttemplate="%{x:.0%}", textposition="inside", insidetextanchor="middle", textfont=dict(color="#424242"),
         hovertemplate="<b>noise</b><br>%{y}: %{x:.1%} of its variance not explained by any node<extra></extra>",
+        legendgroup="noise", legendgrouptitle=dict(text="not explained"),
     ))
-    _layout(fig, "Where each modality's variance comes from", barmode="stack", height=160 + 60 * M,
-            margin=dict(l=20, r=20, t=60, b=50), uniformtext=dict(minsize=10, mode="hide"),
-            legend=dict(title=dict(text="node (level, factors)"), traceorder="normal"))
+    n_entries = sum(1 for t in fig.data if t.showlegend is not False)
+    n_groups = len(by_level) + 1
+    legend_px = 20 * n_entries + 22 * n_groups
+    bars_px = 60 + 34 * M
+    _layout(fig, "Where each modality's variance comes from", barmode="stack",
+            height=int(120 + max(bars_px, legend_px + 10)),
+            margin=dict(l=20, r=20, t=60, b=60), uniformtext=dict(minsize=10, mode="hide"),
+            legend=dict(traceorder="grouped", orientation="v", x=1.02, xanchor="left", y=1, yanchor="top",
+                        groupclick="toggleitem", font=dict(size=12)))
     fig.update_xaxes(title_text="share of the modality's total variance", tickformat=".0%", range=[0, 1])
-    fig.update_yaxes(title_text="modality", autorange="reversed")
+    fig.update_yaxes(title_text="modality", autorange="reversed", automargin=True)
+    if codes is not None and any(len(node_label(n)) > 28 for n in by_level.get("partial", [])):
+        _captions(fig, [_codes_key(codes)], width, below=45)
     return fig
 
 
@@ -757,7 +1119,9 @@ def loadings_figure(model: "HCL", node: Any, top: int = 15) -> go.Figure:
     nd = _node_arg(model, node)
     df = top_loadings(model, nd, top)
     label = node_label(nd)
-    title = f"Top features of node {label}"
+    codes = modality_codes(model.modalities_)
+    long = len(label) > 36
+    title = f"Top features of node {node_code(nd, codes) if long else label}"
     fig = go.Figure()
     if df.empty:
         _layout(fig, title, height=300)
@@ -775,12 +1139,20 @@ def loadings_figure(model: "HCL", node: Any, top: int = 15) -> go.Figure:
         colorbar=dict(title=dict(text="loading", side="right"), thickness=14),
         xgap=1, ygap=1,
     ))
-    _layout(fig, title, height=140 + 24 * len(rows), margin=dict(l=20, r=20, t=60, b=60))
+    _layout(fig, title, height=150 + 22 * len(rows), margin=dict(l=20, r=20, t=60, b=50))
     fig.update_yaxes(autorange="reversed", title_text="", automargin=True, type="category")
-    fig.update_xaxes(side="top", title_text="", type="category")
+    # Factor names under the heatmap ("1", "2", ...; the axis says "factor"): never over the title.
+    fig.update_xaxes(side="bottom", title_text="factor", type="category", tickangle=0,
+                     tickvals=xs, ticktext=[str(i + 1) for i in range(len(fcols))],
+                     tickfont=dict(size=11 if len(fcols) <= 20 else 9))
     units = "standardized units" if getattr(model, "standardized_", False) else "the model's fitted units"
-    _caption(fig, f"Top {len(rows)} features by loading norm across the node's factors ({units}); "
-                  "red = positive, blue = negative; factor signs are arbitrary.")
+    # The captions start at the heatmap's left edge, right of the feature names.
+    name_px = max(_text_px(r, 12) for r in rows) if rows else 0
+    lines = [f"Top {len(rows)} features by loading norm across the node's factors ({units}); "
+             "red = positive, blue = negative; factor signs are arbitrary."]
+    if long:
+        lines.append(f"Node {node_code(nd, codes)} = {label}.")
+    _captions(fig, lines, int(REF_WIDTH - name_px - 100), below=45)
     return fig
 
 
@@ -935,27 +1307,52 @@ def overlap_figure(observed: np.ndarray, modalities: Sequence[str], *, max_patte
         labels, colors, sizes = labels[: max_patterns - 1] + ["other patterns"], colors[: max_patterns - 1] + [ABSENT_COLOR], sizes[: max_patterns - 1] + [0]
         counts_l = counts_l[: max_patterns - 1] + [rest]
     share = [c / n if n else 0.0 for c in counts_l]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], horizontal_spacing=0.12,
-                        subplot_titles=("Samples per observation pattern", "Samples per modality"))
-    fig.add_trace(go.Bar(
-        x=labels, y=counts_l, marker=dict(color=colors), name="pattern", showlegend=False,
-        text=[f"{c:,}" for c in counts_l], textposition="outside", cliponaxis=False,
-        customdata=[[s, k] for s, k in zip(share, sizes)],
-        hovertemplate="<b>%{x}</b><br>%{y:,} samples (%{customdata[0]:.1%})<extra></extra>",
-    ), row=1, col=1)
+    codes = modality_codes(mods) if M >= ABBREVIATE_FROM else None
+    if codes is not None:
+        labels = [lab if lab in ("(none)", "other patterns") else node_code(lab.split("+"), codes) for lab in labels]
+    horizontal = codes is not None or len(labels) > 12
     per = obs.sum(axis=0).astype(int)
-    fig.add_trace(go.Bar(
-        x=mods, y=[int(v) for v in per], marker=dict(color="#607D8B"), name="modality", showlegend=False,
-        text=[f"{int(v):,}" for v in per], textposition="outside", cliponaxis=False,
-        customdata=[float(v) / n if n else 0.0 for v in per],
-        hovertemplate="<b>%{x}</b><br>%{y:,} samples have it (%{customdata:.1%})<extra></extra>",
-    ), row=1, col=2)
-    _layout(fig, f"Which modalities the {n:,} samples have", height=460, margin=dict(l=20, r=20, t=80, b=60))
-    fig.update_yaxes(title_text="samples", row=1, col=1)
-    fig.update_yaxes(title_text="samples", row=1, col=2)
-    fig.update_xaxes(title_text="observation pattern (modalities present)", tickangle=-30, type="category",
-                     row=1, col=1)
-    fig.update_xaxes(title_text="modality", type="category", row=1, col=2)
+    pattern_bar = dict(marker=dict(color=colors), name="pattern", showlegend=False,
+                       text=[f"{c:,}" for c in counts_l], textposition="outside", cliponaxis=False,
+                       customdata=[[s, k] for s, k in zip(share, sizes)])
+    mod_bar = dict(marker=dict(color="#607D8B"), name="modality", showlegend=False,
+                   text=[f"{int(v):,}" for v in per], textposition="outside", cliponaxis=False,
+                   customdata=[float(v) / n if n else 0.0 for v in per])
+    title = f"Which modalities the {n:,} samples have"
+    if not horizontal:
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], horizontal_spacing=0.12,
+                            subplot_titles=("Samples per observation pattern", "Samples per modality"))
+        fig.add_trace(go.Bar(x=labels, y=counts_l, **pattern_bar,
+                             hovertemplate="<b>%{x}</b><br>%{y:,} samples (%{customdata[0]:.1%})<extra></extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Bar(x=mods, y=[int(v) for v in per], **mod_bar,
+                             hovertemplate="<b>%{x}</b><br>%{y:,} samples have it (%{customdata:.1%})<extra></extra>"),
+                      row=1, col=2)
+        _layout(fig, title, height=460, margin=dict(l=20, r=20, t=80, b=60))
+        fig.update_yaxes(title_text="samples", row=1, col=1)
+        fig.update_yaxes(title_text="samples", row=1, col=2)
+        fig.update_xaxes(title_text="observation pattern (modalities present)", tickangle=-30, type="category",
+                         row=1, col=1)
+        fig.update_xaxes(title_text="modality", type="category", row=1, col=2)
+        return fig
+    # Many modalities or patterns: horizontal bars, one readable row per pattern / modality.
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.22,
+                        subplot_titles=("Samples per observation pattern", "Samples per modality"))
+    fig.add_trace(go.Bar(y=labels, x=counts_l, orientation="h", **pattern_bar,
+                         hovertemplate="<b>%{y}</b><br>%{x:,} samples (%{customdata[0]:.1%})<extra></extra>"),
+                  row=1, col=1)
+    fig.add_trace(go.Bar(y=mods, x=[int(v) for v in per], orientation="h", **mod_bar,
+                         hovertemplate="<b>%{y}</b><br>%{x:,} samples have it (%{customdata:.1%})<extra></extra>"),
+                  row=1, col=2)
+    rows_px = 20 * max(len(labels), M)
+    _layout(fig, title, height=int(160 + rows_px), margin=dict(l=20, r=40, t=80, b=60))
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True, row=1, col=1)
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True, row=1, col=2)
+    fig.update_xaxes(title_text="samples", row=1, col=1)
+    fig.update_xaxes(title_text="samples", row=1, col=2)
+    if codes is not None:
+        _captions(fig, [_codes_key(codes) + " (a pattern lists the codes of the modalities present)"], REF_WIDTH,
+                  below=45)
     return fig
 
 

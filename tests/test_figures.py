@@ -128,7 +128,7 @@ def test_hierarchy_graph_labels_faded_sizes(fitted):
                 assert sa == sb
     # layers: global on top, private at the bottom; x evenly spread within a layer
     assert pts[node_label(GLOBAL)]["y"] > pts["labs+vitals"]["y"] > pts["labs"]["y"]
-    assert [pts[m]["x"] for m in ("labs", "vitals", "notes")] == pytest.approx([0.25, 0.5, 0.75])
+    assert [pts[m]["x"] for m in ("labs", "vitals", "notes")] == pytest.approx([1 / 6, 0.5, 5 / 6])
     # every Hasse edge drawn once
     n_edges = sum(sum(v is None for v in t.x) for t in fig.data if t.mode == "lines")
     assert n_edges == lat.hasse().number_of_edges()
