@@ -35,6 +35,54 @@ def load_model(path: str | os.PathLike):
         raise ValueError(f"{path}: not a valid model file ({type(exc).__name__}{': ' + msg if msg else ''}).") from None
 
 
+#: A node found in fewer than this share of the stability resamples is flagged as unstable.
+LOW_STABILITY = 0.6
+
+
+def dims_warnings(n_samples: int, dims: dict, observed_counts: dict | None = None) -> list[str]:
+    """Plain-language warnings for modalities with more features than samples (p > n): the
+    structure search works in reduced coordinates there, but loadings of single features are noisy
+    and prediction from raw features overfits. ``observed_counts``: samples that have each modality
+    (default: all)."""
+    out = []
+    for m, p in dims.items():
+        n = int((observed_counts or {}).get(m, n_samples))
+        if p > n:
+            out.append(f"{m}: {p:,} features but only {n:,} samples with this modality (more features than "
+                       "samples). Factors can still be found, but the loadings of single features are uncertain "
+                       "and a model on the raw features will overfit; read the top features as hints.")
+    return out
+
+
+def data_warnings(data) -> list[str]:
+    """:func:`dims_warnings` of a loaded :class:`~hcl_explore.data.MultimodalData`."""
+    obs = np.asarray(getattr(data, "observed", np.ones((data.n_samples, len(data.modalities)), bool)), dtype=bool)
+    counts = {m: int(obs[:, j].sum()) for j, m in enumerate(data.modalities)}
+    return dims_warnings(int(data.n_samples), dict(data.dims), counts)
+
+
+def stability_warnings(stability: pd.DataFrame | None, model=None, threshold: float = LOW_STABILITY) -> list[str]:
+    """One warning per node the fit found but fewer than ``threshold`` of the subsample refits
+    found (``runs.read_stability`` / ``HCL.stability`` frame); empty without a stability check."""
+    if stability is None or not len(stability) or "found" not in stability.columns:
+        return []
+    found = stability
+    if "rank" in stability.columns:
+        found = stability[pd.to_numeric(stability["rank"], errors="coerce").fillna(0) > 0]
+    elif model is not None:
+        present = {node_label(n) for n in model.nodes_ if model.ranks_[n] > 0}
+        found = stability[stability["node"].isin(present)]
+    n = int(stability["resamples"].max()) if "resamples" in stability.columns else None
+    out = []
+    for rec in found.sort_values("found").itertuples():
+        share = float(rec.found)
+        if share < threshold:
+            how = f"{int(round(share * n))} of {n}" if n else f"{share:.0%} of the"
+            out.append(f"Node {rec.node} is unstable: it was found in only {how} subsample refits. "
+                       "Treat it as a possible, not a confirmed, shared signal.")
+    return out
+
+
 def _model(run_dir: str):
     return load_model(os.path.join(run_dir, "model.npz"))
 
@@ -201,8 +249,12 @@ def run_html(run_dir: str, title: str | None = None) -> str:
     model = _model(run_dir)
     cfg = runs.read_json(os.path.join(run_dir, "config.json"), {}) or {}
     name = (cfg.get("dataset") or {}).get("name", "")
-    figs = [("Recovered hierarchy", figures.model_hierarchy(model)),
-            ("How each modality's variance splits", figures.variance_figure(model))]
+    stab = runs.read_stability(os.path.dirname(os.path.dirname(run_dir)), os.path.basename(run_dir)) \
+        if os.path.exists(os.path.join(run_dir, "stability.json")) else None
+    figs = [("Recovered hierarchy", figures.model_hierarchy(model, stability=stab, width=1000))]
+    if len(model.modalities_) >= figures.MATRIX_FROM:
+        figs.append(("Nodes found (modality × node)", figures.model_matrix(model, stability=stab, width=1000)))
+    figs.append(("How each modality's variance splits", figures.variance_figure(model)))
     for n in [n for n in model.nodes_ if model.ranks_[n] > 0][:6]:
         figs.append((f"Top loadings of {node_label(n)}", figures.loadings_figure(model, n, top=15)))
     tr = runs.read_json(os.path.join(run_dir, "truth.json"), None)
@@ -220,6 +272,12 @@ def run_html(run_dir: str, title: str | None = None) -> str:
              f"<p>Run <code>{html.escape(os.path.basename(run_dir))}</code> · dataset {html.escape(name)} · "
              f"{model.n_samples_:,} samples · modalities {html.escape(', '.join(model.modalities_))}</p>",
              "<h2>Summary</h2>", model.summary().round(3).to_html(index=False, na_rep="", border=0)]
+    dr = runs.read_json(os.path.join(run_dir, "data_report.json"), None)
+    warns = stability_warnings(stab, model)
+    if isinstance(dr, dict):
+        warns = _report_dims_warnings(dr, model) + warns
+    if warns:
+        parts.append("<h2>Warnings</h2>" + "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warns))
     for rep in preds:
         parts += [f"<h2>Prediction of {html.escape(str(rep.outcome))} ({rep.task})</h2>",
                   f"<p>Selected nodes: {html.escape(', '.join(node_label(n) for n in rep.selected_nodes) or 'none')}</p>",
@@ -230,6 +288,19 @@ def run_html(run_dir: str, title: str | None = None) -> str:
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd}"
-             ".note{color:#555;font-size:13px}")
+             ".note{color:#555;font-size:13px}.warn{background:#fff4e5;border-left:4px solid #e69f00;padding:4px 8px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title or 'hcl-explore report')}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def _report_dims_warnings(data_report: dict, model) -> list[str]:
+    """p > n warnings from a run's saved data report (samples per modality) and the model's dims."""
+    mods = data_report.get("modalities") or {}
+    counts = {}
+    for m in model.modalities_:
+        r = mods.get(m) or {}
+        for k in ("samples", "n_samples", "rows"):
+            if isinstance(r.get(k), (int, float)):
+                counts[m] = int(r[k])
+                break
+    return dims_warnings(int(model.n_samples_), dict(model.dims_), counts)

@@ -6,7 +6,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from hcl_explore import datasets, figures, io, runs
+from hcl_explore import datasets, figures, io, report, runs
 from hcl_explore.ui import common as ui
 
 st.title("Data")
@@ -160,6 +160,8 @@ if len(qc):
 st.markdown("**Quality control** — per modality: samples with data, features kept, dropped columns and why, "
             "cells imputed, and samples shared with each other modality.")
 st.dataframe(qc, hide_index=True, width="stretch")
+for w in report.data_warnings(data):
+    st.warning(ui.md(w), icon=":material/warning:")
 left, right = st.columns([3, 2])
 with left:
     st.plotly_chart(figures.overlap_figure(data.observed, data.modalities), width="stretch")

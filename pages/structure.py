@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from hcl_explore import figures, metrics, runs
+from hcl_explore import figures, metrics, report, runs
 from hcl_explore.io import truth_ranks
 from hcl_explore.lattice import node_label
 from hcl_explore.ui import common as ui
@@ -25,11 +25,25 @@ c[1].metric("Factors", sum(model.ranks_.values()))
 c[2].metric("Samples", f"{model.n_samples_:,}")
 c[3].metric("Fit time", f"{model.timings_.get('total', float('nan')):.1f} s")
 stab = runs.read_stability(ws, rid)
-st.caption("Each circle is a subset of modalities; its size is the number of shared factors found, its colour the "
-           "share of those modalities' variance it explains. Faded circles are candidate nodes the data did not support."
-           + (" Paler circles were found in fewer of the subsample refits (hover for how many)." if stab is not None else ""))
-st.plotly_chart(figures.model_hierarchy(model, stability=stab), width="stretch", key="hierarchy")
+M = len(model.modalities_)
+hier_help = ("Each circle is a group of modalities that share signal (a *node*); its size is the number of shared "
+             "factors found, its colour the share of those modalities' variance it explains."
+             + (" Paler circles were found in fewer of the subsample refits (hover for how many)." if stab is not None else ""))
+views = ["Matrix (modality × node)", "Hierarchy diagram"] if M >= figures.MATRIX_FROM else \
+    ["Hierarchy diagram", "Matrix (modality × node)"]
+tabs = st.tabs(views)
+for tab, view in zip(tabs, views):
+    with tab:
+        if view.startswith("Matrix"):
+            st.caption("One column per node found: the filled dots are the modalities that share it, the bar its "
+                       "number of factors. Hover a column for its full name and how much variance it explains.")
+            st.plotly_chart(figures.model_matrix(model, stability=stab), width="stretch", key="matrix")
+        else:
+            st.caption(hier_help)
+            st.plotly_chart(figures.model_hierarchy(model, stability=stab), width="stretch", key="hierarchy")
 st.caption(ui.md(runs.stability_note(stab, runs.read_status(ws, rid))))
+for w in report.stability_warnings(stab, model):
+    st.warning(ui.md(w), icon=":material/warning:")
 st.plotly_chart(figures.variance_figure(model), width="stretch", key="variance")
 
 st.subheader("A node up close")
@@ -56,8 +70,10 @@ else:
                     cname = st.selectbox("Colour by", cols)
                     color = oc[cname].to_numpy()
             if S is not None:
+                short = node_label(node) if len(node_label(node)) <= 36 else \
+                    figures.node_code(node, figures.modality_codes(model.modalities_))
                 st.plotly_chart(figures.scores_figure(S, color=color, color_name=cname,
-                                                      title=f"Factor scores of {node_label(node)}"),
+                                                      title=f"Factor scores of {short}"),
                                 width="stretch", key="scores")
 
 tr = runs.read_json(os.path.join(d, "truth.json"), None)
