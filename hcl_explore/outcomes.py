@@ -150,7 +150,7 @@ class OutcomeCoding:
         A value that is not one of the labels is a ValueError naming it."""
         s = _as_series(values)
         if self.kind == "continuous":
-            return pd.to_numeric(s, errors="raise").to_numpy(dtype=np.float64)
+            return pd.to_numeric(s, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan).copy()
         out = np.full(len(s), np.nan)
         ok = s.notna().to_numpy()
         keys = {_key(v): k for k, v in enumerate(self.labels)}

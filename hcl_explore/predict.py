@@ -1,17 +1,21 @@
 """Downstream prediction from the hierarchy: group-sparse selection of the task-relevant nodes.
 
 The node blocks of a fitted HCL are the features; a group lasso with one group per lattice node
-(logistic loss for binary outcomes, squared loss for continuous ones) picks the nodes that predict
-the outcome. :func:`evaluate_prediction` runs the honest protocol: split the labelled samples, fit
-the representation on everything but the test samples, choose the penalty by cross-validation on
-the training part only, report held-out metrics with bootstrap intervals, and compare with
-baselines on the same split.
+(logistic loss for binary outcomes, multinomial loss for multiclass ones, squared loss for
+continuous ones) picks the nodes that predict the outcome. :func:`evaluate_prediction` runs the
+honest protocol: split the labelled samples, refit the representation's loadings on everything but
+the test samples (keeping the fitted model's nodes and ranks), choose the penalty by
+cross-validation on the training part only, report held-out metrics with bootstrap intervals and
+plain-language warnings, and compare with baselines on the same split. What kind an outcome is and
+which level is positive is decided by :mod:`hcl_explore.outcomes` (the rule the loader and the app
+use too; README.md "Outcomes and prediction").
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -20,6 +24,7 @@ import pandas as pd
 
 from .data import MultimodalData
 from .lattice import Lattice, Node, node_label, node_level
+from .outcomes import OutcomeCoding, outcome_kind
 
 # ---------------------------------------------------------------------------------------------
 # metrics (numpy only)
@@ -87,6 +92,49 @@ def _binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str,
     }
 
 
+def _softmax(E: np.ndarray) -> np.ndarray:
+    E = E - E.max(axis=1, keepdims=True)
+    P = np.exp(E)
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def _multiclass_metrics(y: np.ndarray, P: np.ndarray) -> dict[str, float]:
+    """Multiclass metrics of probabilities ``P`` (n, K) for codes ``y`` (n,): ``auroc`` (one-vs-rest,
+    macro over the classes present with both outcomes), ``f1_macro`` (over the classes that occur
+    in ``y`` or the predictions), ``accuracy`` (predicted class = most probable) and ``brier``
+    (mean over samples of the squared distance between P and the one-hot outcome)."""
+    yi = y.astype(int)
+    K = P.shape[1]
+    pred = np.argmax(P, axis=1)
+    aucs, f1s = [], []
+    for k in range(K):
+        yk = yi == k
+        if 0 < yk.sum() < yk.size:
+            aucs.append(roc_auc(yk, P[:, k]))
+        pk = pred == k
+        tp, fp, fn = float(np.sum(pk & yk)), float(np.sum(pk & ~yk)), float(np.sum(~pk & yk))
+        if tp + fp + fn > 0:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    onehot = np.zeros_like(P)
+    onehot[np.arange(yi.size), yi] = 1.0
+    return {
+        "auroc": float(np.mean(aucs)) if aucs else float("nan"),
+        "f1_macro": float(np.mean(f1s)) if f1s else float("nan"),
+        "accuracy": float(np.mean(pred == yi)),
+        "brier": float(np.mean(np.sum((P - onehot) ** 2, axis=1))),
+    }
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+    """Counts of (true class, predicted class) for codes 0..K-1: rows = true, columns = predicted,
+    both named by ``labels``."""
+    K = len(labels)
+    m = np.zeros((K, K), dtype=int)
+    np.add.at(m, (np.asarray(y, dtype=int), np.asarray(pred, dtype=int)), 1)
+    return pd.DataFrame(m, index=pd.Index([str(x) for x in labels], name="true"),
+                        columns=pd.Index([str(x) for x in labels], name="predicted"))
+
+
 def _continuous_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     res = y - p
     ss = float(np.sum((y - y.mean()) ** 2))
@@ -98,6 +146,8 @@ def _continuous_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def _metrics(task: str, y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    if task == "multiclass":
+        return _multiclass_metrics(y, p)
     return _binary_metrics(y, p, threshold) if task == "binary" else _continuous_metrics(y, p)
 
 
@@ -109,11 +159,12 @@ def _bootstrap(task: str, y: np.ndarray, p: np.ndarray, threshold: float, n_boot
     n = y.size
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
-        if task == "binary" and (y[idx].min() == y[idx].max()):
+        if task in ("binary", "multiclass") and (y[idx].min() == y[idx].max()):
             continue
         for k, v in _metrics(task, y[idx], p[idx], threshold).items():
             vals.setdefault(k, []).append(v)
-    return {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in vals.items()}
+    return {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in vals.items()
+            if np.isfinite(v).any()}
 
 
 def _best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
@@ -243,12 +294,75 @@ class _Problem:
         return out
 
 
+@dataclass
+class _MultiProblem:
+    """Multinomial logistic loss with one group per node over all classes: theta = (B (p, K)
+    flattened row-major, intercepts b (K,)); ``gidx`` index the flattened B."""
+
+    X: np.ndarray
+    y: np.ndarray  # codes 0..K-1
+    K: int
+    gidx: list[np.ndarray]
+    w: np.ndarray
+    sample_weight: np.ndarray
+    task: str = "multiclass"
+    noise_cov: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n, p = self.X.shape
+        self.Y = np.zeros((n, self.K))
+        self.Y[np.arange(n), self.y.astype(int)] = 1.0
+        sw = self.sample_weight
+        # The multinomial Hessian is at most 1/2 of the weighted Gram matrix (per class).
+        self.L = 0.5 * float(np.linalg.eigvalsh(self.X.T @ (self.X * sw[:, None]) / n).max()) + 1e-12 if p else 1.0
+        self.L = max(self.L, 0.5 * float(np.mean(sw)))
+
+    def _b0(self) -> np.ndarray:
+        prior = np.average(self.Y, axis=0, weights=self.sample_weight)
+        return np.log(np.maximum(prior, 1e-12))
+
+    def grad(self, theta: np.ndarray) -> np.ndarray:
+        n, p = self.X.shape
+        B, b = theta[: p * self.K].reshape(p, self.K), theta[p * self.K:]
+        P = _softmax(self.X @ B + b)
+        R = self.sample_weight[:, None] * (P - self.Y) / n
+        return np.r_[(self.X.T @ R).ravel(), R.sum(axis=0)]
+
+    def lambda_max(self) -> float:
+        p = self.X.shape[1]
+        g = self.grad(np.r_[np.zeros(p * self.K), self._b0()])[: p * self.K]
+        vals = [np.linalg.norm(g[idx]) / self.w[k] for k, idx in enumerate(self.gidx) if np.isfinite(self.w[k])]
+        return float(max(vals)) if vals else 1.0
+
+    def path(self, lambdas: np.ndarray, tol: float = 1e-7, max_iter: int = 5000) -> np.ndarray:
+        p = self.X.shape[1]
+        out = np.zeros((len(lambdas), p * self.K + self.K))
+        theta = np.r_[np.zeros(p * self.K), self._b0()]
+        for i, lam in enumerate(lambdas):
+            thr = np.where(np.isfinite(self.w), lam * self.w, np.inf)
+            theta = _fista(self.grad, self.L, theta, self.gidx, thr, tol, max_iter, self.K)
+            out[i] = theta
+        return out
+
+
+def _expand_groups(gidx: list[np.ndarray], K: int) -> list[np.ndarray]:
+    """Column groups -> index groups of the flattened (p, K) coefficient matrix."""
+    return [(idx[:, None] * K + np.arange(K)[None, :]).ravel() for idx in gidx]
+
+
 def _predict_linear(task: str, X: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    if task == "multiclass":
+        K = int(round((coef.size) / (X.shape[1] + 1)))
+        p = X.shape[1]
+        return _softmax(X @ coef[: p * K].reshape(p, K) + coef[p * K:])
     eta = X @ coef[:-1] + coef[-1]
     return _sigmoid(eta) if task == "binary" else eta
 
 
 def _loss(task: str, y: np.ndarray, pred: np.ndarray, sw: np.ndarray) -> float:
+    if task == "multiclass":
+        pk = np.clip(pred[np.arange(y.size), y.astype(int)], 1e-12, 1.0)
+        return float(np.average(-np.log(pk), weights=sw))
     if task == "binary":
         p = np.clip(pred, 1e-12, 1 - 1e-12)
         return float(np.average(-(y * np.log(p) + (1 - y) * np.log(1 - p)), weights=sw))
@@ -256,10 +370,10 @@ def _loss(task: str, y: np.ndarray, pred: np.ndarray, sw: np.ndarray) -> float:
 
 
 def _folds(y: np.ndarray, task: str, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Fold label per sample; stratified by class for binary outcomes."""
+    """Fold label per sample; stratified by class for binary and multiclass outcomes."""
     f = np.empty(y.size, dtype=int)
-    if task == "binary":
-        for cls in (0.0, 1.0):
+    if task in ("binary", "multiclass"):
+        for cls in ((0.0, 1.0) if task == "binary" else np.unique(y)):
             idx = rng.permutation(np.flatnonzero(y == cls))
             f[idx] = np.arange(idx.size) % k
     else:
@@ -268,7 +382,12 @@ def _folds(y: np.ndarray, task: str, k: int, rng: np.random.Generator) -> np.nda
     return f
 
 
-def _balanced_weights(task: str, y: np.ndarray, class_weight: str | None) -> np.ndarray:
+def _balanced_weights(task: str, y: np.ndarray, class_weight: str | None, n_classes: int | None = None) -> np.ndarray:
+    if task == "multiclass" and class_weight == "balanced":
+        K = int(n_classes or (int(y.max()) + 1))
+        freq = np.bincount(y.astype(int), minlength=K) / y.size
+        present = int(np.sum(freq > 0))
+        return 1.0 / (present * np.maximum(freq, 1e-12))[y.astype(int)]
     if task != "binary" or class_weight != "balanced":
         return np.ones(y.size)
     p = float(y.mean())
@@ -285,26 +404,29 @@ def _standardize(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
 class GroupLassoFit:
     """A fitted group lasso (on standardized features).
 
-    ``coef`` (p,) and ``intercept`` act on standardized features ``(X - mean) / scale``;
+    ``coef`` (p,) and ``intercept`` act on standardized features ``(X - mean) / scale``
+    (multiclass: ``coef`` (p, K), ``intercept`` and ``prior_shift`` (K,));
     ``lambda_`` is the chosen penalty, ``cv`` the cross-validation table (lambda, mean, se).
     """
 
     task: str
     coef: np.ndarray
-    intercept: float
+    intercept: Any
     mean: np.ndarray
     scale: np.ndarray
     groups: np.ndarray
     lambda_: float
     cv: pd.DataFrame
-    prior_shift: float = 0.0
+    prior_shift: Any = 0.0
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean) / self.scale) @ self.coef + self.intercept + self.prior_shift
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities (binary) or values (continuous), shape (n,)."""
+        """Probabilities (binary, shape (n,); multiclass, shape (n, K)) or values (continuous, (n,))."""
         e = self.decision(X)
+        if self.task == "multiclass":
+            return _softmax(e)
         return _sigmoid(e) if self.task == "binary" else e
 
     def group_norms(self) -> np.ndarray:
@@ -331,8 +453,10 @@ def fit_group_lasso(
 
     Parameters
     ----------
-    X : (n, p) features; y : (n,) outcome (0/1 for binary); groups : (p,) group id per column.
-    task : "binary" (logistic loss) or "continuous" (squared loss)
+    X : (n, p) features; y : (n,) outcome (0/1 for binary, codes 0..K-1 for multiclass);
+    groups : (p,) group id per column.
+    task : "binary" (logistic loss), "multiclass" (multinomial loss; a node's group holds its
+        coefficients for every class) or "continuous" (squared loss)
     rule : "1se" (the sparsest model within one standard error of the best) or "min"
     adaptive : reweight each group by 1 / ||beta_g|| of a first group-lasso fit (adaptive group
         lasso: consistent selection of the relevant groups)
@@ -354,14 +478,18 @@ def fit_group_lasso(
     base_w = np.array([math.sqrt(idx.size) for idx in gidx])
     folds = _folds(y, task, cv, rng)
     all_rows = np.arange(n)
+    K = int(y.max()) + 1 if task == "multiclass" else 1
+    pidx = _expand_groups(gidx, K) if task == "multiclass" else gidx  # groups of the coefficient vector
 
-    def problem(rows: np.ndarray, w: np.ndarray) -> tuple[_Problem, np.ndarray, np.ndarray]:
+    def problem(rows: np.ndarray, w: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         mu, sd = _standardize(X, rows)
         Xs = (X[rows] - mu) / sd
         nc = None
         if noise_cov is not None and task == "continuous":
             nc = noise_cov / np.outer(sd, sd)
-        sw = _balanced_weights(task, y[rows], class_weight)
+        sw = _balanced_weights(task, y[rows], class_weight, K)
+        if task == "multiclass":
+            return _MultiProblem(Xs, y[rows], K, pidx, w, sw), mu, sd
         return _Problem(task, Xs, y[rows], gidx, w, sw, nc), mu, sd
 
     def cv_path(w: np.ndarray) -> tuple[np.ndarray, pd.DataFrame, int]:
@@ -387,7 +515,7 @@ def fit_group_lasso(
             prob, mu, sd = problem(tr, w)
             path = prob.path(lam)
             Xv = (X[va] - mu) / sd
-            swv = _balanced_weights(task, y[va], class_weight) if task == "binary" else np.ones(va.size)
+            swv = _balanced_weights(task, y[va], class_weight, K) if task != "continuous" else np.ones(va.size)
             if prob.noise_cov is not None:
                 # Validation loss with the same correction (unbiased for the loss on the error-free
                 # features); plain prediction error would pull the penalty back to the attenuated fit.
@@ -409,7 +537,7 @@ def fit_group_lasso(
         # First stage at the CV-best penalty, not 1-SE: keep every group that might matter.
         best = int(np.argmin(table.cv_loss.to_numpy()))
         first = full.path(lam[: best + 1])[-1]
-        norms = np.array([np.linalg.norm(first[idx]) for idx in gidx])
+        norms = np.array([np.linalg.norm(first[idx]) for idx in pidx])
         w = np.where(norms > 1e-10, base_w / np.maximum(norms, 1e-10), np.inf)
         if not np.isfinite(w).any():
             w = base_w
@@ -419,7 +547,7 @@ def fit_group_lasso(
     if relax and rule == "1se":
         # Relaxed fit: the 1-SE penalty chooses the nodes, then the chosen nodes alone are refitted
         # with the CV-best penalty, so the selection's extra shrinkage does not cost accuracy.
-        keep = np.array([np.linalg.norm(coef[idx]) > 1e-10 for idx in gidx])
+        keep = np.array([np.linalg.norm(coef[idx]) > 1e-10 for idx in pidx])
         if keep.any():
             w_sel = np.where(keep, base_w, np.inf)
             lam2, _, _ = cv_path(w_sel)
@@ -427,10 +555,15 @@ def fit_group_lasso(
             best2 = int(np.argmin(losses2.mean(axis=0)))
             full2, mu, sd = problem(all_rows, w_sel)
             coef = full2.path(lam2[: best2 + 1])[-1]
-    shift = 0.0
+    shift: Any = 0.0
     if task == "binary" and class_weight == "balanced":
         prev = float(y.mean())
         shift = math.log(prev / (1 - prev))  # back from equal class priors to the training prevalence
+    if task == "multiclass":
+        if class_weight == "balanced":
+            shift = np.log(np.maximum(np.bincount(y.astype(int), minlength=K) / y.size, 1e-12))
+        return GroupLassoFit(task, coef[: p * K].reshape(p, K), coef[p * K:].copy(), mu, sd, g, float(lam[chosen]),
+                             table, shift)
     return GroupLassoFit(task, coef[:-1], float(coef[-1]), mu, sd, g, float(lam[chosen]), table, shift)
 
 
@@ -475,6 +608,33 @@ def _logistic_l2(X: np.ndarray, y: np.ndarray, lam: float, sw: np.ndarray, init:
     return theta.detach().numpy().copy()
 
 
+def _logistic_multi(X: np.ndarray, y: np.ndarray, K: int, lam: float, sw: np.ndarray,
+                    init: np.ndarray | None = None) -> np.ndarray:
+    """L2-penalized multinomial logistic regression by L-BFGS (torch, float64); returns (p + 1, K)
+    (last row = intercepts)."""
+    import torch
+
+    Xt = torch.from_numpy(np.ascontiguousarray(X))
+    yt = torch.from_numpy(y.astype(np.int64))
+    wt = torch.from_numpy(sw)
+    theta = torch.zeros(X.shape[1] + 1, K, dtype=torch.float64) if init is None else torch.from_numpy(init.copy())
+    theta.requires_grad_(True)
+    opt = torch.optim.LBFGS([theta], lr=1, max_iter=200, tolerance_grad=1e-8, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+    n = X.shape[0]
+
+    def closure():
+        opt.zero_grad()
+        eta = Xt @ theta[:-1] + theta[-1]
+        ce = torch.nn.functional.cross_entropy(eta, yt, reduction="none")
+        loss = (wt * ce).sum() / n + 0.5 * lam * (theta[:-1] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return theta.detach().numpy().copy()
+
+
 @dataclass
 class _Dense:
     """A tuned ridge / L2-logistic model on standardized features."""
@@ -484,17 +644,19 @@ class _Dense:
     mean: np.ndarray
     scale: np.ndarray
     lambda_: float
-    prior_shift: float = 0.0
+    prior_shift: Any = 0.0
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         e = ((X - self.mean) / self.scale) @ self.coef[:-1] + self.coef[-1] + self.prior_shift
+        if self.task == "multiclass":
+            return _softmax(e)
         return _sigmoid(e) if self.task == "binary" else e
 
 
 def fit_ridge(X: np.ndarray, y: np.ndarray, task: str, *, cv: int = 5, n_lambda: int = 12,
               class_weight: str | None = "balanced", random_state: int = 0) -> _Dense:
-    """Ridge regression (continuous) or L2-logistic regression (binary) with the penalty chosen by
-    K-fold cross-validation (minimum validation loss)."""
+    """Ridge regression (continuous), L2-logistic (binary) or L2-multinomial (multiclass, codes
+    0..K-1) regression with the penalty chosen by K-fold cross-validation (minimum validation loss)."""
     cv = _check_int("cv", cv, 2)
     n_lambda = _check_int("n_lambda", n_lambda, 1)
     X = np.asarray(X, dtype=np.float64)
@@ -502,6 +664,7 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, task: str, *, cv: int = 5, n_lambda:
     rng = np.random.default_rng(random_state)
     folds = _folds(y, task, cv, rng)
     lams = np.logspace(1, -5, n_lambda)
+    K = int(y.max()) + 1 if task == "multiclass" else 1
     losses = np.zeros((cv, n_lambda))
     for k in range(cv):
         tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
@@ -511,6 +674,13 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, task: str, *, cv: int = 5, n_lambda:
             path = _ridge_path(Xtr, y[tr], lams)
             for i in range(n_lambda):
                 losses[k, i] = _loss(task, y[va], Xva @ path[i, :-1] + path[i, -1], np.ones(va.size))
+        elif task == "multiclass":
+            sw = _balanced_weights(task, y[tr], class_weight, K)
+            swv = _balanced_weights(task, y[va], class_weight, K)
+            theta = None
+            for i, lam in enumerate(lams):
+                theta = _logistic_multi(Xtr, y[tr], K, lam, sw, theta)
+                losses[k, i] = _loss(task, y[va], _softmax(Xva @ theta[:-1] + theta[-1]), swv)
         else:
             sw = _balanced_weights(task, y[tr], class_weight)
             swv = _balanced_weights(task, y[va], class_weight)
@@ -524,6 +694,13 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, task: str, *, cv: int = 5, n_lambda:
     shift = 0.0
     if task == "continuous":
         coef = _ridge_path(Xs, y, lams[best : best + 1])[0]
+    elif task == "multiclass":
+        theta = None
+        for lam in lams[: best + 1]:
+            theta = _logistic_multi(Xs, y, K, lam, _balanced_weights(task, y, class_weight, K), theta)
+        coef = theta
+        if class_weight == "balanced":
+            shift = np.log(np.maximum(np.bincount(y.astype(int), minlength=K) / y.size, 1e-12))
     else:
         theta = None
         for lam in lams[: best + 1]:
@@ -538,6 +715,17 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, task: str, *, cv: int = 5, n_lambda:
 # ---------------------------------------------------------------------------------------------
 # the report
 
+#: Baselines of :func:`evaluate_prediction`. ``"global_node"`` is HCL with the global node alone
+#: (no partial, no private node); it is not the lattice preset ``"global_only"`` (global node plus
+#: the private nodes), whence the different name.
+BASELINES = ("raw", "pca", "shared_private", "global_node")
+_BASELINE_ALIASES = {"global_only": "global_node"}  # the prediction baseline's name before it was renamed
+
+#: Warning thresholds of :func:`evaluate_prediction` (see :func:`prediction_warnings`).
+MIN_TEST_SAMPLES = 30
+MIN_TEST_CASES = 10
+MAX_MISSING_SHARE = 0.2
+
 
 @dataclass
 class PredictionReport:
@@ -545,15 +733,25 @@ class PredictionReport:
 
     Attributes
     ----------
-    task : "binary" or "continuous"
+    task : "binary", "multiclass" or "continuous" (the kind by :mod:`hcl_explore.outcomes`)
     metrics : DataFrame (metric, value, ci_low, ci_high) for HCL on the held-out test part
+        (binary: auroc, auprc, f1, accuracy, brier; multiclass: auroc (one-vs-rest, macro),
+        f1_macro, accuracy, brier; continuous: r2, mse, mae)
     selected_nodes : list of node tuples with a non-zero coefficient block
     node_importance : DataFrame (node, level, rank, coef_norm, share, selected)
     baselines : DataFrame, one row per model (HCL first) with the same metrics
-    curves : {model: {"roc": DataFrame, "pr": DataFrame}} (binary) or {model: {"scatter": ...}}
-    threshold : the probability threshold for F1/accuracy, chosen on the training part
+    curves : {model: {"roc": DataFrame, "pr": DataFrame}} (binary), {model: {"roc": DataFrame with
+        a ``class`` column, one-vs-rest}} (multiclass) or {model: {"scatter": ...}} (continuous)
+    threshold : the probability threshold for F1/accuracy, chosen on the training part (binary)
     counts : labelled / train / test / unlabelled / missing-outcome sample counts
     notes : how the evaluation was done (leakage protocol, class balance, ...)
+    positive_label : the outcome's original label taken as positive (binary; e.g. ``"readmitted"``)
+    classes : the original labels in code order (binary: negative, positive; multiclass: all)
+    confusion : DataFrame (true x predicted counts, named by ``classes``) of HCL on the test part
+    warnings : plain-language cautions (tiny test part, few minority cases, a metric at its
+        ceiling, many missing outcomes, more features than samples, a structure not kept)
+    structure : the representation's structure: ``kept`` (the refit has the fitted model's nodes
+        and ranks), ``fitted`` and ``used`` ({node label: rank}) and ``note``
     """
 
     task: str
@@ -569,6 +767,11 @@ class PredictionReport:
     cv: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
     outcome: str | None = None
+    positive_label: str | None = None
+    classes: list[str] = field(default_factory=list)
+    confusion: pd.DataFrame | None = None
+    warnings: list[str] = field(default_factory=list)
+    structure: dict[str, Any] = field(default_factory=dict)
 
     def metric(self, name: str, model: str = "HCL") -> float:
         """One metric of one model (``"HCL"`` or a baseline's name)."""
@@ -589,11 +792,18 @@ class PredictionReport:
             "notes": self.notes,
             "lambda": self.lambda_,
             "timings": self.timings,
+            "positive_label": self.positive_label,
+            "classes": list(self.classes),
+            "confusion": None if self.confusion is None else {
+                "labels": [str(x) for x in self.confusion.index], "matrix": self.confusion.to_numpy().astype(int).tolist()},
+            "warnings": list(self.warnings),
+            "structure": self.structure,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PredictionReport":
-        """Rebuild a report from :meth:`to_dict` output (e.g. a run's prediction JSON)."""
+        """Rebuild a report from :meth:`to_dict` output (e.g. a run's prediction JSON; files saved
+        before the multiclass, warning and structure fields read with those empty)."""
         from .lattice import parse_node_label
 
         def frame(x: Any) -> pd.DataFrame:
@@ -608,49 +818,114 @@ class PredictionReport:
             for df in c.values():
                 if "threshold" in df:
                     df["threshold"] = df["threshold"].astype(float).fillna(np.inf)
+        conf = d.get("confusion")
+        confusion = None
+        if isinstance(conf, Mapping) and conf.get("labels") is not None:
+            lab = [str(x) for x in conf["labels"]]
+            confusion = pd.DataFrame(np.asarray(conf["matrix"], dtype=int).reshape(len(lab), len(lab)),
+                                     index=pd.Index(lab, name="true"), columns=pd.Index(lab, name="predicted"))
         return cls(d["task"], frame(d["metrics"]), [parse_node_label(x) for x in d["selected_nodes"]], imp,
                    frame(d["baselines"]), curves, d.get("threshold"), dict(d.get("counts", {})), list(d.get("notes", [])),
-                   float(d.get("lambda", np.nan)), pd.DataFrame(), dict(d.get("timings", {})), d.get("outcome"))
+                   float(d.get("lambda", np.nan)), pd.DataFrame(), dict(d.get("timings", {})), d.get("outcome"),
+                   d.get("positive_label"), [str(x) for x in d.get("classes") or []], confusion,
+                   list(d.get("warnings") or []), dict(d.get("structure") or {}))
+
+    def _headline(self) -> str:
+        kind = self.task
+        if self.task == "binary" and self.positive_label is not None:
+            kind += f", positive = {self.outcome or 'outcome'} = {self.positive_label}"
+        elif self.task == "multiclass" and self.classes:
+            kind += f", {len(self.classes)} classes: " + ", ".join(self.classes[:12]) + (" ..." if len(self.classes) > 12 else "")
+        return kind
 
     def _repr_html_(self) -> str:
         from . import display
 
-        lines = [f"{self.task} outcome {self.outcome or ''}; " + ", ".join(f"{k} {v:,}" for k, v in self.counts.items()),
+        lines = [f"{self._headline()} outcome {self.outcome or ''}; " + ", ".join(f"{k} {v:,}" for k, v in self.counts.items()),
                  "selected nodes: " + (", ".join(node_label(n) for n in self.selected_nodes) or "none")]
+        lines += [f"warning: {w}" for w in self.warnings]
         body = "<b>HCL on the test part (95 % bootstrap intervals)</b>" + display.table(self.metrics)
         body += "<b>HCL vs baselines</b>" + display.table(self.baselines)
+        if self.confusion is not None:
+            body += "<b>Confusion matrix of HCL (rows: true, columns: predicted)</b>" + display.table(self.confusion.reset_index())
         imp = self.node_importance.assign(node=[node_label(n) for n in self.node_importance.node])
         body += "<b>Node importance</b>" + display.table(imp)
         return display.block("PredictionReport", lines, body)
 
     def plot_curves(self):
-        """ROC and precision-recall curves (binary) or observed vs predicted (continuous), HCL vs baselines."""
+        """ROC and precision-recall curves (binary) or observed vs predicted (continuous), HCL vs
+        baselines; multiclass: the confusion matrix (:meth:`plot_confusion`)."""
+        if self.task == "multiclass":
+            return self.plot_confusion()
         from .figures import curves_figure
 
         return curves_figure(self)
+
+    def plot_confusion(self):
+        """HCL's confusion matrix on the test part as a heatmap, axes named by the original labels."""
+        return confusion_figure(self)
 
     def plot_metrics(self):
         """HCL vs baselines on the main metrics, with HCL's bootstrap intervals (plotly Figure)."""
         from .figures import metrics_figure
 
-        return metrics_figure(self)
+        return metrics_figure(self, metrics=main_metrics(self.task))
 
     def __str__(self) -> str:
-        lines = [f"Prediction of {self.outcome or 'the outcome'} ({self.task}); "
+        lines = [f"Prediction of {self.outcome or 'the outcome'} ({self._headline()}); "
                  + ", ".join(f"{k} {v}" for k, v in self.counts.items())]
         lines.append("selected nodes: " + (", ".join(node_label(n) for n in self.selected_nodes) or "none"))
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
             lines.append("\nHCL on the test part (95 % bootstrap intervals):")
             lines.append(self.metrics.to_string(index=False))
+            if self.confusion is not None:
+                lines.append("\nconfusion matrix of HCL (rows: true, columns: predicted):")
+                lines.append(self.confusion.to_string())
             lines.append("\nnode importance:")
             imp = self.node_importance.assign(node=[node_label(n) for n in self.node_importance.node])
             lines.append(imp.to_string(index=False))
             lines.append("\nHCL vs baselines (test part):")
             lines.append(self.baselines.to_string(index=False))
-        lines += ["", *(f"note: {n}" for n in self.notes)]
+        lines += ["", *(f"warning: {w}" for w in self.warnings), *(f"note: {n}" for n in self.notes)]
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def main_metrics(task: str) -> list[str]:
+    """The metrics shown first for a task (figures, the Prediction page)."""
+    return {"binary": ["auroc", "auprc", "f1", "accuracy"], "multiclass": ["auroc", "f1_macro", "accuracy"]}.get(task, ["r2"])
+
+
+def confusion_figure(report: PredictionReport):
+    """Heatmap of ``report.confusion`` (rows: true class, columns: predicted), counts in the cells
+    and each row's share in the hover; the axes carry the outcome's own labels."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    cm = report.confusion
+    what = report.outcome or "outcome"
+    if cm is None or cm.size == 0:
+        fig.update_layout(title=f"Confusion matrix of {what}", template="plotly_white", height=360)
+        fig.add_annotation(text="No confusion matrix (continuous outcome).", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+        return fig
+    labels = [str(x) for x in cm.index]
+    z = cm.to_numpy().astype(float)
+    share = z / np.maximum(z.sum(axis=1, keepdims=True), 1)
+    fig.add_trace(go.Heatmap(
+        z=share, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1, customdata=z,
+        text=[[f"{int(v)}" for v in row] for row in z], texttemplate="%{text}",
+        colorbar=dict(title=dict(text="share of row", side="right"), thickness=14),
+        hovertemplate=f"true {what} = %{{y}}<br>predicted = %{{x}}<br>%{{customdata:.0f}} samples "
+                      "(%{z:.0%} of the row)<extra></extra>",
+    ))
+    fig.update_xaxes(title_text=f"predicted {what}", type="category", side="bottom")
+    fig.update_yaxes(title_text=f"true {what}", type="category", autorange="reversed")
+    fig.update_layout(title=f"HCL's predictions of {what} on the held-out samples (counts; colour = share of the row)",
+                      template="plotly_white", height=max(360, 60 + 36 * len(labels)),
+                      margin=dict(l=20, r=20, t=60, b=40))
+    return fig
 
 
 def _node_from_repr(x: Any) -> Node:
@@ -675,46 +950,59 @@ def _check_options(*, cv: Any, test_size: Any, n_bootstrap: Any, min_labelled: A
     if isinstance(test_size, (bool, np.bool_)) or not isinstance(test_size, (int, float, np.integer, np.floating)) \
             or not 0 < float(test_size) < 1:
         raise ValueError(f"test_size must be a number strictly between 0 and 1, got {test_size!r}.")
-    if task not in ("auto", "binary", "continuous"):
-        raise ValueError(f"task must be 'auto', 'binary' or 'continuous', got {task!r}.")
+    if task not in ("auto", "binary", "multiclass", "continuous"):
+        raise ValueError(f"task must be 'auto', 'binary', 'multiclass' or 'continuous', got {task!r}.")
     if rule not in ("1se", "min"):
         raise ValueError(f"rule must be '1se' or 'min', got {rule!r}.")
     if class_weight not in ("balanced", None):
         raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}.")
 
 
-def _task_of(y: np.ndarray, task: str) -> str:
-    vals = np.unique(y)
-    if task == "auto":
-        return "binary" if vals.size <= 2 else "continuous"
-    if task not in ("binary", "continuous"):
-        raise ValueError(f"task must be 'auto', 'binary' or 'continuous', got {task!r}.")
-    return task
+def _check_baselines(baselines: Any) -> set[str]:
+    if baselines is True:
+        return set(BASELINES)
+    wanted = set()
+    for b in (baselines or []):
+        if b in _BASELINE_ALIASES:
+            warnings.warn(f"The prediction baseline {b!r} is now called {_BASELINE_ALIASES[b]!r} (HCL with the global "
+                          "node alone; the lattice preset 'global_only' is the global node plus the private nodes).",
+                          FutureWarning, stacklevel=3)
+            b = _BASELINE_ALIASES[b]
+        wanted.add(b)
+    unknown = wanted - set(BASELINES)
+    if unknown:
+        raise ValueError(f"Unknown baselines {sorted(unknown)}; choose from {list(BASELINES)}.")
+    return wanted
 
 
-def _as_outcome(y: Any, data: MultimodalData) -> tuple[np.ndarray, str | None]:
+def _as_outcome(y: Any, data: MultimodalData, task: str) -> tuple[np.ndarray, str | None, pd.Series]:
+    """(missing mask, the outcome's name, the values as a Series aligned to the samples); infinities are an error."""
     name = None
     if isinstance(y, pd.Series):
         name = str(y.name) if y.name is not None else None
         if not isinstance(y.index, pd.RangeIndex) or len(y) != data.n_samples:
             y = y.reindex(pd.Index(np.asarray(data.ids)))
-        y = y.to_numpy()
-    arr = np.asarray(y)
-    if arr.ndim != 1 or arr.shape[0] != data.n_samples:
-        raise ValueError(f"y must have one value per sample ({data.n_samples}), got shape {arr.shape}.")
-    if arr.dtype.kind in "OUSb":
-        s = pd.Series(arr)
-        num = pd.to_numeric(s, errors="coerce")
-        if num.notna().sum() < s.notna().sum():
-            levels = s.dropna().unique()
-            if len(levels) == 2:
-                arr = (s == sorted(map(str, levels))[-1]).astype(float).where(s.notna()).to_numpy()
-            else:
-                raise ValueError(f"The outcome has {len(levels)} text levels; only binary and continuous outcomes are "
-                                 "supported (make one level the positive class).")
-        else:
-            arr = num.to_numpy(dtype=np.float64)
-    return np.asarray(arr, dtype=np.float64), name
+        ser = y.reset_index(drop=True)
+    elif isinstance(y, pd.Categorical):
+        ser = pd.Series(y)
+    else:
+        arr = np.asarray(y)
+        if arr.ndim != 1 or arr.shape[0] != data.n_samples:
+            raise ValueError(f"y must have one value per sample ({data.n_samples}), got shape {arr.shape}.")
+        ser = pd.Series(arr)
+    if len(ser) != data.n_samples:
+        raise ValueError(f"y must have one value per sample ({data.n_samples}), got {len(ser)}.")
+    if not isinstance(ser.dtype, pd.CategoricalDtype):
+        num = ser.astype(np.float64) if ser.dtype.kind in "iuf" else pd.to_numeric(ser, errors="coerce")
+        inf = np.isinf(num.to_numpy(dtype=np.float64, na_value=np.nan))
+        if inf.any():
+            raise ValueError(f"The outcome holds {int(inf.sum())} infinite value(s) (inf or -inf), e.g. at sample "
+                             f"{np.asarray(data.ids)[np.flatnonzero(inf)[0]]!r}; set them to NaN (no label) "
+                             "or correct them.")
+    missing = ser.isna().to_numpy().copy()
+    if ser.dtype == object:
+        missing |= np.array([isinstance(x, str) and not x.strip() for x in ser], dtype=bool)
+    return missing, name, ser
 
 
 def node_features(model, data: MultimodalData) -> tuple[np.ndarray, np.ndarray, list[Node]]:
@@ -737,6 +1025,72 @@ def _impute(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     mu = np.nanmean(X[rows], axis=0)
     mu = np.where(np.isfinite(mu), mu, 0.0)
     return np.where(np.isnan(X), mu, X)
+
+
+def _present_ranks(model) -> dict[str, int]:
+    return {node_label(n): int(r) for n, r in model.ranks_.items() if int(r) > 0}
+
+
+def _thin_roc(df: pd.DataFrame, k: int = 101) -> pd.DataFrame:
+    if len(df) <= k:
+        return df
+    idx = np.unique(np.r_[np.linspace(0, len(df) - 1, k).round().astype(int)])
+    return df.iloc[idx].reset_index(drop=True)
+
+
+def prediction_warnings(*, task: str, metrics: Mapping[str, float], n_test: int, test_counts: Mapping[str, int],
+                        labelled_counts: Mapping[str, int], n_samples: int, n_missing: int, outcome: str | None,
+                        features: Mapping[str, tuple[int, int]], n_train: int, n_raw: int) -> list[str]:
+    """The cautions a careful analyst would give about an evaluation, in plain words.
+
+    * fewer than :data:`MIN_TEST_SAMPLES` test samples;
+    * few minority cases: a class with fewer than :data:`MIN_TEST_CASES` test samples (binary) or
+      fewer than 5 (multiclass);
+    * a metric at its ceiling (AUROC, AUPRC or accuracy 1.000; R² >= 0.999);
+    * many missing outcomes (more than :data:`MAX_MISSING_SHARE` of the samples);
+    * more features than samples (p > n): a modality with more features than the samples that fit
+      the representation (``features``: {modality: (features, samples)}), or the raw-feature
+      baseline with more features (``n_raw``) than training samples.
+    """
+    out: list[str] = []
+    what = repr(outcome) if outcome else "the outcome"
+    if n_test < MIN_TEST_SAMPLES:
+        out.append(f"Small test part: only {n_test} held-out samples (fewer than {MIN_TEST_SAMPLES}). The metrics can "
+                   "swing widely with a few samples; read the 95 % intervals, not the point values.")
+    if task in ("binary", "multiclass") and test_counts:
+        floor = MIN_TEST_CASES if task == "binary" else 5
+        few = {k: v for k, v in test_counts.items() if v < floor}
+        if few:
+            lst = ", ".join(f"{k!r}: {v}" for k, v in few.items())
+            tot = ", ".join(f"{k!r}: {v}" for k, v in labelled_counts.items() if k in few)
+            out.append(f"Few minority cases: the test part has {lst} sample(s) of {what} (fewer than {floor}; labelled in "
+                       f"all: {tot}). Sensitivity, precision and F1 rest on these few cases.")
+    ceil = []
+    for m, name in (("auroc", "AUROC"), ("auprc", "AUPRC"), ("accuracy", "accuracy")):
+        v = metrics.get(m)
+        if v is not None and np.isfinite(v) and v >= 0.9995:
+            ceil.append(f"{name} {v:.3f}")
+    v = metrics.get("r2")
+    if v is not None and np.isfinite(v) and v >= 0.999:
+        ceil.append(f"R² {v:.3f}")
+    if ceil:
+        out.append(f"{' and '.join(ceil)} on {n_test} test samples: a metric at its ceiling. A perfect score "
+                   + ("on so few samples says little about new ones; " if n_test < MIN_TEST_SAMPLES else "is rare on real data; ")
+                   + "check that no feature encodes the outcome and that related samples are not split between "
+                     "training and test.")
+    if n_samples and n_missing / n_samples > MAX_MISSING_SHARE:
+        out.append(f"Many missing outcomes: {n_missing:,} of {n_samples:,} samples ({n_missing / n_samples:.0%}) have no "
+                   f"value of {what}. The evaluation uses the labelled ones only; if whether a sample is labelled "
+                   "depends on the outcome, the metrics may not carry over.")
+    wide = {m: (p, n) for m, (p, n) in features.items() if p > n}
+    if wide:
+        lst = "; ".join(f"{m}: {p:,} features, {n:,} samples" for m, (p, n) in wide.items())
+        out.append(f"More features than samples (p > n) — {lst}. The loadings of such a modality are not pinned down "
+                   "by the data alone; prefer few factors per node and check the structure's stability.")
+    if n_raw > n_train:
+        out.append(f"The raw-feature baseline has {n_raw:,} features for {n_train:,} training samples (p > n): its "
+                   "score depends on the penalty more than on the data.")
+    return out
 
 
 def evaluate_prediction(
@@ -763,18 +1117,28 @@ def evaluate_prediction(
     Parameters
     ----------
     model : HCL
-        Its parameters define the representation. With ``refit=True`` (default) a copy is fitted
-        on every sample except the test samples (unlabelled ones included), so test samples never
-        shape the representation; with ``refit=False`` the fitted model is used as is (the report
-        says that the test samples may have been seen).
+        Fitted: its structure (lattice nodes and ranks, ``model.ranks_``) is kept. With
+        ``refit=True`` (default) a copy with those fixed ranks is refitted on every sample except
+        the test samples (unlabelled ones included): the loadings come from the training part, the
+        test samples never shape the representation, and the Prediction and Structure pages show
+        the same nodes. Where the fixed-rank refit fails, the structure is searched again on the
+        training part, and ``report.structure`` and ``report.warnings`` say so and carry both
+        structures. Unfitted: the structure is searched on the training part. With
+        ``refit=False`` the fitted model is used as is (the report says that the test samples may
+        have been seen).
     data : MultimodalData
-    y : array (n_samples,) or Series indexed by sample id; NaN = no label (skipped and counted).
-        ``inf``/``-inf`` is an error (a ValueError giving their count), not a label: one of them
-        would make every fitted mean, R^2 and MSE inf or NaN. Set them to NaN to skip those samples
-        (:func:`~hcl_explore.io.load_outcomes` does so when it reads them from a file).
-    task : "auto", "binary" or "continuous"
+    y : array (n_samples,), Series indexed by sample id, or Categorical; NaN / None = no label
+        (skipped and counted). Text, booleans and numbers alike: the kind and, for two levels,
+        the positive level come from :mod:`hcl_explore.outcomes` (the same rule as
+        :func:`~hcl_explore.io.load_outcomes`; a Categorical, as ``Outcomes.y`` returns, keeps the
+        loader's decision). ``inf``/``-inf`` is an error (a ValueError giving their count), not a
+        label: set them to NaN to skip those samples (:func:`~hcl_explore.io.load_outcomes` does
+        so when it reads them from a file).
+    task : "auto", "binary", "multiclass" or "continuous"
     test_size, cv, random_state : held-out share, folds for choosing the penalty, seed
-    baselines : True, False or a subset of {"raw", "pca", "shared_private", "global_only"}
+    baselines : True, False or a subset of {"raw", "pca", "shared_private", "global_node"}
+        (``"global_node"``: HCL with the global node alone; the old name ``"global_only"`` is read
+        with a FutureWarning)
     bias_correction : continuous outcomes: subtract the score-error covariance from the Gram
         matrix (the paper's bias-corrected estimator)
     adaptive, rule, class_weight : see :func:`fit_group_lasso`
@@ -783,42 +1147,65 @@ def evaluate_prediction(
     Returns
     -------
     PredictionReport
+        Multiclass outcomes: a multinomial group lasso; one-vs-rest AUROC (macro), macro-F1,
+        accuracy and Brier score with bootstrap intervals, and the confusion matrix, all named by
+        the outcome's own labels.
     """
     from .model import HCL
 
     _check_options(cv=cv, test_size=test_size, n_bootstrap=n_bootstrap, min_labelled=min_labelled, task=task,
                    rule=rule, class_weight=class_weight)
+    wanted = _check_baselines(baselines)
     cv, n_bootstrap, test_size = int(cv), int(n_bootstrap), float(test_size)
     t0 = time.perf_counter()
-    yv, name = _as_outcome(y, data)
-    n_inf = int(np.isinf(yv).sum())
-    if n_inf:
-        raise ValueError(f"The outcome holds {n_inf} infinite value(s) (inf or -inf), e.g. at sample "
-                         f"{np.asarray(data.ids)[np.flatnonzero(np.isinf(yv))[0]]!r}; set them to NaN (no label) "
-                         "or correct them.")
-    labelled = np.flatnonzero(~np.isnan(yv))
+    missing, name, ser = _as_outcome(y, data, task)
+    labelled = np.flatnonzero(~missing)
     n_missing = int(data.n_samples - labelled.size)
     if labelled.size < min_labelled:
         raise ValueError(f"Only {labelled.size} sample(s) have an outcome; at least {min_labelled} are needed.")
-    vals = np.unique(yv[labelled])
-    if vals.size < 2:
-        raise ValueError(f"The outcome is constant ({vals[0]:g}) over the labelled samples; nothing to predict.")
-    tk = _task_of(yv[labelled], task)
-    if tk == "binary":
-        if vals.size != 2:
-            raise ValueError(f"task='binary' needs two outcome values, found {vals.size}.")
-        if not np.array_equal(vals, [0.0, 1.0]):
-            yv = np.where(np.isnan(yv), np.nan, (yv == vals[1]).astype(float))
-        minority = int(min((yv[labelled] == 0).sum(), (yv[labelled] == 1).sum()))
-        if minority < max(cv, 4):
-            raise ValueError(f"Only {minority} sample(s) in the smaller outcome class; at least {max(cv, 4)} are needed "
-                             "for cross-validation and a test part.")
-    if not 0 < test_size < 1:
-        raise ValueError("test_size must be between 0 and 1.")
+    coding = outcome_kind(ser.iloc[labelled] if not isinstance(ser.dtype, pd.CategoricalDtype) else ser, task, name=name)
+    tk = coding.kind
+    yv = coding.encode(ser.where(~pd.Series(missing), None) if ser.dtype == object else ser)
+    yv[missing] = np.nan
+    classes = coding.classes
+    if tk in ("binary", "multiclass"):
+        present = np.unique(yv[labelled]).astype(int)
+        if tk == "multiclass" and present.size < len(classes):  # categories with no labelled sample
+            keep = [classes[k] for k in present]
+            remap = {int(k): i for i, k in enumerate(present)}
+            yv = np.array([np.nan if np.isnan(v) else remap[int(v)] for v in yv])
+            classes = keep
+            coding = OutcomeCoding("multiclass", tuple(coding.labels[k] for k in present))
+        if len(classes) < 2:
+            raise ValueError(f"The outcome is constant ({classes[0]}) over the labelled samples; nothing to predict.")
+        if tk == "multiclass" and len(classes) == 2:
+            tk = "binary"
+            coding = OutcomeCoding("binary", coding.labels)
+        per = {classes[k]: int((yv[labelled] == k).sum()) for k in range(len(classes))}
+        need = max(cv, 4)
+        if tk == "binary":
+            minority = min(per.values())
+            if minority < need:
+                raise ValueError(f"Only {minority} sample(s) in the smaller outcome class; at least {need} are needed "
+                                 "for cross-validation and a test part.")
+        else:
+            small = {k: v for k, v in per.items() if v < need}
+            if small:
+                raise ValueError(f"Outcome classes with fewer than {need} labelled samples (needed for cross-validation "
+                                 f"and a test part): {', '.join(f'{k!r} ({v})' for k, v in small.items())}. Merge or "
+                                 "drop those classes" + (", or use task='continuous' for a numeric scale."
+                                                         if all(isinstance(v, (int, float)) for v in coding.labels) else "."))
+    else:
+        per = {}
     rng = np.random.default_rng(random_state)
     # Stratified split of the labelled samples.
     test = []
-    strata = [labelled[yv[labelled] == v] for v in (0.0, 1.0)] if tk == "binary" else [labelled]
+    if tk == "binary":
+        strata = [labelled[yv[labelled] == v] for v in (0.0, 1.0)]
+    elif tk == "multiclass":
+        strata = [labelled[yv[labelled] == v] for v in range(len(classes))]
+    else:
+        strata = [labelled]
     for s in strata:
         perm = rng.permutation(s)
         test.append(perm[: max(1, int(round(test_size * s.size)))])
@@ -827,29 +1214,58 @@ def evaluate_prediction(
     is_test[test_idx] = True
     train_idx = np.setdiff1d(labelled, test_idx)
     notes: list[str] = []
+    warns: list[str] = []
     timings: dict[str, float] = {}
 
     def emit(stage: str, **info: Any) -> None:
         if callback is not None:
             callback(stage, info)
 
-    def representation(mdl, label: str):
-        if refit:
-            params = mdl.get_params() if hasattr(mdl, "get_params") else {}
-            if isinstance(params.get("lattice"), dict):
-                params["lattice"] = Lattice.from_dict(params["lattice"])
-            fresh = HCL(**params)
-            emit("representation", model=label)
-            return fresh.fit(data.subset(~is_test))
-        return mdl
-
     if model is None:
         model = HCL()
     if not refit and not hasattr(model, "W_"):
         raise ValueError("refit=False needs a fitted model.")
+    fitted = hasattr(model, "ranks_") and hasattr(model, "lattice_")
+    structure: dict[str, Any] = {"fitted": _present_ranks(model) if fitted else None}
     t = time.perf_counter()
-    rep_model = representation(model, "HCL")
+    if refit:
+        params = model.get_params() if hasattr(model, "get_params") else {}
+        if isinstance(params.get("lattice"), dict):
+            params["lattice"] = Lattice.from_dict(params["lattice"])
+        emit("representation", model="HCL")
+        rep_model = None
+        if fitted:
+            # Keep the fitted structure: the same nodes and ranks, loadings from the training part.
+            fixed = dict(params, lattice=model.lattice_, ranks={n: int(r) for n, r in model.ranks_.items()})
+            try:
+                rep_model = HCL(**fixed).fit(data.subset(~is_test))
+            except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+                structure["note"] = (f"The fitted structure could not be refitted on the {int((~is_test).sum())} "
+                                     f"non-test samples ({exc}); the structure was searched again on them.")
+        if rep_model is None:
+            rep_model = HCL(**params).fit(data.subset(~is_test))
+    else:
+        rep_model = model
     timings["representation"] = time.perf_counter() - t
+    structure["used"] = _present_ranks(rep_model)
+    if not fitted:
+        structure["kept"] = None
+        structure.setdefault("note", "The model was not fitted: its structure (nodes and ranks) was chosen on the "
+                                     "non-test samples.")
+    else:
+        structure["kept"] = structure["used"] == structure["fitted"]
+        if structure["kept"]:
+            structure["note"] = ("Same structure as the fitted model: the same nodes and ranks"
+                                 + ("; the loadings were refitted on the non-test samples." if refit else "."))
+        else:
+            structure.setdefault("note", "The refit on the non-test samples has other nodes or ranks than the fitted "
+                                         "model.")
+            diff = sorted(set(structure["used"]) ^ set(structure["fitted"]) |
+                          {k for k in structure["used"] if structure["fitted"].get(k) != structure["used"][k]})
+            warns.append(f"Structure not kept: {structure['note']} The prediction uses the refitted structure "
+                         f"({', '.join(f'{k} {v}' for k, v in structure['used'].items()) or 'no node'}), the fitted "
+                         f"model has {', '.join(f'{k} {v}' for k, v in structure['fitted'].items()) or 'no node'} "
+                         f"(differing: {', '.join(diff)}).")
     if refit:
         notes.append(f"No leakage: the HCL representation was fitted on the {int((~is_test).sum())} non-test samples "
                      f"(labelled training and unlabelled); the {test_idx.size} test samples were only transformed. "
@@ -857,6 +1273,7 @@ def evaluate_prediction(
     else:
         notes.append("refit=False: the given fitted representation was used; if it was fitted on all samples the test "
                      "samples shaped it (transductive; no outcome leakage).")
+    notes.append(structure["note"])
     X, groups, nodes = node_features(rep_model, data)
     if X.shape[1] == 0:
         raise ValueError("The fitted HCL found no factors; there is nothing to predict from.")
@@ -873,7 +1290,8 @@ def evaluate_prediction(
     timings["group_lasso"] = time.perf_counter() - t
     emit("group_lasso", lambda_=gl.lambda_)
     norms = gl.group_norms()
-    contrib = np.array([np.var(((X[train_idx] - gl.mean) / gl.scale)[:, groups == k] @ gl.coef[groups == k])
+    Xs_tr = (X[train_idx] - gl.mean) / gl.scale
+    contrib = np.array([float(np.sum(np.var(Xs_tr[:, groups == k] @ gl.coef[groups == k], axis=0)))
                         for k in range(len(nodes))])
     share = contrib / contrib.sum() if contrib.sum() > 0 else np.zeros_like(contrib)
     selected = [n for n, v in zip(nodes, norms) if v > 1e-10]
@@ -891,10 +1309,18 @@ def evaluate_prediction(
     if tk == "binary":
         # Threshold for F1/accuracy from the training part, never the test part (same rule for baselines).
         threshold = _best_f1_threshold(yv[train_idx], gl.predict(X[train_idx]))
+        notes.append(f"Positive class: {name or 'outcome'} = {coding.positive_label!r} (the other level: "
+                     f"{coding.classes[0]!r}); AUROC, AUPRC and F1 are about finding it.")
         notes.append(f"Classes weighted equally in the loss (training prevalence {yv[train_idx].mean():.1%}); "
                      f"probabilities shifted back to it; F1/accuracy threshold {threshold:.3f} chosen (best F1) on the "
                      "training part." if class_weight == "balanced" else
                      f"F1/accuracy threshold {threshold:.3f} chosen (best F1) on the training part.")
+    elif tk == "multiclass":
+        notes.append(f"{len(classes)} classes ({', '.join(classes)}): multinomial group lasso (one group per node over "
+                     "all classes)" + (", classes weighted equally in the loss, probabilities shifted back to the training "
+                                       "prevalence" if class_weight == "balanced" else "")
+                     + "; predicted class = the most probable; AUROC is one-vs-rest averaged over classes, F1 the "
+                       "macro average.")
 
     yt = yv[test_idx]
     brng = np.random.default_rng(random_state + 2)
@@ -906,6 +1332,14 @@ def evaluate_prediction(
         rows.append({"model": label, "n_features": n_features, **m})
         if tk == "binary":
             curves[label] = {"roc": roc_curve(yt, pred), "pr": pr_curve(yt, pred)}
+        elif tk == "multiclass":
+            parts = []
+            for k, c in enumerate(classes):
+                yk = yt == k
+                if 0 < yk.sum() < yk.size:
+                    parts.append(_thin_roc(roc_curve(yk, pred[:, k])).assign(**{"class": c}))
+            curves[label] = {"roc": pd.concat(parts, ignore_index=True) if parts else
+                             pd.DataFrame(columns=["fpr", "tpr", "threshold", "class"])}
         else:
             curves[label] = {"scatter": pd.DataFrame({"observed": yt, "predicted": pred})}
 
@@ -915,18 +1349,20 @@ def evaluate_prediction(
     metrics = pd.DataFrame([{"metric": k, "value": v, "ci_low": ci.get(k, (np.nan, np.nan))[0],
                              "ci_high": ci.get(k, (np.nan, np.nan))[1]} for k, v in rows[0].items()
                             if k not in ("model", "n_features")])
+    confusion = None
+    if tk == "binary":
+        confusion = confusion_matrix(yt, (p_hcl >= threshold).astype(int), classes)
+    elif tk == "multiclass":
+        confusion = confusion_matrix(yt, np.argmax(p_hcl, axis=1), classes)
 
-    wanted = {"raw", "pca", "shared_private", "global_only"} if baselines is True else set(baselines or [])
-    unknown = wanted - {"raw", "pca", "shared_private", "global_only"}
-    if unknown:
-        raise ValueError(f"Unknown baselines {sorted(unknown)}.")
     t = time.perf_counter()
     if wanted & {"raw", "pca"}:
         R = _impute(_raw_features(data), np.setdiff1d(np.arange(data.n_samples), test_idx))
         if "raw" in wanted:
             emit("baseline", model="raw")
             dense = fit_ridge(R[train_idx], yv[train_idx], tk, cv=cv, class_weight=class_weight, random_state=random_state)
-            score("raw features (ridge)" if tk == "continuous" else "raw features (L2-logistic)",
+            score({"continuous": "raw features (ridge)", "binary": "raw features (L2-logistic)"}.get(
+                      tk, "raw features (L2-multinomial)"),
                   dense.predict(R[test_idx]), R.shape[1], _dense_threshold(dense, R[train_idx], yv[train_idx], tk))
         if "pca" in wanted:
             emit("baseline", model="pca")
@@ -939,7 +1375,7 @@ def evaluate_prediction(
             dense = fit_ridge(P[train_idx], yv[train_idx], tk, cv=cv, class_weight=class_weight, random_state=random_state)
             score(f"PCA ({k} components)", dense.predict(P[test_idx]), k,
                   _dense_threshold(dense, P[train_idx], yv[train_idx], tk))
-    for key, label in (("shared_private", "HCL shared-private lattice"), ("global_only", "HCL global node only")):
+    for key, label in (("shared_private", "HCL shared-private lattice"), ("global_node", "HCL global node only")):
         if key not in wanted:
             continue
         emit("baseline", model=key)
@@ -968,8 +1404,17 @@ def evaluate_prediction(
     if n_missing:
         notes.append(f"{n_missing} sample(s) without an outcome were skipped for the regression "
                      f"({'used for the representation only' if refit else 'not used'}).")
+    fit_rows = ~is_test if refit else np.ones(data.n_samples, dtype=bool)
+    obs = np.asarray(data.observed, dtype=bool)
+    features = {m: (len(data.feature_names[m]), int(obs[fit_rows, j].sum())) for j, m in enumerate(data.modalities)}
+    test_counts = {classes[k]: int((yt == k).sum()) for k in range(len(classes))} if tk != "continuous" else {}
+    warns += prediction_warnings(task=tk, metrics=rows[0], n_test=int(test_idx.size), test_counts=test_counts,
+                                 labelled_counts=per, n_samples=data.n_samples, n_missing=n_missing, outcome=name,
+                                 features=features, n_train=int(train_idx.size),
+                                 n_raw=sum(len(data.feature_names[m]) for m in data.modalities) if "raw" in wanted else 0)
     return PredictionReport(tk, metrics, selected, importance, pd.DataFrame(rows), curves, threshold, counts, notes,
-                            gl.lambda_, gl.cv, timings, name)
+                            gl.lambda_, gl.cv, timings, name, coding.positive_label, list(classes), confusion, warns,
+                            structure)
 
 
 def _dense_threshold(model, X: np.ndarray, y: np.ndarray, task: str, groups=None, class_weight=None) -> float | None:
