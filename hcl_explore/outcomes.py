@@ -208,7 +208,7 @@ def _as_series(values: Any) -> pd.Series:
 
 def _missing(s: pd.Series) -> np.ndarray:
     m = s.isna().to_numpy().copy()
-    if s.dtype == object:
+    if s.dtype.kind == "O":
         m |= np.array([isinstance(x, str) and not x.strip() for x in s], dtype=bool)
     return m
 

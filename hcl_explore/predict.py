@@ -1000,7 +1000,7 @@ def _as_outcome(y: Any, data: MultimodalData, task: str) -> tuple[np.ndarray, st
                              f"{np.asarray(data.ids)[np.flatnonzero(inf)[0]]!r}; set them to NaN (no label) "
                              "or correct them.")
     missing = ser.isna().to_numpy().copy()
-    if ser.dtype == object:
+    if ser.dtype.kind == "O":
         missing |= np.array([isinstance(x, str) and not x.strip() for x in ser], dtype=bool)
     return missing, name, ser
 
@@ -1165,7 +1165,7 @@ def evaluate_prediction(
         raise ValueError(f"Only {labelled.size} sample(s) have an outcome; at least {min_labelled} are needed.")
     coding = outcome_kind(ser.iloc[labelled] if not isinstance(ser.dtype, pd.CategoricalDtype) else ser, task, name=name)
     tk = coding.kind
-    yv = coding.encode(ser.where(~pd.Series(missing), None) if ser.dtype == object else ser)
+    yv = coding.encode(ser.where(~pd.Series(missing), None) if ser.dtype.kind == "O" else ser)
     yv[missing] = np.nan
     classes = coding.classes
     if tk in ("binary", "multiclass"):
