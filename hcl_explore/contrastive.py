@@ -354,17 +354,6 @@ def contrast_groups(nodes: Sequence[Node], modalities: Sequence[str], contrast: 
     return out
 
 
-def _contrast_plan(module: HCLModule, contrast: str) -> list[list[tuple[str, str, list, list]]]:
-    """:func:`contrast_groups` for this module with the column spans resolved: per term, its pairs
-    as ``(m, m2, spans of m, spans of m2)`` (built once per module and contrast)."""
-    key = ("contrast", contrast)
-    if key not in module._plans:
-        module._plans[key] = [[(m, m2, _spans(module, m, g["nodes"]), _spans(module, m2, g["nodes"]))
-                               for m, m2 in g["pairs"]]
-                              for g in contrast_groups(module.spec.nodes, module.spec.modalities, contrast)]
-    return module._plans[key]
-
-
 def _quadratic_features(module: HCLModule, m: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Degree-2 monomials ``h_i h_j`` (i <= j) within each node block of modality ``m``, side by
     side ``(b, Q)``, and the ``(R_m, Q)`` 0/1 mask of (block coordinate, monomial) pairs from
@@ -384,68 +373,225 @@ def _quadratic_features(module: HCLModule, m: str, h: torch.Tensor) -> tuple[tor
     return h[:, ii] * h[:, jj], cross
 
 
+class _LossPlan:
+    """Index tensors for the fused loss of one module, contrast form and device (built once).
+
+    The encoder outputs of all modalities are concatenated into one ``(b, T)`` matrix ``H``; every
+    loss term is then a handful of whole-batch tensor operations instead of one small operation per
+    (modality, node, pair): the batch standardization of all blocks at once, one batched matmul for
+    every contrastive pair (blocks zero-padded to the widest pair; zero columns change no dot
+    product or norm), one ``H^T [H, Q]`` product with a weight mask for the whole decorrelation
+    term (cross-modality entries get weight 0), and per-modality decoders on inputs whose shared
+    columns are detached with one ``where``.
+    """
+
+    def __init__(self, module: "HCLModule", contrast: str, decorrelation: str, device: torch.device):
+        mods = module.spec.modalities
+        self.mods = [m for j, m in enumerate(mods) if f"m{j}" in module.encoders]
+        self.mod_index = [mods.index(m) for m in self.mods]  # position in obs
+        self.offset: dict[str, int] = {}
+        col_mod: list[int] = []  # position in self.mods of every column of H
+        T = 0
+        for k, m in enumerate(self.mods):
+            self.offset[m] = T
+            R = module.blocks[m][-1][2]
+            col_mod += [k] * R
+            T += R
+        self.T = T
+        self.col_mod = torch.tensor(col_mod, dtype=torch.long, device=device)
+        # decoder inputs: shared blocks detached
+        self.shared = {m: torch.tensor([len(node) >= 2 for node, s, e in module.blocks[m] for _ in range(s, e)],
+                                       device=device)[None, :] for m in self.mods}
+        # contrastive pairs: global columns of both sides, padded with index T (a zero column)
+        groups = contrast_groups(module.spec.nodes, mods, contrast)
+        pairs, member = [], []
+        for g, grp in enumerate(groups):
+            for m, m2 in grp["pairs"]:
+                ca = [self.offset[m] + c for s, e in _spans(module, m, grp["nodes"]) for c in range(s, e)]
+                cb = [self.offset[m2] + c for s, e in _spans(module, m2, grp["nodes"]) for c in range(s, e)]
+                pairs.append((self.mods.index(m), self.mods.index(m2), ca, cb))
+                member.append(g)
+        self.n_pairs = len(pairs)
+        if pairs:
+            width = max(len(p[2]) for p in pairs)
+            pad = lambda cs: cs + [T] * (width - len(cs))  # noqa: E731
+            self.pair_a = torch.tensor([pad(p[2]) for p in pairs], dtype=torch.long, device=device)
+            self.pair_b = torch.tensor([pad(p[3]) for p in pairs], dtype=torch.long, device=device)
+            self.pair_mods = torch.tensor([[p[0], p[1]] for p in pairs], dtype=torch.long, device=device)
+            self.pair_r = torch.tensor([float(len(p[2])) for p in pairs], device=device)
+            G = torch.zeros(len(groups), len(pairs), device=device)
+            G[torch.tensor(member), torch.arange(len(pairs))] = 1.0
+            self.groups = G
+        # decorrelation: weights over H^T [H, Q] (same modality only; 1/R_m; off-diagonal / cross-node)
+        ii, jj, q_mod = [], [], []
+        if decorrelation == "quadratic":
+            for k, m in enumerate(self.mods):
+                if len(module.blocks[m]) < 2:
+                    continue
+                for _, s, e in module.blocks[m]:
+                    for a in range(s, e):
+                        for b in range(a, e):
+                            ii.append(self.offset[m] + a), jj.append(self.offset[m] + b), q_mod.append(k)
+        node_of = [bi for m in self.mods for bi, (_, s, e) in enumerate(module.blocks[m]) for _ in range(s, e)]
+        W = np.zeros((T, T + len(ii)), dtype=np.float32)
+        self.has_dec = torch.zeros(len(self.mods), device=device)
+        for c in range(T):
+            k = col_mod[c]
+            R = module.blocks[self.mods[k]][-1][2]
+            if R < 2:
+                continue
+            self.has_dec[k] = 1.0
+            for c2 in range(T):
+                if col_mod[c2] == k and c2 != c:
+                    W[c, c2] = 1.0 / R
+            for q, (a, mk) in enumerate(zip(ii, q_mod)):
+                if mk == k and node_of[a] != node_of[c]:
+                    W[c, T + q] = 1.0 / R
+        self.dec_weight = torch.from_numpy(W).to(device)
+        self.q_i = torch.tensor(ii, dtype=torch.long, device=device)
+        self.q_j = torch.tensor(jj, dtype=torch.long, device=device)
+        self.q_mod = torch.tensor(q_mod, dtype=torch.long, device=device)
+
+
+def _loss_plan(module: "HCLModule", contrast: str, decorrelation: str, device: torch.device) -> _LossPlan:
+    key = ("fused", contrast, decorrelation, str(device))
+    if key not in module._plans:
+        module._plans[key] = _LossPlan(module, contrast, decorrelation, device)
+    return module._plans[key]
+
+
+def _standardize_columns(h: torch.Tensor, w: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_batch_standardize` of every column of ``h`` with its own row weights ``w`` (``(b, T)``
+    0/1, or None: every row); returns the standardized matrix and the per-column row counts."""
+    if w is None:
+        c = h - h.mean(0)
+        return c / torch.sqrt(c.pow(2).mean(0) + _EPS), None
+    n = w.sum(0).clamp_min(1.0)
+    mu = (h * w).sum(0) / n
+    c = (h - mu) * w
+    return c / torch.sqrt(c.pow(2).sum(0) / n + _EPS), n
+
+
+def _fused_contrast(plan: _LossPlan, H: torch.Tensor, w_mod: torch.Tensor | None, loss: str,
+                    temperature: float) -> torch.Tensor:
+    """All contrastive pair terms in one batched product; mean over pairs within a group, then over
+    groups (pairs with fewer than two rows observing both modalities are left out)."""
+    b = H.shape[0]
+    Hp = torch.cat([H, H.new_zeros(b, 1)], dim=1)
+    A = Hp[:, plan.pair_a].permute(1, 0, 2)  # (P, b, r)
+    B = Hp[:, plan.pair_b].permute(1, 0, 2)
+    S = torch.bmm(A, B.transpose(1, 2))  # (P, b, b): <a_i, b_j>
+    r = plan.pair_r[:, None, None]
+    if w_mod is None:
+        v = None
+        n_v = torch.full((plan.n_pairs,), float(b), device=H.device)
+    else:
+        v = w_mod[:, plan.pair_mods[:, 0]] * w_mod[:, plan.pair_mods[:, 1]]  # (b, P): rows observing both
+        v = v.T
+        n_v = v.sum(1)
+    if loss == "infonce":
+        # -||a_i - b_j||^2 = 2<a_i, b_j> - |a_i|^2 - |b_j|^2; |a_i|^2 is constant along a row of the
+        # softmax over j (and |b_j|^2 along a column), so each direction needs only the other norm.
+        scale = 1.0 / (2.0 * temperature * r)
+        two_s = 2.0 * S
+        rows = (two_s - B.pow(2).sum(2)[:, None, :]) * scale  # softmax over j
+        cols = (two_s - A.pow(2).sum(2)[:, :, None]) * scale  # softmax over i
+        if v is not None:
+            keep = v > 0
+            big = torch.finfo(rows.dtype).min / 4
+            rows = rows.masked_fill(~keep[:, None, :], big)
+            cols = cols.masked_fill(~keep[:, :, None], big)
+        diag_r = torch.diagonal(rows, dim1=1, dim2=2)
+        diag_c = torch.diagonal(cols, dim1=1, dim2=2)
+        ce_r = torch.logsumexp(rows, dim=2) - diag_r  # (P, b)
+        ce_c = torch.logsumexp(cols, dim=1) - diag_c
+        per_row = 0.5 * (ce_r + ce_c)
+        terms = per_row.mean(1) if v is None else (per_row * v).sum(1) / n_v.clamp_min(1.0)
+    elif loss == "paper":
+        s = S / r
+        d = torch.diagonal(s, dim1=1, dim2=2)
+        if v is None:
+            pos = d.mean(1)
+            neg = (s.sum((1, 2)) - d.sum(1)) / max(b * (b - 1), 1)
+        else:
+            pos = (d * v).sum(1) / n_v.clamp_min(1.0)
+            tot = torch.einsum("pi,pij,pj->p", v, s, v)
+            neg = (tot - (d * v).sum(1)) / (n_v * (n_v - 1)).clamp_min(1.0)
+        terms = neg - pos
+    else:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}.")
+    ok = (n_v >= 2).to(H.dtype)
+    G = plan.groups * ok[None, :]
+    per_group = G.sum(1)
+    group_loss = (G * terms[None, :]).sum(1) / per_group.clamp_min(1.0)
+    has = (per_group > 0).to(H.dtype)
+    return (group_loss * has).sum() / has.sum().clamp_min(1.0)
+
+
 def batch_losses(module: HCLModule, xs: Mapping[str, torch.Tensor], obs: torch.Tensor, *, loss: str,
                  temperature: float, weights: Mapping[str, float], y: torch.Tensor | None = None,
                  task: str | None = None, amp: bool = False, decorrelation: str = "quadratic",
-                 contrast: str = "nested",
-                 raw: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                 contrast: str = "nested", raw: Mapping[str, torch.Tensor] | None = None,
+                 complete: bool | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one minibatch (see the module docstring) and their weighted ``total``.
 
     ``xs[m]``: ``(b, d_m)`` standardized, zeros where missing; ``obs``: ``(b, M)`` bool.
     ``raw``: encoder outputs computed elsewhere (data-parallel training gathers them from every
-    process); default ``module.encode(xs)``.
+    process); default ``module.encode(xs)``. ``complete``: whether every row observes every
+    modality (the caller knows it from the host-side mask; None: read from ``obs``). Complete
+    batches take a path without row weights; nothing here waits for the device.
     """
-    mods = module.spec.modalities
     dev_type = obs.device.type
     if raw is None:
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=amp and dev_type == "cuda"):
             raw = module.encode(xs)
-    raw = {m: h.float() for m, h in raw.items()}
-    w = {m: obs[:, mods.index(m)].float() for m in raw}
-    hs = {m: _batch_standardize(raw[m], w[m]) for m in raw}
+    plan = _loss_plan(module, contrast, decorrelation, obs.device)
+    H_raw = torch.cat([raw[m].float() for m in plan.mods], dim=1)
+    if complete is None:
+        complete = bool(obs.all())
+    b = H_raw.shape[0]
+    if complete:
+        w_mod = None
+        H, _ = _standardize_columns(H_raw, None)
+        n_mod = torch.full((len(plan.mods),), float(b), device=obs.device)
+    else:
+        w_mod = obs[:, plan.mod_index].float()  # (b, M')
+        n_mod = w_mod.sum(0)
+        H, _ = _standardize_columns(H_raw, w_mod[:, plan.col_mod])
     zero = torch.zeros((), device=obs.device)
 
-    con_terms = []
-    for group in _contrast_plan(module, contrast):
-        pair_terms = []
-        for m, m2, spans1, spans2 in group:
-            both = obs[:, mods.index(m)] & obs[:, mods.index(m2)]
-            if int(both.sum()) < 2:
-                continue
-            a = torch.cat([hs[m][both, s:e] for s, e in spans1], dim=1)
-            b = torch.cat([hs[m2][both, s:e] for s, e in spans2], dim=1)
-            pair_terms.append(contrastive_pair_loss(a, b, loss, temperature))
-        if pair_terms:
-            con_terms.append(torch.stack(pair_terms).mean())
-    contrastive = torch.stack(con_terms).mean() if con_terms else zero
+    contrastive = _fused_contrast(plan, H, w_mod, loss, temperature) if plan.n_pairs else zero
 
-    rec_terms, dec_terms = [], []
-    for m, h in raw.items():
-        n_m = w[m].sum()
-        if n_m < 1:
-            continue
-        parts = [h[:, s:e] if len(node) == 1 else h[:, s:e].detach() for node, s, e in module.blocks[m]]
+    # reconstruction: per modality a decoder on its raw blocks, the shared ones detached
+    rec = []
+    for k, m in enumerate(plan.mods):
+        h = raw[m].float()
+        inp = torch.where(plan.shared[m], h.detach(), h)
         with torch.autocast(device_type=dev_type, dtype=torch.bfloat16, enabled=amp and dev_type == "cuda"):
-            xhat = module.decode(m, torch.cat(parts, dim=1))
-        err = ((xhat.float() - xs[m].float()) ** 2).mean(dim=1)
-        rec_terms.append((err * w[m]).sum() / n_m)
-        R = h.shape[1]
-        if R >= 2 and n_m >= 2:
-            C = hs[m].T @ hs[m] / n_m
-            off = C - torch.diag(torch.diagonal(C))
-            dec = (off**2).sum()
-            if decorrelation == "quadratic" and len(module.blocks[m]) > 1:
-                q, cross = _quadratic_features(module, m, hs[m])
-                Q = _batch_standardize(q, w[m])
-                dec = dec + ((hs[m].T @ Q / n_m) ** 2 * cross).sum()
-            dec_terms.append(dec / R)
-    reconstruction = torch.stack(rec_terms).mean() if rec_terms else zero
-    decorrelation = torch.stack(dec_terms).mean() if dec_terms else zero
+            xhat = module.decode(m, inp)
+        err = (xhat.float() - xs[m].float()).pow(2).mean(dim=1)
+        rec.append(err.mean() if w_mod is None else (err * w_mod[:, k]).sum() / n_mod[k].clamp_min(1.0))
+    rec_t = torch.stack(rec)
+    rec_ok = (n_mod >= 1).to(rec_t.dtype)
+    reconstruction = (rec_t * rec_ok).sum() / rec_ok.sum().clamp_min(1.0)
+
+    # decorrelation: one product H^T [H, Q] over all modalities, weighted (zero across modalities)
+    if plan.q_i.numel():
+        q = H[:, plan.q_i] * H[:, plan.q_j]
+        Q, _ = _standardize_columns(q, None if w_mod is None else w_mod[:, plan.q_mod])
+        F_ = torch.cat([H, Q], dim=1)
+    else:
+        F_ = H
+    n_col = n_mod[plan.col_mod].clamp_min(1.0)[:, None]
+    Cm = (H.T @ F_) / n_col
+    dec_ok = plan.has_dec * (n_mod >= 2).to(H.dtype)
+    decorrelation = (Cm.pow(2) * plan.dec_weight * dec_ok[plan.col_mod][:, None]).sum() / dec_ok.sum().clamp_min(1.0)
 
     supervised = zero
     if module.head is not None and y is not None:
         lab = torch.isfinite(y)
         if int(lab.sum()) > 0:
+            hs = {m: H[:, plan.offset[m]:plan.offset[m] + raw[m].shape[1]] for m in plan.mods}
             out = module.head(node_scores_from(module, hs, obs)[lab]).squeeze(-1)
             if task == "binary":
                 supervised = F.binary_cross_entropy_with_logits(out, y[lab])

@@ -410,3 +410,75 @@ def test_good_contrastive_options_pass():
                     weight_decay=0.0, patience=1)
     C.check_options(hidden=[np.int64(8), 4])
     C.TrainConfig()
+
+
+# ---------------------------------------------------------------------------------------------- fused losses
+def _reference_losses(module, xs, obs, *, loss, temperature, weights, decorrelation, contrast):
+    """The loss terms written out one (modality, node, pair) at a time, as the module docstring
+    states them: what the fused :func:`C.batch_losses` must equal."""
+    mods = module.spec.modalities
+    raw = module.encode(xs)
+    w = {m: obs[:, mods.index(m)].float() for m in raw}
+    hs = {m: C._batch_standardize(raw[m], w[m]) for m in raw}
+    con = []
+    for g in C.contrast_groups(module.spec.nodes, mods, contrast):
+        terms = []
+        for m, m2 in g["pairs"]:
+            both = obs[:, mods.index(m)] & obs[:, mods.index(m2)]
+            if int(both.sum()) < 2:
+                continue
+            a = torch.cat([hs[m][both, s:e] for s, e in C._spans(module, m, g["nodes"])], 1)
+            b = torch.cat([hs[m2][both, s:e] for s, e in C._spans(module, m2, g["nodes"])], 1)
+            terms.append(C.contrastive_pair_loss(a, b, loss, temperature))
+        if terms:
+            con.append(torch.stack(terms).mean())
+    rec, dec = [], []
+    for m, h in raw.items():
+        n_m = w[m].sum()
+        parts = [h[:, s:e] if len(nd) == 1 else h[:, s:e].detach() for nd, s, e in module.blocks[m]]
+        err = ((module.decode(m, torch.cat(parts, 1)) - xs[m]) ** 2).mean(1)
+        rec.append((err * w[m]).sum() / n_m)
+        R = h.shape[1]
+        if R >= 2:
+            Cm = hs[m].T @ hs[m] / n_m
+            d = ((Cm - torch.diag(torch.diagonal(Cm))) ** 2).sum()
+            if decorrelation == "quadratic" and len(module.blocks[m]) > 1:
+                q, cross = C._quadratic_features(module, m, hs[m])
+                d = d + ((hs[m].T @ C._batch_standardize(q, w[m]) / n_m) ** 2 * cross).sum()
+            dec.append(d / R)
+    out = {"contrastive": torch.stack(con).mean(), "reconstruction": torch.stack(rec).mean(),
+           "decorrelation": torch.stack(dec).mean()}
+    out["total"] = out["contrastive"] + weights["reconstruction"] * out["reconstruction"] \
+        + weights["decorrelation"] * out["decorrelation"]
+    return out
+
+
+@pytest.mark.parametrize("loss", ["infonce", "paper"])
+@pytest.mark.parametrize("contrast,decorrelation", [("nested", "quadratic"), ("node", "linear")])
+@pytest.mark.parametrize("missing", [False, True])
+def test_fused_losses_equal_the_per_term_formulas(loss, contrast, decorrelation, missing):
+    """One batched product per loss term gives the per-(modality, node, pair) values and gradients,
+    with unequal ranks (zero-padded pair blocks) and with rows missing a modality (masked)."""
+    torch.manual_seed(0)
+    spec = C.ModuleSpec(["a", "b", "c"], {"a": 7, "b": 5, "c": 6}, list(RANKS), RANKS, "mlp", (8,))
+    module = C.HCLModule(spec)
+    g = torch.Generator().manual_seed(1)
+    xs = {m: torch.randn(40, d, generator=g) for m, d in spec.dims.items()}
+    obs = torch.ones(40, 3, dtype=torch.bool)
+    if missing:
+        obs = torch.rand(40, 3, generator=g) > 0.3
+        obs[:2] = True
+        for j, m in enumerate(spec.modalities):
+            xs[m][~obs[:, j]] = 0.0
+    kw = dict(loss=loss, temperature=0.3, weights={"reconstruction": 0.7, "decorrelation": 1.3, "supervised": 1.0},
+              decorrelation=decorrelation, contrast=contrast)
+    ref = _reference_losses(module, xs, obs, **kw)
+    ref["total"].backward()
+    ref_grad = {n: p.grad.clone() for n, p in module.named_parameters()}
+    module.zero_grad()
+    got = C.batch_losses(module, xs, obs, **kw)
+    for k in ("total", "contrastive", "reconstruction", "decorrelation"):
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-6)
+    got["total"].backward()
+    for n, p in module.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grad[n], rtol=1e-4, atol=1e-6, msg=n)
