@@ -50,15 +50,6 @@ FINAL = ("done", "failed", "cancelled")
 #: The state :func:`read_status` and :func:`list_runs` give a run whose status.json or config.json
 #: is damaged (not JSON, or JSON of the wrong shape); its ``error`` says what is wrong.
 BROKEN = "broken"
-# Where each stage of a fit starts and ends on the progress bar.
-_STAGE_SPAN = {"load": (0.0, 0.1), "covariance": (0.1, 0.45), "noise": (0.45, 0.5), "ranks": (0.5, 0.7),
-               "refine": (0.7, 0.97), "save": (0.97, 0.99), "predict": (0.1, 0.95), "epoch": (0.1, 0.95)}
-# A fit followed by a stability check: the fit's stages share the first part of the bar, the
-# resamples (each about a fit without the refinement) the rest.
-_FIT_SHARE = 0.4
-_FIT_STAGES = ("load", "covariance", "noise", "ranks", "refine", "save", "epoch")
-_STABILITY_SPAN = (0.4, 0.99)
-
 #: Resamples of the stability check offered by the Train page.
 STABILITY_RESAMPLES = 20
 #: The Train page turns the stability check on by default up to this size (samples, features in all).
@@ -300,12 +291,56 @@ def launch(workspace: str, run_id: str, *, env: Mapping[str, str] | None = None)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     e["PYTHONPATH"] = root + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e.update(env or {})
-    p = subprocess.Popen([sys.executable, "-m", "hcl_explore", "worker", d], stdout=log, stderr=subprocess.STDOUT,
+    p = subprocess.Popen([sys.executable, "-c", _BOOT, d, root], stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True, env=e, cwd=root)
     log.close()
     # The pid goes to its own file: status.json belongs to the worker from now on.
     write_json(os.path.join(d, "worker.json"), {"pid": p.pid, "launched": time.time()})
     return p.pid
+
+
+#: The worker's first lines (``python -c``): with the standard library only, the run leaves
+#: "queued" at once (state running, step "starting the worker") - before numpy, pandas or torch are
+#: imported, which takes seconds on a busy machine. The package is then imported without its
+#: ``__init__`` (which imports torch for the model); the first use of ``hcl_explore.<name>`` runs it.
+_BOOT = r"""
+import fcntl, importlib.util, json, os, sys, time, uuid
+d, root = os.path.abspath(sys.argv[1]), sys.argv[2]
+def _write(st):
+    tmp = os.path.join(d, "status.json.%d.%s.tmp" % (os.getpid(), uuid.uuid4().hex[:12]))
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(st, fh, indent=1)
+    os.replace(tmp, os.path.join(d, "status.json"))
+try:
+    fd = os.open(os.path.join(d, "status.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(os.path.join(d, "status.json"), encoding="utf-8") as fh:
+            st = json.load(fh)
+        if isinstance(st, dict) and st.get("state") == "queued" and not os.path.exists(os.path.join(d, "CANCEL")):
+            now = time.time()
+            st.update(state="running", stage="starting", step="starting the worker (loading the libraries)",
+                      pid=os.getpid(), started=now, updated=now, progress=0.0)
+            _write(st)
+    finally:
+        os.close(fd)
+except Exception as exc:  # the worker itself reports what is wrong with the folder
+    print("worker start: %s" % exc, flush=True)
+if "hcl_explore" not in sys.modules:
+    spec = importlib.util.spec_from_file_location("hcl_explore", os.path.join(root, "hcl_explore", "__init__.py"),
+                                                  submodule_search_locations=[os.path.join(root, "hcl_explore")])
+    pkg = importlib.util.module_from_spec(spec)
+    def _full(name, _pkg=pkg, _spec=spec):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        del _pkg.__getattr__
+        _spec.loader.exec_module(_pkg)
+        return getattr(_pkg, name)
+    pkg.__getattr__ = _full
+    sys.modules["hcl_explore"] = pkg
+from hcl_explore.runs import run_worker
+sys.exit(run_worker(d))
+"""
 
 
 def _alive(pid: int | None) -> bool:
@@ -338,7 +373,10 @@ def read_status(workspace: str, run_id: str) -> dict:
     if st["state"] in ("queued", "running") and _dead_worker(d, st):
         with _status_lock(d):
             st = _load_status(d)  # again, now that no writer can change it
-            if st["state"] in ("queued", "running") and _dead_worker(d, st):
+            if st["state"] in ("queued", "running") and _dead_worker(d, st) and os.path.exists(os.path.join(d, "CANCEL")):
+                # Stopped by a cancel before the worker could say so (e.g. while it was starting).
+                st = dict(st, state="cancelled", stage="cancelled", step="cancelled", eta_s=None)
+            elif st["state"] in ("queued", "running") and _dead_worker(d, st):
                 st = dict(st, state="failed", error=st.get("error") or "The worker process ended unexpectedly (killed or crashed); see the log.")
                 st["finished"] = st.get("finished") or time.time()
                 write_json(os.path.join(d, "status.json"), st)
@@ -463,22 +501,31 @@ def load_from_spec(spec: Mapping[str, Any], **kwargs: Any):
 # ---------------------------------------------------------------------------------------------
 # the worker
 class _Reporter:
-    """Writes status and metrics for a running job and checks for cancellation."""
+    """Writes status and metrics for a running job and checks for cancellation. Progress, ETA and
+    the step in words come from :class:`hcl_explore.progress.Tracker` (one rule for every run)."""
 
-    def __init__(self, d: str):
+    def __init__(self, d: str, plan: Any = None):
+        from . import progress as P
+
         self.d = d
         st = read_json(os.path.join(d, "status.json"), {})
         self.status = dict(st) if isinstance(st, dict) else {}
         self.metrics = open(os.path.join(d, "metrics.jsonl"), "a", encoding="utf-8")
         self.last_write = 0.0
-        self.spans = dict(_STAGE_SPAN)
+        start = self.status.get("started") if _is_num(self.status.get("started")) else None
+        self.tracker = P.Tracker(plan or P.Plan(["load"], {"load": 1.0}, {"load": None}), start=start)
+
+    def set_plan(self, plan: Any, *, max_iter: int | None = None, tol: float | None = None) -> None:
+        """The run's predicted stages (:func:`hcl_explore.progress.plan_fit`), once the data are loaded."""
+        self.tracker.plan = plan
+        if max_iter is not None:
+            self.tracker.max_iter = int(max_iter)
+        if tol is not None:
+            self.tracker.tol = float(tol)
+        self.set(force=True, planned_s=round(plan.total, 1))
 
     def reserve_stability(self) -> None:
-        """Leave room on the progress bar for a stability check after the fit."""
-        for k in _FIT_STAGES:
-            lo, hi = _STAGE_SPAN[k]
-            self.spans[k] = (lo * _FIT_SHARE, hi * _FIT_SHARE)
-        self.spans["stability"] = _STABILITY_SPAN
+        """Kept for callers of older versions: the plan (:meth:`set_plan`) holds the stability check."""
 
     def cancelled(self) -> bool:
         return os.path.exists(os.path.join(self.d, "CANCEL"))
@@ -507,29 +554,21 @@ class _Reporter:
                 rec[k] = "+".join(map(str, v))
         self.metrics.write(json.dumps(rec) + "\n")
         self.metrics.flush()
-        lo, hi = self.spans.get(stage, (self.status.get("progress", 0.0), self.status.get("progress", 0.0)))
-        frac = 0.0
-        if stage == "covariance" and info.get("n_samples"):
-            frac = min(1.0, float(info.get("rows", 0)) / float(info["n_samples"]))
-        elif stage == "refine":
-            frac = min(1.0, math.log1p(float(info.get("iteration", 0))) / math.log1p(200))
-        elif stage == "epoch" and info.get("max_epochs"):
-            frac = min(1.0, float(info.get("epoch", 0)) / float(info["max_epochs"]))
-        elif stage == "ranks":
-            frac = min(1.0, float(self.status.get("_nodes_done", 0) + 1) / max(1, self.status.get("_n_nodes", 1)))
-            self.status["_nodes_done"] = self.status.get("_nodes_done", 0) + 1
-        if stage != "stability":
-            self.status.pop("detail", None)
-        if stage == "stability" and info.get("of"):
-            frac = min(1.0, float(info.get("resample", 0)) / float(info["of"]))
-            self.status["detail"] = f"resample {int(info.get('resample', 0))} of {int(info['of'])}"
-        self.set(stage=stage, progress=round(max(float(self.status.get("progress", 0.0)), lo + (hi - lo) * frac), 4),
+        self.tracker.event(stage, info)
+        snap = self.tracker.snapshot()
+        self.set(force=stage != self.status.get("stage"), stage=stage, **snap,
                  **({"objective": float(info["objective"])} if "objective" in info else {}),
                  **({"objective": float(info["loss"])} if stage == "epoch" and "loss" in info else {}))
 
+    def mark(self, stage: str, info: Mapping[str, Any]) -> None:
+        """A stage starts (progress and status only; the run log keeps the library's events)."""
+        if self.cancelled():
+            raise Cancelled()
+        self.tracker.event(stage, info)
+        self.set(force=True, stage=stage, **self.tracker.snapshot())
+
     def close(self) -> None:
         self.metrics.close()
-
 
 
 def run_worker(run_dir: str) -> int:
@@ -551,7 +590,8 @@ def run_worker(run_dir: str) -> int:
         raise Cancelled()
 
     signal.signal(signal.SIGTERM, on_term)
-    rep.set(force=True, state="running", pid=os.getpid(), started=time.time(), stage="load", progress=0.0)
+    rep.set(force=True, state="running", pid=os.getpid(), started=rep.tracker.t0, stage="load", step="loading the data",
+            progress=rep.status.get("progress") or 0.0)
     try:
         if rep.cancelled():
             raise Cancelled()
@@ -562,16 +602,17 @@ def run_worker(run_dir: str) -> int:
             _do_predict(d, cfg, rep)
         else:
             raise ValueError(f"Unknown run kind {kind!r}.")
-        rep.set(force=True, state="done", stage="done", progress=1.0, finished=time.time())
+        rep.set(force=True, state="done", stage="done", step="finished", detail="", eta_s=0.0, progress=1.0,
+                finished=time.time())
         return 0
     except Cancelled:
-        rep.set(force=True, state="cancelled", stage="cancelled", finished=time.time())
+        rep.set(force=True, state="cancelled", stage="cancelled", step="cancelled", eta_s=None, finished=time.time())
         print("run cancelled", flush=True)
         return 1
     except Exception as exc:  # noqa: BLE001  every failure must reach the status file
         traceback.print_exc()
         msg = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-        rep.set(force=True, state="failed", error=msg, finished=time.time())
+        rep.set(force=True, state="failed", error=msg, step="failed", eta_s=None, finished=time.time())
         return 1
     finally:
         rep.close()
@@ -597,11 +638,11 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     from .lattice import Lattice, node_label
     from .model import HCL
 
+    from . import progress as P
+
     n_stab = _stability_request(cfg)
     params = dict(cfg.get("params") or {})
     check = n_stab is not None and params.get("estimator", "linear") == "linear"
-    if check:
-        rep.reserve_stability()
     rep.event("load", {"message": "loading data"})
     # An uploaded dataset's spec carries its files' hashes: a file changed since upload is refused by name.
     datasets.verify(cfg["dataset"])
@@ -614,10 +655,11 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     else:
         lat = Lattice.preset(lat_cfg or "full", data.modalities)
     ranks = cfg.get("ranks", "auto")
-    rep.status["_n_nodes"] = len(lat.nodes)
     model = HCL(lattice=lat, ranks=ranks, **params)
+    rep.set_plan(fit_plan(data.n_samples, data.dims, lat, params, n_stab if check else None, ranks),
+                 max_iter=model.max_iter, tol=model.tol)
     model.fit(data, callback=rep.event)
-    rep.set(force=True, stage="save", progress=rep.spans["save"][0])
+    rep.event("save", {})
     model.save(os.path.join(d, "model.npz"))
     model.summary().to_csv(os.path.join(d, "summary.csv"), index=False)
     Z = model.transform(data)
@@ -645,6 +687,27 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
                                               "it is not available for the contrastive estimator")
 
 
+def fit_plan(n_samples: int, dims: Mapping[str, int], lattice: Any, params: Mapping[str, Any],
+             stability: int | None = None, ranks: Any = "auto") -> Any:
+    """The predicted stages of a fit run (:func:`hcl_explore.progress.plan_fit`) from its config's
+    pieces: the Train page shows its total before launch, the worker tracks progress against it."""
+    from . import progress as P
+
+    auto = ranks == "auto" or (isinstance(ranks, Mapping) and any(v in (None, "auto") for v in ranks.values()))
+    hidden = params.get("hidden") or [128]
+    return P.plan_fit(n_samples, dims, len(lattice.nodes), estimator=params.get("estimator", "linear"),
+                      max_iter=int(params.get("max_iter") or 5000), max_epochs=int(params.get("max_epochs") or 100),
+                      hidden=int(max(hidden)) if params.get("encoder") != "linear" else 1,
+                      stability=stability, auto_ranks=auto, node_sizes=[len(n) for n in lattice.nodes])
+
+
+def _predict_steps(options: Mapping[str, Any]) -> int:
+    """Steps a prediction run reports: the representation refit, the group lasso, one per baseline."""
+    base = options.get("baselines")
+    n_base = len(base) if isinstance(base, (list, tuple)) else 3
+    return 2 + n_base
+
+
 def _do_stability(d: str, model: Any, data: Any, n_resamples: int, rep: _Reporter) -> None:
     """Refit the structure search on subsamples and write ``stability.json``. Runs after the model is
     saved: a cancel stops it (the run is cancelled, the model stays); data that cannot be subsampled
@@ -654,7 +717,7 @@ def _do_stability(d: str, model: Any, data: Any, n_resamples: int, rep: _Reporte
         rep.set(force=True, stability_skipped="the data is not held in memory, so it cannot be subsampled")
         rep.event("stability", {"message": "skipped: data not in memory"})
         return
-    rep.set(force=True, stage="stability", progress=rep.spans["stability"][0], detail=f"resample 0 of {n_resamples}")
+    rep.mark("stability", {"resample": 0, "of": n_resamples})
     try:
         frame = model.stability(data, n_resamples=n_resamples, random_state=0, callback=rep.event)
     except Cancelled:
@@ -748,6 +811,9 @@ def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     parent = run_path(ws, cfg["parent"])
     model = HCL.load(os.path.join(parent, "model.npz"))
     pcfg = read_json(os.path.join(parent, "config.json"), {})
+    from . import progress as P
+
+    rep.set_plan(P.plan_predict(_predict_steps(cfg.get("options") or {})))
     rep.event("load", {"message": "loading data"})
     datasets.verify(pcfg["dataset"])
     data, outcomes, _ = load_from_spec(pcfg["dataset"], preprocessing=model.preprocessing_) if model.preprocessing_ \
