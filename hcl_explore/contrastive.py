@@ -126,6 +126,7 @@ class GroupedMLP(nn.Module):
         r_max = widths[-1]
         keep = [k * r_max + j for k, r in enumerate(self.out_sizes) for j in range(r)]
         self.register_buffer("keep", torch.tensor(keep, dtype=torch.long), persistent=False)
+        self.keep_all = len(keep) == K * r_max  # equal block sizes: no columns to drop (no gather)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.first(x)
@@ -135,7 +136,9 @@ class GroupedMLP(nn.Module):
         h = h.view(x.shape[0], K, self.hidden[0])
         for W, b in zip(self.weights, self.biases):
             h = torch.einsum("bki,kio->bko", F.relu(h), W) + b
-        h = h.reshape(x.shape[0], -1)[:, self.keep]
+        h = h.reshape(x.shape[0], -1)
+        if not self.keep_all:
+            h = h[:, self.keep]
         return h if self.skip is None else h + self.skip(x)
 
     @torch.no_grad()
@@ -641,6 +644,13 @@ class TrainResult:
     best_loss: float = float("nan")
     converged: bool = False  # stopped early (patience ran out) rather than at max_epochs
     resumed_from: int = 0  # epochs already done in the checkpoint this fit resumed from
+    #: why training stopped: "patience", "max_epochs" or "max_time" (the time budget)
+    stop_reason: str = ""
+    #: standard error of each epoch's monitored loss over its minibatches (the improvement margin)
+    noise: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # training time of this call (epochs, validation, checkpoints)
+    #: monitored loss of the last significant improvement: patience counts the epochs since
+    ref_loss: float = float("nan")
 
 
 class Arrays:
@@ -767,6 +777,12 @@ def load_checkpoint(path: str, signature: str, module: nn.Module, opt: torch.opt
         first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise bad(f"{type(exc).__name__}: {first}") from None
     res.history, res.val_history, res.best_epoch, res.resumed_from = history, val_history, best_epoch, start
+    # written since the noise-aware patience (older checkpoints: the best loss, no noise record)
+    try:
+        res.ref_loss = float(ck.get("ref", best))
+        res.noise = [float(v) for v in ck.get("noise", [float("nan")] * start)][:start]
+    except (TypeError, ValueError, OverflowError):
+        raise bad("invalid counters: ref/noise") from None
     return ck["best_state"], best, bad_epochs, start
 
 
@@ -799,9 +815,18 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
 
     Every epoch: shuffle the training rows (seeded by ``(cfg.seed, epoch)``, so a resumed run draws
     the same batches), one pass of minibatches, then the validation loss. The best weights (lowest
-    validation loss, or training loss without a split) are restored at the end. Training stops
-    after ``cfg.patience`` epochs without a relative improvement of ``cfg.min_delta``, or at
-    ``cfg.max_epochs``. With ``checkpoint_dir`` the full state (weights, optimizer, best weights,
+    validation loss, or training loss without a split) are restored at the end.
+
+    Stopping (``TrainResult.stop_reason``): ``"patience"`` after ``cfg.patience`` epochs without an
+    improvement, ``"max_epochs"``, or ``"max_time"`` once ``cfg.max_time`` seconds of training have
+    passed (checked between minibatches: the epoch under way ends there, its validation loss is
+    taken, and it counts like any other epoch). Patience counts the epochs since the last one that
+    *improved*: whose monitored loss fell below that of the previous improving epoch by more than
+    the loss's own noise - the standard error of the epoch's mean over its minibatches
+    (``TrainResult.noise``) - and by at least ``cfg.min_delta`` relative. A loss that only drifts
+    within its noise therefore runs out of patience instead of resetting it with every tiny step
+    down, while a slow drift that adds up to more than the noise still counts. The weights kept
+    are those of the lowest monitored loss (``best_epoch``), significant or not. With ``checkpoint_dir`` the full state (weights, optimizer, best weights,
     histories, patience counter) is written atomically after every epoch to
     ``checkpoint_dir/checkpoint.pt``; ``resume=True`` continues from it (``signature`` must match
     the one it was written with: same data shape, lattice, ranks and settings).
@@ -837,21 +862,31 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
     ck_path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
     if ck_path and resume and os.path.exists(ck_path):
         best_state, best, bad, start = load_checkpoint(ck_path, signature, module, opt, res)
+    ref = res.ref_loss if math.isfinite(res.ref_loss) else best
     if ck_path:
         os.makedirs(checkpoint_dir, exist_ok=True)
     use_amp = cfg.amp and device.type == "cuda"
     weights = cfg.weights()
     keys = ("total", "contrastive", "reconstruction", "decorrelation", "supervised")
 
-    def run_pass(rows: np.ndarray, training: bool) -> dict[str, float]:
-        # Sums stay on the device until the end of the pass: one host sync per epoch, not per batch.
-        sums = torch.zeros(len(keys), device=device)
-        count = 0
+    deadline = None if cfg.max_time is None else time.perf_counter() + float(cfg.max_time)
+    observed = np.asarray(data.observed, dtype=bool)
+
+    def run_pass(rows: np.ndarray, training: bool) -> tuple[dict[str, float], bool]:
+        """Mean loss terms over the pass, with ``"noise"``: the standard error of the mean total
+        over its minibatches; and whether the time budget cut the pass short. Sums stay on the
+        device until the end of the pass: one host sync per epoch, not per batch."""
+        sums = torch.zeros(len(keys) + 1, device=device)
+        count, n_batches, cut = 0, 0, False
         module.train(training)
         for idx in _batches(rows, cfg.batch_size, drop_last=training):
+            if training and deadline is not None and n_batches and time.perf_counter() > deadline:
+                cut = True
+                break
             if training and world > 1 and idx.size % world:
                 continue  # a short last batch that does not split evenly
             xs, obs, y = data.batch(idx, device)
+            complete = bool(observed[idx].all())  # from the host copy: no device sync
             with torch.set_grad_enabled(training):
                 raw = None
                 if training and world > 1:
@@ -862,7 +897,7 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
                     raw = {m: _gather_rows(h.float()) for m, h in enc.items()}
                 terms = batch_losses(module, xs, obs, loss=cfg.loss, temperature=cfg.temperature, weights=weights,
                                      decorrelation=cfg.decorrelation, contrast=cfg.contrast,
-                                     y=y, task=task, amp=use_amp, raw=raw)
+                                     y=y, task=task, amp=use_amp, raw=raw, complete=complete)
             if training:
                 opt.zero_grad(set_to_none=True)
                 terms["total"].backward()
@@ -872,43 +907,67 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
                             dist.all_reduce(p_.grad, op=dist.ReduceOp.SUM)
                             p_.grad /= world
                 opt.step()
-            sums += torch.stack([terms[k].detach().float() for k in keys]) * idx.size
+            tot = terms["total"].detach().float()
+            sums += torch.cat([torch.stack([terms[k].detach().float() for k in keys]) * idx.size,
+                               (tot * tot * idx.size)[None]])
             count += idx.size
-        return dict(zip(keys, (sums / max(count, 1)).tolist()))
+            n_batches += 1
+        vals = (sums / max(count, 1)).tolist()
+        out = dict(zip(keys, vals[:-1]))
+        # between-batch spread of the total (weighted by batch size), over the number of batches
+        var = max(vals[-1] - out["total"] ** 2, 0.0)
+        out["noise"] = math.sqrt(var / (n_batches - 1)) if n_batches > 1 else 0.0
+        return out, cut
 
     converged = bad >= cfg.patience
+    stop_reason = "patience" if converged else ""
     epoch = start
-    while epoch < cfg.max_epochs and not converged:
+    t_start = time.perf_counter()
+    while epoch < cfg.max_epochs and not stop_reason:
         t0 = time.perf_counter()
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_rows)
-        tr = run_pass(perm, training=True)
+        tr, cut = run_pass(perm, training=True)
         if val_rows.size >= 2:
-            va = run_pass(val_rows, training=False)
-            monitored = va["total"]
+            va, _ = run_pass(val_rows, training=False)
+            monitored, noise = va["total"], va["noise"]
         else:
-            va, monitored = {}, tr["total"]
+            va, monitored, noise = {}, tr["total"], tr["noise"]
         epoch += 1
         res.history.append(tr["total"])
         res.val_history.append(va.get("total", float("nan")))
+        res.noise.append(noise)
         if not math.isfinite(monitored):
             raise FloatingPointError(f"The loss became {monitored} at epoch {epoch}; lower lr.")
-        improved = not math.isfinite(best) or monitored < best - cfg.min_delta * max(1.0, abs(best))
-        if improved:
-            best, bad, res.best_epoch = monitored, 0, epoch
-            best_state = _state_copy(module)
+        # Patience counts from the last epoch that beat the one before it by more than the noise
+        # (ref); the weights kept are those of the lowest loss, significant or not.
+        margin = max(cfg.min_delta * max(1.0, abs(ref)) if math.isfinite(ref) else 0.0, noise)
+        if not math.isfinite(ref) or monitored < ref - margin:
+            ref, bad = monitored, 0
         else:
             bad += 1
+        if not math.isfinite(best) or monitored < best:
+            best, res.best_epoch = monitored, epoch
+            best_state = _state_copy(module)
+        res.ref_loss = ref
         converged = bad >= cfg.patience
+        if converged:
+            stop_reason = "patience"
+        elif cut or (deadline is not None and time.perf_counter() > deadline):
+            stop_reason = "max_time"
+        elif epoch >= cfg.max_epochs:
+            stop_reason = "max_epochs"
         if ck_path:
             _save_checkpoint(ck_path, {
                 "signature": signature, "epoch": epoch, "module": _state_copy(module), "optimizer": opt.state_dict(),
                 "best_state": best_state, "best": best, "bad_epochs": bad, "best_epoch": res.best_epoch,
-                "history": list(res.history), "val_history": list(res.val_history)})
+                "history": list(res.history), "val_history": list(res.val_history), "ref": ref,
+                "noise": list(res.noise)})
         stop: BaseException | None = None
         if callback is not None:
             info = {"epoch": epoch, "max_epochs": cfg.max_epochs, "loss": tr["total"],
                     **{k: tr[k] for k in keys[1:]}, "val_loss": va.get("total", float("nan")),
-                    "best_loss": best, "seconds": time.perf_counter() - t0}
+                    "best_loss": best, "noise": noise, "seconds": time.perf_counter() - t0,
+                    "stop_reason": stop_reason}
             try:
                 callback("epoch", info)
             except BaseException as exc:  # noqa: BLE001  re-raised below, after telling the others
@@ -920,10 +979,14 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
                 stop = RuntimeError("training stopped by rank 0")
         if stop is not None:
             raise stop
+    if not stop_reason:
+        stop_reason = "max_epochs"
     module.load_state_dict(best_state)
     res.n_epochs = epoch
     res.best_loss = best
     res.converged = converged
+    res.stop_reason = stop_reason
+    res.seconds = time.perf_counter() - t_start
     return res
 
 
