@@ -1,0 +1,419 @@
+"""Dask as the scale-out engine of the linear estimator, and bulk scoring (docs/scale.md).
+
+The linear estimator needs only sufficient statistics - per modality pair: the sums of the
+shifted values, their cross-products and the counts of rows observing both modalities - which are
+sums over rows. :class:`DaskSource` computes them per partition, where the data live (float32
+GEMMs accumulated in float64, exactly as :func:`hcl_explore.linear.covariance_stats` does per
+chunk), tree-reduces them on the cluster, and builds the same :class:`~hcl_explore.linear.CovStats`
+on the client; the rank search and refinement then run on the client as for in-memory data::
+
+    import dask.dataframe as dd
+    from distributed import Client
+    client = Client("tcp://scheduler:8786")          # or LocalCluster(), dask-jobqueue, Kubernetes
+    frames = {"labs": dd.read_parquet("labs/"), "rna": dd.read_parquet("rna/")}
+    model = hx.HCL().fit(frames)                      # HCL.fit hands Dask collections to from_dask
+    transform_to_parquet(model, frames, "scores/")    # scores, partition by partition
+
+Dask is an optional extra (``pip install hcl-explore[dask]``): this module imports without it, and
+only the functions that need Dask raise a clear ImportError. The bulk-scoring helpers for one
+machine (:func:`score_parquet`, used by ``python -m hcl_explore score``) need no Dask.
+
+Row folds (``folds=True``): as in-process, fold 0 holds the rows whose *global* row index is even
+and fold 1 the odd ones. Each partition accumulates its rows by partition-local parity and reports
+its row count; the reduction, which keeps partition order, swaps a partition's two halves when the
+rows before it are odd in number. The folds are therefore the in-process folds exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import linear as L
+from .data import MultimodalData, parquet_files
+
+INSTALL_HINT = "pip install hcl-explore[dask]"
+#: ``load_modalities``' default: a row missing more than this share of a modality's features counts
+#: as the modality missing (the bulk scorer applies a model's preprocessing with it).
+MAX_MISSING_ROW = 0.5
+
+
+def _dask():
+    """(dask, dask.dataframe), or an ImportError that says how to install them."""
+    try:
+        import dask
+        import dask.dataframe as dd
+    except ImportError as exc:
+        raise ImportError(
+            f"Dask is not installed: the scale-out engine needs it ({INSTALL_HINT}, which installs "
+            "dask[dataframe] and distributed)."
+        ) from exc
+    return dask, dd
+
+
+def _is_dask(obj) -> bool:
+    return type(obj).__module__.split(".")[0] == "dask"
+
+
+# ============================================================================ sources
+def from_dask(obj, column_map: Mapping[str, Sequence[str]] | None = None, id_column: str | None = None) -> "DaskSource":
+    """A :class:`DaskSource` from Dask DataFrames.
+
+    Parameters
+    ----------
+    obj : dask DataFrame, or mapping modality -> dask DataFrame
+        One frame per modality: the frames are aligned on their index (on their divisions when
+        all are known, else partition by partition, which needs the same number of partitions);
+        a row absent from a frame, or all-null in it, lacks that modality. All of a frame's columns
+        are that modality's features (except ``id_column``).
+        One frame: ``column_map`` says which columns form each modality.
+    column_map : mapping modality -> list of columns, for one frame
+    id_column : str, optional
+        A column of sample ids; by default the index holds them.
+    """
+    _dask()
+    if isinstance(obj, Mapping):
+        if column_map is not None:
+            raise ValueError("column_map is for one frame holding every modality; with one frame per modality "
+                             "each frame's columns are its features.")
+        if not obj:
+            raise ValueError("from_dask needs at least one modality.")
+        frames = {}
+        for m, df in obj.items():
+            if not _is_dask(df) or not hasattr(df, "columns"):
+                raise ValueError(f"Modality {m!r}: expected a dask DataFrame, got {type(df).__name__}.")
+            if "+" in str(m) or not str(m).strip():
+                raise ValueError(f"Modality name {m!r} is not allowed (it must be non-empty and contain no '+').")
+            if id_column is not None:
+                if id_column not in df.columns:
+                    raise ValueError(f"Modality {m!r}: no id column {id_column!r}.")
+                df = df.set_index(id_column)
+            frames[str(m)] = df
+        return DaskSource._from_frames(frames)
+    if not _is_dask(obj) or not hasattr(obj, "columns"):
+        raise ValueError(f"Expected a dask DataFrame (or a mapping modality -> dask DataFrame), got {type(obj).__name__}.")
+    if column_map is None:
+        raise ValueError("One dask DataFrame needs column_map={modality: [columns]} (or pass one frame per modality).")
+    return DaskSource(obj, column_map, id_column=id_column)
+
+
+class DaskSource:
+    """A data source on Dask: ``HCL.fit`` uses its :meth:`covariance_stats` (per partition,
+    tree-reduced) instead of streaming chunks through one process.
+
+    Attributes
+    ----------
+    frame : dask DataFrame holding every modality's columns
+    modalities : list of str
+    feature_names : dict modality -> list of str (the source column names)
+    columns : dict modality -> list of the frame's columns (in feature order)
+    n_samples : int (computed with ``len(frame)`` on first use unless known from metadata)
+    """
+
+    def __init__(self, frame, column_map: Mapping[str, Sequence[str]], id_column: str | None = None,
+                 feature_names: Mapping[str, Sequence[str]] | None = None, raw: Mapping[str, Mapping[str, str]] | None = None,
+                 n_samples: int | None = None):
+        _dask()
+        if not column_map:
+            raise ValueError("DaskSource needs at least one modality (column_map={modality: [columns]}).")
+        cols = set(map(str, frame.columns))
+        self.frame = frame
+        self.modalities: list[str] = [str(m) for m in column_map]
+        self.columns: dict[str, list[str]] = {}
+        for m, cs in column_map.items():
+            cs = [str(c) for c in cs]
+            if not cs:
+                raise ValueError(f"Modality {m!r} has no columns.")
+            missing = [c for c in cs if c not in cols]
+            if missing:
+                raise ValueError(f"Modality {m!r}: column {missing[0]!r} not in the frame ({len(missing)} missing).")
+            dt = frame[cs].dtypes
+            bad = [c for c in cs if not (pd.api.types.is_numeric_dtype(dt[c]) or pd.api.types.is_bool_dtype(dt[c]))]
+            if bad:
+                raise ValueError(f"Modality {m!r}: column {bad[0]!r} is not numeric ({dt[bad[0]]}).")
+            self.columns[str(m)] = cs
+        if id_column is not None and id_column not in cols:
+            raise ValueError(f"No id column {id_column!r} in the frame.")
+        self.id_column = id_column
+        self.feature_names: dict[str, list[str]] = {m: list((feature_names or {}).get(m) or self.columns[m])
+                                                    for m in self.modalities}
+        # Modality -> {source column name: frame column}; None: every column under its own name.
+        self._raw = None if raw is None else {m: dict(v) for m, v in raw.items()}
+        self._n = n_samples
+        self.report: dict = {}
+
+    @classmethod
+    def _from_frames(cls, frames: Mapping[str, Any]) -> "DaskSource":
+        _, dd = _dask()
+        renamed, cmap, names, raw = [], {}, {}, {}
+        for i, (m, df) in enumerate(frames.items()):
+            own = [str(c) for c in df.columns]
+            inner = {c: f"{i}\x1f{c}" for c in own}  # unique across frames, never a user's name
+            renamed.append(df.rename(columns=inner))
+            cmap[m] = [inner[c] for c in own]
+            names[m] = own
+            raw[m] = inner
+        if len(renamed) == 1:
+            frame = renamed[0]
+        else:
+            known = all(df.known_divisions for df in renamed)
+            if not known and len({df.npartitions for df in renamed}) > 1:
+                raise ValueError(
+                    "The frames have unknown divisions and different numbers of partitions, so their rows cannot be "
+                    "aligned: set_index on the sample id (sorted), or repartition them alike."
+                )
+            with warnings.catch_warnings():
+                # Unknown divisions: aligned partition by partition (documented), which dask warns about.
+                warnings.simplefilter("ignore", UserWarning)
+                frame = dd.concat(renamed, axis=1, join="outer")
+        return cls(frame, cmap, feature_names=names, raw=raw)
+
+    @classmethod
+    def from_parquet(cls, path: str, column_map: Mapping[str, Sequence[str]], id_column: str | None = None,
+                     **read_parquet_kwargs) -> "DaskSource":
+        """A partitioned Parquet dataset (a folder of ``.parquet`` files, or one file), read with
+        ``dask.dataframe.read_parquet`` in the row order of :class:`hcl_explore.ParquetSource`
+        (sorted file paths), so that both give the same statistics and folds. ``path`` may be any
+        location Dask reads (``s3://...`` etc.: then Dask lists the files)."""
+        _, dd = _dask()
+        need = list(dict.fromkeys([c for cs in column_map.values() for c in cs] + ([id_column] if id_column else [])))
+        local = "://" not in str(path)
+        files = parquet_files(str(path)) if local else str(path)
+        n = None
+        if local:
+            import pyarrow.parquet as pq
+
+            n = sum(int(pq.ParquetFile(f).metadata.num_rows) for f in files)
+        frame = dd.read_parquet(files, columns=need, **read_parquet_kwargs)
+        return cls(frame, column_map, id_column=id_column, n_samples=n)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: len(self.columns[m]) for m in self.modalities}
+
+    @property
+    def npartitions(self) -> int:
+        return int(self.frame.npartitions)
+
+    @property
+    def n_samples(self) -> int:
+        if self._n is None:
+            self._n = int(len(self.frame))
+        return self._n
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{m}: {d}" for m, d in self.dims.items())
+        return f"DaskSource({self.npartitions} partitions; {dims})"
+
+    def _partitions(self) -> list:
+        cols = [c for m in self.modalities for c in self.columns[m]]
+        keep = list(dict.fromkeys(cols + ([self.id_column] if self.id_column else [])))
+        return list(self.frame[keep].to_delayed())
+
+    def _all_partitions(self) -> list:
+        return list(self.frame.to_delayed())
+
+    # ------------------------------------------------------------------ statistics
+    def covariance_stats(self, chunk_size: int = 16384, device=None, callback: L.Callback | None = None,
+                         folds: bool = False) -> L.CovStats:
+        """:func:`hcl_explore.linear.covariance_stats` computed per partition and tree-reduced.
+
+        Every partition is cut into chunks of ``chunk_size`` rows accumulated as in-process (a
+        float32 GEMM into float64 sums, around one shift common to all partitions: the first
+        chunk's means, as in-process), so the statistics equal the in-process pass to float
+        rounding. ``device`` is ignored: partitions are reduced on the workers' CPUs. ``callback``
+        gets ``("covariance", {"rows", "n_samples", "partitions"})`` once the reduction is done.
+        Runs on whatever scheduler is active (a ``distributed.Client``, else Dask's default).
+        """
+        dask, _ = _dask()
+        from dask import delayed
+
+        mods, cols = self.modalities, [c for m in self.modalities for c in self.columns[m]]
+        dims = self.dims
+        layout = [(m, len(self.columns[m])) for m in mods]
+        parts = self._partitions()
+        if not parts:
+            raise ValueError("No samples to fit (the frame has no partitions).")
+        chunk_size = int(chunk_size)
+        # The common shift: the first chunk's means (the first non-empty of the first partitions).
+        shift = delayed(_shift_from, pure=True)(cols, layout, chunk_size, *parts[:4])
+        n_parts = 2 if folds else 1
+        sums = [delayed(_partition_sums, pure=True)(p, cols, layout, shift, chunk_size, n_parts, i)
+                for i, p in enumerate(parts)]
+        while len(sums) > 1:  # an order-preserving binary tree
+            nxt = [delayed(_merge, pure=True)(sums[k], sums[k + 1]) for k in range(0, len(sums) - 1, 2)]
+            if len(sums) % 2:
+                nxt.append(sums[-1])
+            sums = nxt
+        total, shift_v = dask.compute(sums[0], shift)
+        n_total = int(total["n"])
+        self._n = n_total
+        if shift_v is None or n_total == 0:
+            raise ValueError("No samples to fit.")
+        if callback is not None:
+            callback("covariance", {"rows": n_total, "n_samples": n_total, "partitions": len(parts)})
+        Gs, Ns = total["G"], total["N"]
+        if n_parts == 1:
+            return stats_from_sums(mods, dims, shift_v, Gs[0], Ns[0], n_total, strict=True)
+        out = stats_from_sums(mods, dims, shift_v, Gs[0] + Gs[1], Ns[0] + Ns[1], n_total, strict=True)
+        out.folds = [stats_from_sums(mods, dims, shift_v, Gs[f], Ns[f], (n_total + 1 - f) // 2, strict=False)
+                     for f in range(2)]
+        return out
+
+
+# ============================================================================ per-partition work
+def _values(pdf: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+    """The partition's feature block (c, D): float32 when every column is float32 (as a Parquet
+    file of float32 columns gives), else float64; nulls are NaN."""
+    sub = pdf[list(cols)]
+    f32 = all(dt == np.float32 for dt in sub.dtypes)
+    return sub.to_numpy(dtype=np.float32 if f32 else np.float64, na_value=np.nan)
+
+
+def _observed(A: np.ndarray, layout) -> np.ndarray:
+    obs = np.empty((A.shape[0], len(layout)), dtype=bool)
+    s = 0
+    for j, (_, d) in enumerate(layout):
+        np.logical_not(np.isnan(A[:, s : s + d]).all(axis=1), out=obs[:, j])
+        s += d
+    return obs
+
+
+def _shift_from(cols, layout, chunk_size: int, *pdfs) -> np.ndarray | None:
+    """The first non-empty partition's first chunk means over observed rows, float32-representable
+    (``linear.covariance_stats``' shift)."""
+    for pdf in pdfs:
+        if len(pdf) == 0:
+            continue
+        A = _values(pdf.iloc[:chunk_size], cols)
+        obs = _observed(A, layout)
+        shift = np.zeros(A.shape[1])
+        s = 0
+        for j, (_, d) in enumerate(layout):
+            x = A[:, s : s + d]
+            rows = x if obs[:, j].all() else x[obs[:, j]]
+            if rows.shape[0]:
+                if rows.dtype == np.float32:
+                    mu = (np.ones(rows.shape[0], dtype=np.float32) @ rows).astype(np.float64) / rows.shape[0]
+                else:
+                    mu = rows.mean(axis=0, dtype=np.float64)
+                if not np.isfinite(mu).all():
+                    with np.errstate(all="ignore"):
+                        mu = np.nan_to_num(np.nanmean(np.asarray(rows, dtype=np.float64), axis=0))
+                shift[s : s + d] = mu.astype(np.float32)
+            s += d
+        return shift
+    return None
+
+
+def _partition_sums(pdf: pd.DataFrame, cols, layout, shift, chunk_size: int, n_parts: int, index: int) -> dict:
+    """``G`` (per fold: [Xc | O]^T [Xc | O], float64) and ``N`` (per fold: O^T O) of one partition,
+    accumulated chunk by chunk as ``linear.covariance_stats`` does; folds by partition-local row
+    parity. ``n``: the partition's rows."""
+    M = len(layout)
+    D = sum(d for _, d in layout)
+    Daug = D + M
+    Gs = [np.zeros((Daug, Daug)) for _ in range(n_parts)]
+    Ns = [np.zeros((M, M), dtype=np.int64) for _ in range(n_parts)]
+    n = len(pdf)
+    if n == 0 or shift is None:
+        return {"G": Gs, "N": Ns, "n": n}
+    shift32 = shift.astype(np.float32)
+    buf = None
+    done = 0
+    for start in range(0, n, chunk_size):
+        A = _values(pdf.iloc[start : start + chunk_size], cols)
+        obs_all = _observed(A, layout)
+        c_all = A.shape[0]
+        for f in range(n_parts):
+            sel = slice(None) if n_parts == 1 else slice((f - done) % 2, None, 2)
+            obs = obs_all[sel]
+            c = obs.shape[0]
+            if c == 0:
+                continue
+            if buf is None or buf.shape[0] < c:
+                buf = np.empty((max(c, c_all), Daug), dtype=np.float32)
+            Z = buf[:c]
+            Xc = Z[:, :D]
+            np.subtract(A[sel], shift32 if A.dtype == np.float32 else shift, out=Xc, casting="unsafe")
+            s = 0
+            for j, (_, d) in enumerate(layout):
+                if not obs[:, j].all():
+                    Xc[~obs[:, j], s : s + d] = 0.0
+                s += d
+            Z[:, D:] = obs
+            Gc = Z.T @ Z
+            if np.isnan(Gc[:D, D:]).any():
+                _raise_nan(Xc, obs, layout, cols, pdf.index[start:][sel], index)
+            Gs[f] += Gc
+            ob = obs.astype(np.int64)
+            Ns[f] += ob.T @ ob
+        done += c_all
+    return {"G": Gs, "N": Ns, "n": n}
+
+
+def _raise_nan(Xc, obs, layout, cols, index_values, part: int) -> None:
+    r, col = np.argwhere(np.isnan(Xc))[0]
+    s = 0
+    for m, d in layout:
+        if s <= col < s + d:
+            break
+        s += d
+    raise ValueError(
+        f"Modality {m!r}: missing cell in column {cols[col]!r} of an observed row (partition {part}, index "
+        f"{index_values[r]!r}); impute it or mark the whole row missing."
+    )
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """The sums of two consecutive row ranges. ``b``'s folds are by its own row parity: when ``a``
+    has an odd number of rows they are swapped, so the result's folds are by parity from ``a``'s
+    first row (the global parity at the root)."""
+    if len(a["G"]) == 1:
+        return {"G": [a["G"][0] + b["G"][0]], "N": [a["N"][0] + b["N"][0]], "n": a["n"] + b["n"]}
+    order = (0, 1) if a["n"] % 2 == 0 else (1, 0)
+    return {"G": [a["G"][f] + b["G"][order[f]] for f in range(2)],
+            "N": [a["N"][f] + b["N"][order[f]] for f in range(2)], "n": a["n"] + b["n"]}
+
+
+def stats_from_sums(mods: Sequence[str], dims: Mapping[str, int], shift: np.ndarray, G: np.ndarray, N: np.ndarray,
+                    n_rows: int, strict: bool = True) -> L.CovStats | None:
+    """CovStats from sums around ``shift``: ``G`` is [Xc | O]^T [Xc | O] (D + M square) and ``N``
+    the pair counts - ``linear.covariance_stats``' finalize, for sums computed elsewhere.
+    ``strict=False`` returns None where a modality or pair has fewer than 2 rows (folds)."""
+    mods = list(mods)
+    sl = L.block_slices(mods, dims)
+    D = sum(dims[m] for m in mods)
+    G_np, Sx = G[:D, :D], G[:D, D:]
+    for j, m in enumerate(mods):
+        if N[j, j] < 2:
+            if not strict:
+                return None
+            raise ValueError(f"Modality {m!r} is observed in {N[j, j]} sample(s); at least 2 are needed.")
+    mean = np.asarray(shift, dtype=np.float64).copy()
+    for j, m in enumerate(mods):
+        mean[sl[m]] += Sx[sl[m], j] / N[j, j]
+    cov = np.zeros((D, D))
+    for a, ma in enumerate(mods):
+        for b, mb in enumerate(mods):
+            if b < a:
+                continue
+            nab = N[a, b]
+            if nab < 2:
+                if not strict:
+                    return None
+                raise ValueError(
+                    f"Modalities {ma!r} and {mb!r} share {nab} sample(s); a covariance between them "
+                    "needs more. Drop one of them or the nodes that join them."
+                )
+            mu_a = Sx[sl[ma], b] / nab
+            mu_b = Sx[sl[mb], a] / nab
+            block = G_np[sl[ma], sl[mb]] / nab - np.outer(mu_a, mu_b)
+            cov[sl[ma], sl[mb]] = block
+            cov[sl[mb], sl[ma]] = block.T
+    return L.CovStats(mods, dict(dims), mean, cov, N, int(n_rows))
