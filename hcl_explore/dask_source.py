@@ -417,3 +417,271 @@ def stats_from_sums(mods: Sequence[str], dims: Mapping[str, int], shift: np.ndar
             cov[sl[ma], sl[mb]] = block
             cov[sl[mb], sl[ma]] = block.T
     return L.CovStats(mods, dict(dims), mean, cov, N, int(n_rows))
+
+
+# ============================================================================ bulk scoring
+def score_columns(model) -> list[str]:
+    """The scores' column names: ``"<node label>:<k>"`` (k from 1) per present node, in the order
+    of ``model.nodes_`` (the app's scores.csv names)."""
+    from .lattice import node_label
+
+    model._check_fitted()
+    return [f"{node_label(n)}:{k + 1}" for n in model.nodes_ for k in range(int(model.ranks_[n]))]
+
+
+def model_columns(model) -> dict[str, list[str]]:
+    """The source columns each modality's features are computed from: the columns of the model's
+    preprocessing (``load_modalities``' report) where it has one, else its feature names."""
+    pre = getattr(model, "preprocessing_", None) or {}
+    out = {}
+    for m in model.modalities_:
+        spec = (pre.get(m) or {}).get("columns")
+        out[m] = list(dict.fromkeys(e["source"] for e in spec)) if spec else list(model.feature_names_[m])
+    return out
+
+
+def _numeric(s: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        v = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        v = pd.to_numeric(s.astype("string").str.strip(), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isinf(v), np.nan, v)
+
+
+def prepare_frame(model, pdf: pd.DataFrame, raw: Mapping[str, Mapping[str, str]] | None = None
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A raw table's rows as the model's inputs: ``(X, observed)``.
+
+    With the model's preprocessing (a model fitted on ``load_modalities`` data): its columns and
+    one-hot levels, rows missing more than half a modality's features lack it, other missing
+    cells get the recorded means - as ``load_modalities(..., preprocessing=model.preprocessing_)``
+    does. Without: the feature columns as they are; an all-missing row lacks the modality, a
+    partly missing one is an error. ``raw``: per modality, source column -> column of ``pdf``.
+    """
+    pre = getattr(model, "preprocessing_", None) or {}
+    n = len(pdf)
+    X: dict[str, np.ndarray] = {}
+    obs = np.zeros((n, len(model.modalities_)), dtype=bool)
+
+    def column(m: str, c: str) -> pd.Series:
+        name = raw[m].get(c) if raw is not None else c
+        if name is None or name not in pdf.columns:
+            raise ValueError(f"Modality {m!r}: column {c!r}, which the model uses, is not in the data.")
+        return pdf[name]
+
+    for j, m in enumerate(model.modalities_):
+        spec = (pre.get(m) or {}).get("columns")
+        if spec:
+            A = np.empty((n, len(spec)))
+            for k, e in enumerate(spec):
+                s = column(m, e["source"])
+                if e["kind"] == "numeric":
+                    A[:, k] = _numeric(s)
+                else:
+                    t = s.astype("string").str.strip()
+                    t = t.mask(t == "")
+                    A[:, k] = (t == e["level"]).astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+            nan = np.isnan(A)
+            present = np.count_nonzero(nan, axis=1) <= MAX_MISSING_ROW * A.shape[1]
+            fill = nan & present[:, None]
+            if fill.any():
+                mu = np.array([float(e.get("mean", 0.0)) for e in spec])
+                np.copyto(A, np.broadcast_to(mu, A.shape), where=fill)
+            A[~present] = np.nan
+        else:
+            A = np.column_stack([_numeric(column(m, c)) for c in model.feature_names_[m]])
+            nan = np.isnan(A)
+            present = ~nan.all(axis=1)
+            partial = np.flatnonzero(present & nan.any(axis=1))
+            if partial.size:
+                i = int(partial[0])
+                c = model.feature_names_[m][int(np.flatnonzero(nan[i])[0])]
+                raise ValueError(f"Modality {m!r}: row {pdf.index[i]!r} misses column {c!r} but has others "
+                                 f"({partial.size} such rows); the model has no imputation recorded.")
+        X[m] = A
+        obs[:, j] = present
+    return X, obs
+
+
+def score_frame(model, pdf: pd.DataFrame, raw=None, ids=None, id_name: str = "id", scale: str = "data",
+                fill: float = 0.0) -> pd.DataFrame:
+    """``model.transform`` scores of a raw table's rows (see :func:`prepare_frame`): the id column
+    then one column per factor (:func:`score_columns`); a row with no modality gets NaN."""
+    X, obs = prepare_frame(model, pdf, raw)
+    cols = score_columns(model)
+    out = np.full((len(pdf), len(cols)), np.nan)
+    keep = obs.any(axis=1)
+    if keep.any():
+        rows = slice(None) if keep.all() else keep
+        data = MultimodalData({m: X[m][rows] for m in model.modalities_}, feature_names=model.feature_names_,
+                              _observed=obs[rows])
+        Z = model.transform(data, fill=fill, scale=scale)
+        out[rows] = np.hstack([np.asarray(Z[nd], dtype=np.float64) for nd in model.nodes_])
+    df = pd.DataFrame(out, columns=cols)
+    df.insert(0, id_name, np.asarray(pdf.index if ids is None else ids))
+    return df
+
+
+def _id_name(model, columns) -> str | None:
+    """The id column of the model's preprocessing, when every modality used the same one and the
+    table has it."""
+    pre = getattr(model, "preprocessing_", None) or {}
+    names = {(pre.get(m) or {}).get("id_column") for m in model.modalities_}
+    names.discard(None)
+    if len(names) == 1:
+        name = names.pop()
+        return name if name in columns else None
+    return None
+
+
+def score_parquet(model, path: str, out_path: str, id_column: str | None = None, batch_size: int = 65536,
+                  scale: str = "data", fill: float = 0.0, callback: Callable[[int], None] | None = None) -> int:
+    """Score a Parquet file or dataset folder (every modality's columns side by side) on one
+    machine, streamed: one batch of ``batch_size`` rows at a time (Arrow decodes a row group at a
+    time), written to the Parquet file ``out_path`` as it goes. Returns the rows written.
+
+    ``id_column``: default the model's preprocessing's id column when the file has it; without
+    one the ids are the row numbers (column ``row``). No Dask needed.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = parquet_files(str(path))
+    need = [c for cs in model_columns(model).values() for c in cs]
+    schema = pq.ParquetFile(files[0]).schema_arrow
+    if id_column is None:
+        id_column = _id_name(model, schema.names)
+    elif schema.get_field_index(id_column) < 0:
+        raise ValueError(f"{files[0]}: no id column {id_column!r}.")
+    for f in files:
+        names = set(pq.ParquetFile(f).schema_arrow.names)
+        missing = [c for c in need if c not in names]
+        if missing:
+            raise ValueError(f"{f}: column {missing[0]!r}, which the model uses, is not in the file "
+                             f"({len(missing)} missing).")
+    read = list(dict.fromkeys(need + ([id_column] if id_column else [])))
+    writer = None
+    done = 0
+    tmp = f"{out_path}.partial"
+    try:
+        for f in files:
+            pf = pq.ParquetFile(f, pre_buffer=False)
+            for batch in pf.iter_batches(batch_size=batch_size, columns=read):
+                pdf = batch.to_pandas()
+                ids = pdf[id_column].to_numpy() if id_column else np.arange(done, done + len(pdf))
+                out = score_frame(model, pdf, ids=ids, id_name=id_column or "row", scale=scale, fill=fill)
+                table = pa.Table.from_pandas(out, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                done += len(pdf)
+                if callback is not None:
+                    callback(done)
+        if writer is None:  # no rows: an empty table with the columns
+            empty = score_frame(model, pd.DataFrame({c: pd.Series(dtype=float) for c in read}), ids=np.array([]),
+                                id_name=id_column or "row")
+            writer = pq.ParquetWriter(tmp, pa.Table.from_pandas(empty, preserve_index=False).schema)
+        writer.close()
+        writer = None
+        os.replace(tmp, out_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return done
+
+
+def score_data(model, data: MultimodalData, out_path: str, chunk_size: int = 65536, id_name: str = "id",
+               scale: str = "data", fill: float = 0.0) -> int:
+    """Score an in-memory :class:`MultimodalData` (already cleaned, e.g. loaded with the model's
+    preprocessing) chunk by chunk into the Parquet file ``out_path``. Returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = score_columns(model)
+    writer = None
+    tmp = f"{out_path}.partial"
+    try:
+        for start in range(0, data.n_samples, chunk_size):
+            rows = np.arange(start, min(start + chunk_size, data.n_samples))
+            obs = data.observed[rows]
+            out = np.full((len(rows), len(cols)), np.nan)
+            keep = obs.any(axis=1)
+            Z = model.transform(data.subset(rows[keep]), fill=fill, scale=scale)
+            out[keep] = np.hstack([np.asarray(Z[nd], dtype=np.float64) for nd in model.nodes_])
+            df = pd.DataFrame(out, columns=cols)
+            df.insert(0, id_name, np.asarray(data.ids[rows]))
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema))
+        writer.close()
+        writer = None
+        os.replace(tmp, out_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return data.n_samples
+
+
+def _score_partition(pdf: pd.DataFrame, model, raw, id_column, id_name, scale, fill) -> pd.DataFrame:
+    ids = pdf[id_column].to_numpy() if id_column else None
+    return score_frame(model, pdf, raw=raw, ids=ids, id_name=id_name, scale=scale, fill=fill)
+
+
+def transform_to_parquet(model, source, out_path: str, scale: str = "data", fill: float = 0.0,
+                         id_column: str | None = None, **to_parquet_kwargs) -> str:
+    """Bulk scoring on Dask: ``model.transform`` of every row, partition by partition on the
+    workers, with the model's preprocessing (:func:`prepare_frame`), written as a Parquet dataset
+    (one file per partition) at ``out_path``.
+
+    ``source``: a :class:`DaskSource`, a dask DataFrame (one frame with every modality's columns)
+    or a mapping modality -> dask DataFrame (aligned as :func:`from_dask` does), or the path of a
+    Parquet file or dataset. Columns: the id (``id_column``, else the index, named after it or
+    ``id``), then :func:`score_columns`. Returns ``out_path``.
+    """
+    dask, dd = _dask()
+    from dask import delayed
+
+    model._check_fitted()
+    need = model_columns(model)
+    if isinstance(source, (str, os.PathLike)):
+        p = str(source)
+        files = parquet_files(p) if "://" not in p else p
+        cols = list(dict.fromkeys([c for cs in need.values() for c in cs] + ([id_column] if id_column else [])))
+        frame, raw = dd.read_parquet(files, columns=cols), None
+        if id_column is None:
+            id_column = _id_name(model, cols)
+    elif isinstance(source, DaskSource):
+        frame, raw = source.frame, source._raw
+        id_column = id_column or source.id_column
+    elif isinstance(source, Mapping):
+        if id_column is not None:
+            source = {m: df.set_index(id_column) for m, df in source.items()}
+            id_column = None
+        src = DaskSource._from_frames(source) if all(_is_dask(v) for v in source.values()) else None
+        if src is None:
+            raise ValueError("Expected a mapping modality -> dask DataFrame.")
+        frame, raw = src.frame, src._raw
+    elif _is_dask(source):
+        frame, raw = source, None
+    else:
+        raise ValueError(f"Cannot score a {type(source).__name__} on Dask: give a DaskSource, dask DataFrame(s) or a "
+                         "Parquet path (score_data / score_parquet score on one machine).")
+    id_name = id_column or (frame.index.name if frame.index.name is not None else "id")
+    meta = _meta_frame(model, frame, id_column, id_name)
+    m = delayed(model, pure=True)
+    parts = [delayed(_score_partition, pure=True)(p, m, raw, id_column, id_name, scale, fill) for p in frame.to_delayed()]
+    out = dd.from_delayed(parts, meta=meta, verify_meta=False)
+    out.to_parquet(str(out_path), write_index=False, **to_parquet_kwargs)
+    return str(out_path)
+
+
+def _meta_frame(model, frame, id_column, id_name) -> pd.DataFrame:
+    dt = frame._meta[id_column].dtype if id_column else frame._meta.index.dtype
+    meta = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in score_columns(model)})
+    meta.insert(0, id_name, pd.Series(dtype=dt))
+    return meta
