@@ -1,5 +1,5 @@
-"""Command line: ``python -m hcl_explore {demo,inspect,fit,predict,run,summary}`` (and ``worker``,
-the background process of the app's runs)."""
+"""Command line: ``python -m hcl_explore {demo,inspect,fit,predict,score,run,summary}`` (and
+``worker``, the background process of the app's runs)."""
 
 from __future__ import annotations
 
@@ -245,6 +245,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wide_parquet(specs: Sequence[str]) -> str | None:
+    """The path when the input is one Parquet file, or one folder of Parquet files that is not a
+    dataset folder (no dataset.json), holding every modality's columns side by side; else None."""
+    if len(specs) != 1 or not os.path.exists(specs[0]):
+        return None
+    path = specs[0]
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "dataset.json")):
+            return None
+        from hcl_explore.data import parquet_files
+
+        try:
+            parquet_files(path)
+        except ValueError:
+            return None
+        return path
+    return path if path.lower().endswith((".parquet", ".parq", ".pq")) else None
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Factor scores of new rows with a saved model, written to a Parquet file chunk by chunk."""
+    from hcl_explore import dask_source as DS
+
+    _check_output(args.out, "--out")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive number of rows, got {args.batch_size}.")
+    model = _load_model(args.model)
+    specs = list(args.files) + list(args.modality)
+    wide = None if args.dataset else _wide_parquet(specs)
+    if wide is not None:
+        # One table with every modality's columns: streamed batch by batch, never loaded whole.
+        n = DS.score_parquet(model, wide, args.out, id_column=args.id_column, batch_size=args.batch_size,
+                             scale=args.scale)
+    else:
+        # Modality files or a dataset folder: loaded the way the model's training data were cleaned.
+        args.preprocessing = model.preprocessing_
+        data, _ = _load(args)
+        if list(data.modalities) != list(model.modalities_):
+            raise ValueError(f"The data's modalities {list(data.modalities)} differ from the model's {model.modalities_}.")
+        id_name = args.id_column or next(iter({(model.preprocessing_ or {}).get(m, {}).get("id_column")
+                                               for m in model.modalities_} - {None}), None) or "id"
+        n = DS.score_data(model, data, args.out, chunk_size=args.batch_size, id_name=id_name, scale=args.scale)
+    print(f"scored {n} rows: {len(DS.score_columns(model))} score columns -> {args.out}")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from hcl_explore.runs import run_worker
 
@@ -335,6 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bias-correction", action="store_true", help="continuous outcomes: the bias-corrected estimator")
     pr.add_argument("--json", default=None, help="also write the report as JSON here")
     pr.set_defaults(func=cmd_predict)
+    sc = sub.add_parser("score", help="factor scores of new rows with a saved model, streamed to a Parquet file")
+    sc.add_argument("model", help="a model saved by `fit --out` (.npz)")
+    sc.add_argument("files", nargs="*", metavar="DATA",
+                    help="one Parquet file or folder of Parquet files with every modality's columns (streamed), "
+                         "or modality files NAME=PATH, or a dataset folder")
+    sc.add_argument("--modality", action="append", default=[], metavar="NAME=PATH")
+    sc.add_argument("--dataset", default=None, help="a folder with dataset.json, or a bundled dataset name")
+    sc.add_argument("--id-column", default=None,
+                    help="the sample id column (default: the model's; without one, the row number)")
+    sc.add_argument("--out", required=True, help="the scores (.parquet): the id, then one column per factor '<node>:<k>'")
+    sc.add_argument("--batch-size", type=int, default=65536, help="rows scored at a time")
+    sc.add_argument("--scale", default="data", choices=["data", "unit"], help="as HCL.transform(scale=...)")
+    sc.set_defaults(func=cmd_score)
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("run_dir")
     w.set_defaults(func=cmd_worker)
