@@ -269,3 +269,82 @@ def test_run_with_stability_writes_how_often_each_node_is_found(tmp_path, capsys
     st = runs.read_stability(str(ws), rid)
     assert st is not None and len(st) == 7 and st["found"].between(0, 1).all()
     assert int(st["resamples"].iloc[0]) == 3
+
+
+def _score_inputs(tmp_path, n=500):
+    """Two modality CSVs with a text column (one-hot) and a missing cell, a model fitted on them, and
+    the same rows as one wide Parquet file in two row groups."""
+    data, _ = hx.simulate(n=n, dims=(6, 5), ranks={("a", "b"): 2, ("a",): 1, ("b",): 1}, noise=0.3, seed=4)
+    rng = np.random.default_rng(0)
+    frames = {}
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=[f"{m}{k}" for k in range(data.dims[m])])
+        df.insert(0, "pid", [f"p{i}" for i in range(n)])
+        frames[m] = df
+    frames["a"]["site"] = rng.choice(["north", "south", "east"], n)
+    frames["a"].loc[3, "a1"] = np.nan  # imputed with the training mean
+    for m, df in frames.items():
+        df.to_csv(tmp_path / f"{m}.csv", index=False)
+    model_path = tmp_path / "m.npz"
+    assert main(["fit", f"a={tmp_path / 'a.csv'}", f"b={tmp_path / 'b.csv'}", "--out", str(model_path)]) == 0
+    wide = frames["a"].merge(frames["b"], on="pid")
+    wide.to_parquet(tmp_path / "wide.parquet", row_group_size=n // 2 + 7)
+    return model_path, wide
+
+
+def test_score_streams_a_wide_parquet_equal_to_transform_of_the_loaded_data(tmp_path, capsys):
+    model_path, wide = _score_inputs(tmp_path)
+    out = tmp_path / "scores.parquet"
+    assert main(["score", str(model_path), str(tmp_path / "wide.parquet"), "--out", str(out), "--batch-size", "64"]) == 0
+    assert "scored 500 rows" in capsys.readouterr().out
+    got = pd.read_parquet(out)
+    model = hx.HCL.load(model_path)
+    # Reference: the tables loaded in memory with the model's preprocessing, then transform.
+    data = hx.load_modalities({"a": str(tmp_path / "a.csv"), "b": str(tmp_path / "b.csv")},
+                              preprocessing=model.preprocessing_)
+    Z = model.transform(data)
+    cols = [f"{hx.node_label(nd)}:{k + 1}" for nd in model.nodes_ for k in range(model.ranks_[nd])]
+    assert list(got.columns) == ["pid"] + cols
+    assert got["pid"].astype(str).tolist() == [str(i) for i in data.ids]
+    np.testing.assert_allclose(got[cols].to_numpy(), np.hstack([Z[nd] for nd in model.nodes_]), rtol=1e-9, atol=1e-12)
+    # Modality files go through the loader (in memory), scored chunk by chunk: the same scores.
+    out2 = tmp_path / "scores2.parquet"
+    assert main(["score", str(model_path), f"a={tmp_path / 'a.csv'}", f"b={tmp_path / 'b.csv'}", "--out", str(out2),
+                 "--batch-size", "100"]) == 0
+    got2 = pd.read_parquet(out2)
+    assert list(got2.columns) == ["pid"] + cols
+    np.testing.assert_allclose(got2[cols].to_numpy(), got[cols].to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_score_a_parquet_dataset_folder_and_rows_missing_a_modality(tmp_path, capsys):
+    model_path, wide = _score_inputs(tmp_path)
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    wide = wide.copy()
+    wide.loc[10, [f"b{k}" for k in range(5)]] = np.nan  # lacks b: scored from a
+    wide.loc[11, [c for c in wide.columns if c.startswith("a") or c == "site"]] = None  # lacks a
+    wide.iloc[:200].to_parquet(folder / "part.0.parquet")
+    wide.iloc[200:].to_parquet(folder / "part.1.parquet")
+    out = tmp_path / "s.parquet"
+    assert main(["score", str(model_path), str(folder), "--out", str(out), "--id-column", "pid"]) == 0
+    got = pd.read_parquet(out)
+    assert got["pid"].tolist() == wide["pid"].tolist()
+    model = hx.HCL.load(model_path)
+    rows = hx.load_modalities({"a": wide.iloc[[10, 11, 12]][["pid"] + [c for c in wide.columns if c.startswith("a") or c == "site"]],
+                               "b": wide.iloc[[10, 11, 12]][["pid"] + [f"b{k}" for k in range(5)]]},
+                              preprocessing=model.preprocessing_, min_samples=1)
+    assert rows.observed.tolist() == [[True, False], [False, True], [True, True]]
+    Z = model.transform(rows)
+    np.testing.assert_allclose(got.iloc[[10, 11, 12], 1:].to_numpy(), np.hstack([Z[nd] for nd in model.nodes_]),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_score_errors_are_one_line(tmp_path, capsys):
+    model_path, wide = _score_inputs(tmp_path, n=200)
+    wide.drop(columns=["b2"]).to_parquet(tmp_path / "short.parquet")
+    assert main(["score", str(model_path), str(tmp_path / "short.parquet"), "--out", str(tmp_path / "s.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "'b2'" in err and "\n" not in err
+    assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "s.parquet.partial").exists()
+    assert main(["score", str(model_path), str(tmp_path / "wide.parquet"), "--out", str(tmp_path / "no" / "s.parquet")]) == 2
+    assert "does not exist" in capsys.readouterr().err
