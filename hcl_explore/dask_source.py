@@ -243,7 +243,8 @@ class DaskSource:
         # The common shift: the first chunk's means (the first non-empty of the first partitions).
         shift = delayed(_shift_from, pure=True)(cols, layout, chunk_size, *parts[:4])
         n_parts = 2 if folds else 1
-        sums = [delayed(_partition_sums, pure=True)(p, cols, layout, shift, chunk_size, n_parts, i)
+        names = [c for m in mods for c in self.feature_names[m]]
+        sums = [delayed(_partition_sums, pure=True)(p, cols, layout, shift, chunk_size, n_parts, i, names)
                 for i, p in enumerate(parts)]
         while len(sums) > 1:  # an order-preserving binary tree
             nxt = [delayed(_merge, pure=True)(sums[k], sums[k + 1]) for k in range(0, len(sums) - 1, 2)]
@@ -311,7 +312,8 @@ def _shift_from(cols, layout, chunk_size: int, *pdfs) -> np.ndarray | None:
     return None
 
 
-def _partition_sums(pdf: pd.DataFrame, cols, layout, shift, chunk_size: int, n_parts: int, index: int) -> dict:
+def _partition_sums(pdf: pd.DataFrame, cols, layout, shift, chunk_size: int, n_parts: int, index: int,
+                    names: Sequence[str] | None = None) -> dict:
     """``G`` (per fold: [Xc | O]^T [Xc | O], float64) and ``N`` (per fold: O^T O) of one partition,
     accumulated chunk by chunk as ``linear.covariance_stats`` does; folds by partition-local row
     parity. ``n``: the partition's rows."""
@@ -349,7 +351,7 @@ def _partition_sums(pdf: pd.DataFrame, cols, layout, shift, chunk_size: int, n_p
             Z[:, D:] = obs
             Gc = Z.T @ Z
             if np.isnan(Gc[:D, D:]).any():
-                _raise_nan(Xc, obs, layout, cols, pdf.index[start:][sel], index)
+                _raise_nan(Xc, obs, layout, names or cols, pdf.index[start:][sel], index)
             Gs[f] += Gc
             ob = obs.astype(np.int64)
             Ns[f] += ob.T @ ob
