@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with what hcl-explore needs. `--dev` adds the test tools and the system Chromium
-# (apt) for the browser tests.
+# Create .venv with what hcl-explore needs. `--dev` adds the test tools, the `dask` extra (its tests
+# run on a distributed.LocalCluster) and the system Chromium (apt) for the browser tests.
 # Torch: the CPU wheel (torch==2.13.0) is installed first where no torch is present, so that the
 # requirement range never pulls a multi-GB CUDA build on a machine without a GPU.
 set -euo pipefail
@@ -23,4 +23,8 @@ if [ "${1:-}" = "--dev" ]; then
   fi
 fi
 "$VPY" -m pip install -q --disable-pip-version-check --no-deps -e .
+if [ "${1:-}" = "--dev" ]; then
+  # The optional Dask extra (torch is already there, so its requirement range pulls nothing).
+  "$VPY" -m pip install -q --disable-pip-version-check -e ".[dask]"
+fi
 echo "setup done: $("$VPY" -c 'import torch, hcl_explore; print("hcl_explore", hcl_explore.__version__, "torch", torch.__version__)')"
