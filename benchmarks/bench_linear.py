@@ -4,8 +4,14 @@
    float32 ``X.T @ X`` over the same data in the same process (numpy and torch, the faster counts).
 2. n = 500,000 streamed in chunks from a Parquet file: fit time and peak resident memory of the
    fitting process against the size of the data (float32 and float64).
+3. The Parquet pass (issue 14): ``linear.covariance_stats`` over ``ParquetSource`` of an n x 300
+   float64 file written as ``DataFrame.to_parquet`` writes it (one row group up to 2^20 rows), timed
+   against ``pyarrow.parquet.read_table`` of the same file in the same process (page cache warm for
+   both), and the pass's peak RSS against the file size and the largest row group (decoded, and as
+   float32). Target: pass <= 2x read_table; peak RSS < one row group + 500 MiB.
 
-Run: ``python benchmarks/bench_linear.py [--n 50000] [--big-n 500000] [--skip-big]``
+Run: ``python benchmarks/bench_linear.py [--n 50000] [--big-n 500000] [--skip-big]
+[--pass-n 200000 | --pass-n 1000000] [--pass-only]``
 """
 
 from __future__ import annotations
@@ -139,15 +145,131 @@ def big(n: int) -> dict:
     return res
 
 
+def _write_wide(path: str, n: int, d: int = 100, row_group: int | None = None, block: int = 100_000) -> dict[str, list[str]]:
+    """n x 3d float64 with a low-rank structure, as ``DataFrame.to_parquet`` lays it out (pyarrow's
+    default row groups of up to 2^20 rows unless ``row_group``), written in blocks of rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mods = ["a", "b", "c"]
+    cols = {m: [f"{m}_{k}" for k in range(d)] for m in mods}
+    names = [c for m in mods for c in cols[m]]
+    rng = np.random.default_rng(0)
+    L = rng.standard_normal((5, 3 * d))
+    rg = row_group or (1 << 20)
+    with pq.ParquetWriter(path, pa.schema([(c, pa.float64()) for c in names])) as writer:
+        for start in range(0, n, rg):
+            stop = min(n, start + rg)
+            parts = []
+            for s0 in range(start, stop, block):
+                c = min(block, stop - s0)
+                X = rng.standard_normal((c, 5)) @ L + rng.standard_normal((c, 3 * d))
+                parts.append(pa.Table.from_arrays([pa.array(X[:, k]) for k in range(3 * d)], names=names))
+            writer.write_table(pa.concat_tables(parts), row_group_size=rg)
+    return cols
+
+
+def _warm_page_cache(path: str) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(64 << 20):
+            pass
+
+
+def _rss(field: str) -> int:
+    """VmRSS / VmHWM of this process in bytes (Linux)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux: clear_refs 5), so the peak is the pass's alone and
+    not the imports' (torch's loading peaks above the pass at small n)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def pass_child(path: str, cols_json: str, repeat: int) -> None:
+    import pyarrow.parquet as pq
+
+    import hcl_explore as hx
+    from hcl_explore import linear as L
+
+    cols = json.loads(cols_json)
+    _warm_page_cache(path)
+    src = hx.ParquetSource(path, cols)
+    L.covariance_stats(hx.MultimodalData.from_arrays({m: np.zeros((4, len(c))) + np.arange(4)[:, None]
+                                                      for m, c in cols.items()}))  # thread pools up
+    reset = _reset_peak()
+    base = _rss("VmRSS")
+    t_pass, t_read = [], []
+    peak = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        L.covariance_stats(src, folds=True)  # as HCL.fit runs it with ranks="auto"
+        t_pass.append(time.perf_counter() - t)
+        if peak is None:
+            # before read_table's own peak
+            peak = _rss("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        t = time.perf_counter()
+        table = pq.read_table(path)
+        t_read.append(time.perf_counter() - t)
+        del table
+    md = pq.ParquetFile(path).metadata
+    groups = [md.row_group(g) for g in range(md.num_row_groups)]
+    print(json.dumps({"pass_s": round(min(t_pass), 2), "read_table_s": round(min(t_read), 2), "peak_rss_bytes": peak,
+                      "rss_before_pass_bytes": base, "row_groups": md.num_row_groups,
+                      "largest_row_group_decoded_bytes": max(g.total_byte_size for g in groups),
+                      "largest_row_group_float32_bytes": max(g.num_rows for g in groups) * md.num_columns * 4}))
+
+
+def parquet_pass(n: int, repeat: int = 1, row_group: int | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "wide.parquet")
+        cols = _write_wide(path, n, row_group=row_group)
+        out = subprocess.run([sys.executable, __file__, "--pass-child", path, json.dumps(cols), str(repeat)],
+                             capture_output=True, text=True, check=True)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res["file_bytes"] = os.path.getsize(path)
+    res["n"] = n
+    res["pass_over_read_table"] = round(res["pass_s"] / res["read_table_s"], 2)
+    res["peak_over_file"] = round(res["peak_rss_bytes"] / res["file_bytes"], 3)
+    res["peak_minus_row_group_mib"] = round((res["peak_rss_bytes"] - res["largest_row_group_decoded_bytes"]) / 2**20)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--big-n", type=int, default=500_000)
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--child", nargs=2)
+    ap.add_argument("--pass-n", type=int, default=200_000, help="rows of the Parquet-pass file (the issue: 1000000)")
+    ap.add_argument("--pass-repeat", type=int, default=1)
+    ap.add_argument("--pass-row-group", type=int, default=None, help="rows per row group (default: pyarrow's, 2^20)")
+    ap.add_argument("--pass-only", action="store_true", help="only the Parquet pass")
+    ap.add_argument("--pass-child", nargs=3)
     a = ap.parse_args()
     if a.child:
         big_child(*a.child)
+        return
+    if a.pass_child:
+        pass_child(a.pass_child[0], a.pass_child[1], int(a.pass_child[2]))
+        return
+    if a.pass_n:
+        p = parquet_pass(a.pass_n, a.pass_repeat, a.pass_row_group)
+        print("parquet pass:", json.dumps(p, indent=1))
+        print(f"pass {p['pass_s']:.2f}s vs read_table {p['read_table_s']:.2f}s = {p['pass_over_read_table']:.2f}x (target <= 2); "
+              f"peak RSS {p['peak_rss_bytes'] / 2**20:.0f} MiB vs file {p['file_bytes'] / 2**20:.0f} MiB "
+              f"({p['peak_over_file']:.2f}x), largest row group {p['largest_row_group_decoded_bytes'] / 2**20:.0f} MiB "
+              f"decoded / {p['largest_row_group_float32_bytes'] / 2**20:.0f} MiB float32 (target: peak < row group + 500 MiB)")
+    if a.pass_only:
         return
     s = speed(a.n)
     print("speed:", json.dumps(s, indent=1))
