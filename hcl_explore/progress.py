@@ -45,7 +45,7 @@ STAGES: dict[str, str] = {
 
 #: Seconds per floating-point operation of the cost model (a loaded 2-core CPU with numpy);
 #: only the first predictions depend on it: finished stages recalibrate the rest.
-SECONDS_PER_FLOP = 2e-9
+SECONDS_PER_FLOP = 5e-10
 #: Seconds per parsed table cell (CSV loading).
 SECONDS_PER_CELL = 3e-7
 #: Units a stage must have done before its own rate gives the ETA.
@@ -230,6 +230,8 @@ class Tracker:
             return
         if stage != self.stage:
             self._enter(stage, t if stage in _START_MARKERS else self.last_t)
+        elif stage == "load" and info.get("n_samples"):
+            self.actual["load"] = t - self.stage_t0  # the data are loaded: a first measure of speed
         self.last_t = t
         if stage == "noise":
             self.done_units, self.total_units = 1.0, 1.0
@@ -271,7 +273,9 @@ class Tracker:
         self._update()
 
     def _enter(self, stage: str, t: float) -> None:
-        if self.stage is not None:
+        if self.stage == "load":
+            self.actual["load"] = t - self.stage_t0
+        elif self.stage is not None:
             self.actual[self.stage] = self.actual.get(self.stage, 0.0) + (t - self.stage_t0)
         # Stages the run skipped count as done in no time.
         if stage in self.plan.stages and self.stage in self.plan.stages:
@@ -289,7 +293,7 @@ class Tracker:
         return None
 
     def calibrated(self) -> bool:
-        return any(s not in _UNCALIBRATED and self.plan.seconds.get(s, 0) > 0 for s in self.actual) or (
+        return "load" in self.actual or any(s not in _UNCALIBRATED and self.plan.seconds.get(s, 0) > 0 for s in self.actual) or (
             self.stage not in _UNCALIBRATED and self._projected() is not None)
 
     def calibration(self) -> float:
@@ -303,19 +307,23 @@ class Tracker:
         if proj is not None and self.stage not in _UNCALIBRATED:
             pred += self.plan.seconds[self.stage]
             act += proj
+        if (pred <= 0 or act <= 0) and "load" in self.actual and self.plan.seconds.get("load"):
+            # Nothing else measured yet: loading is a first (rough) measure of the machine's speed.
+            pred, act = self.plan.seconds["load"], self.actual["load"]
         if pred <= 0 or act <= 0:
             return 1.0
-        return min(max(act / pred, 0.01), 100.0)
+        return min(max(act / pred, 0.33), 10.0)
 
     def plan_share(self) -> float:
-        """The share of the predicted seconds of the stages done (and of the current one's units),
-        loading left out (its seconds are measured, the others' only predicted)."""
+        """The share of the run done if every stage takes its predicted seconds, with the time
+        already spent starting and loading (measured) counted as it is."""
         stages = [s for s in self.plan.stages if s != "load"]
-        total = sum(self.plan.seconds[s] for s in stages) or 1.0
+        spent = (self.stage_t0 if self.stage in stages else self.now()) - self.t0
+        total = spent + sum(self.plan.seconds[s] for s in stages)
         if self.stage not in stages:
-            return 0.0
+            return spent / total if total > 0 else 0.0
         i = stages.index(self.stage)
-        done = sum(self.plan.seconds[s] for s in stages[:i])
+        done = spent + sum(self.plan.seconds[s] for s in stages[:i])
         f = (self.done_units / self.total_units) if self.total_units else 0.0
         return (done + self.plan.seconds[self.stage] * min(max(f, 0.0), 1.0)) / total
 
@@ -382,6 +390,13 @@ def status_line(status: Mapping[str, Any], now: float | None = None) -> dict:
     else:
         eta = None
     step = status.get("step") or words(status.get("stage"))
+    frac = float(status.get("progress") or 0.0)
+    if state == "running" and status.get("stage") == "starting" and elapsed is not None:
+        # Nobody writes while the worker imports its libraries: the share of that time in the
+        # run's predicted seconds (the last start's seconds, the plan made at launch).
+        start_s = float(status.get("planned_start_s") or 3.0)
+        rest = float(status.get("planned_s") or 10.0)
+        frac = max(frac, min(elapsed / (max(elapsed, start_s) + rest), 0.95))
     why = ""
     if state == "queued":
         created = status.get("created")
@@ -390,4 +405,4 @@ def status_line(status: Mapping[str, Any], now: float | None = None) -> dict:
                "the worker process has not started yet (the machine may be busy); it is started when the run is "
                "launched and needs no other run to finish")
     return {"state": state, "step": step if state == "running" else words(state), "detail": status.get("detail") or "",
-            "elapsed_s": elapsed, "eta_s": eta, "fraction": float(status.get("progress") or 0.0), "why": why}
+            "elapsed_s": elapsed, "eta_s": eta, "fraction": frac, "why": why}

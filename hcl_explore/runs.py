@@ -230,16 +230,19 @@ STANDARDIZE = {"auto": "auto", "yes": True, "no": False}
 
 def fit_params(estimator: str = "linear", standardize: str = "auto", device: str = "auto", *,
                max_iter: int | None = None, epochs: int = 100, loss: str = "infonce",
-               hidden: Sequence[int] = (128,)) -> dict:
+               hidden: Sequence[int] = (128,), max_time: float | None = None) -> dict:
     """The ``HCL`` keyword arguments of a fit run (``config["params"]``) from the choices the
     Train page and the CLI offer: ``standardize`` is ``"auto"``/``"yes"``/``"no"``; ``max_iter``
     (linear) is left to the default when None; ``epochs``, ``loss`` and ``hidden`` (contrastive;
-    empty or 0 = linear encoders) are used only by the contrastive estimator."""
+    empty or 0 = linear encoders) and ``max_time`` (seconds; None or 0 = no limit) are used only by the
+    contrastive estimator."""
     params: dict = {"estimator": estimator, "standardize": STANDARDIZE[standardize], "device": device}
     if estimator == "contrastive":
         widths = [int(h) for h in hidden if int(h) > 0]
         params.update({"max_epochs": int(epochs), "loss": loss,
                        **({"hidden": widths} if widths else {"encoder": "linear"})})
+        if max_time is not None and float(max_time) > 0:
+            params["max_time"] = float(max_time)  # seconds of training (HCL(max_time=...))
     elif max_iter is not None:
         params["max_iter"] = int(max_iter)
     return params
@@ -321,6 +324,16 @@ try:
             now = time.time()
             st.update(state="running", stage="starting", step="starting the worker (loading the libraries)",
                       pid=os.getpid(), started=now, updated=now, progress=0.0)
+            try:  # what the page needs to show this start's share of the run
+                with open(os.path.join(os.path.dirname(os.path.dirname(d)), "worker_start.json"), encoding="utf-8") as fh:
+                    st["planned_start_s"] = float(json.load(fh)["seconds"])
+            except Exception:
+                pass
+            try:
+                with open(os.path.join(d, "config.json"), encoding="utf-8") as fh:
+                    st["planned_s"] = float(json.load(fh)["planned_s"])
+            except Exception:
+                pass
             _write(st)
     finally:
         os.close(fd)
@@ -584,14 +597,28 @@ def run_worker(run_dir: str) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         # Under torchrun only rank 0 writes the run directory; the others train and stay silent.
         return _follower(cfg)
-    rep = _Reporter(d)
+    from . import progress as P
+
+    # Until the data are loaded and the run's own plan is made: the plan made at launch, in one piece.
+    planned = cfg.get("planned_s") if _is_num(cfg.get("planned_s")) else 10.0
+    rep = _Reporter(d, P.Plan(["load", "rest"], {"load": 1.0, "rest": float(planned)}, {"load": None, "rest": None}))
 
     def on_term(signum, frame):  # noqa: ARG001
         raise Cancelled()
 
     signal.signal(signal.SIGTERM, on_term)
+    from .progress import status_line
+
+    # Never below what the Train page showed while the worker was starting.
+    rep.tracker.fraction = round(min(status_line(rep.status)["fraction"], 0.95), 4)
+    rep.tracker.event("load", {})
     rep.set(force=True, state="running", pid=os.getpid(), started=rep.tracker.t0, stage="load", step="loading the data",
-            progress=rep.status.get("progress") or 0.0)
+            **{k: v for k, v in rep.tracker.snapshot().items() if k != "step"})
+    if rep.status.get("stage") == "load" and time.time() - rep.tracker.t0 > 0:
+        # How long this machine takes to start a worker: the next run's page shows its share.
+        with contextlib.suppress(OSError, ValueError):
+            write_json(os.path.join(os.path.dirname(os.path.dirname(d)), "worker_start.json"),
+                       {"seconds": round(time.time() - rep.tracker.t0, 2)})
     try:
         if rep.cancelled():
             raise Cancelled()

@@ -29,13 +29,25 @@ choice = st.selectbox("Preset", list(presets), index=list(presets).index(preset 
 if choice != preset and choice != "custom":
     lat, ranks = Lattice.preset(choice, mods), {}
     ui.set_state(lattice={"modalities": mods, "nodes": [list(n) for n in lat.nodes], "ranks": {}, "preset": choice})
+    st.session_state["lattice_editor_version"] = st.session_state.get("lattice_editor_version", 0) + 1
     st.rerun()
 
-rows = [{"node": node_label(n), "level": node_level(n, len(mods)), "on": n in lat,
-         "rank": str(ranks.get(n, "auto"))} for n in full.nodes]
-edited = st.data_editor(pd.DataFrame(rows), hide_index=True, disabled=["node", "level"], key=f"lattice_editor_{choice}",
-                        column_config={"on": st.column_config.CheckboxColumn("on"),
-                                       "rank": st.column_config.TextColumn("rank (auto or a number)")},
+# The editor's rows are fixed while its key lives: every edit is a change against the same rows, so
+# edits made while the page reruns are applied one by one, never dropped. A preset or a click in the
+# diagram starts a new editor (a new key) from the saved lattice.
+version = st.session_state.setdefault("lattice_editor_version", 0)
+ed_key = f"lattice_editor_{version}_{hash(tuple(mods))}"
+base_key = "_base_" + ed_key
+if base_key not in st.session_state:
+    st.session_state[base_key] = pd.DataFrame(
+        [{"node": node_label(n), "level": node_level(n, len(mods)), "on": lat is not None and n in lat,
+          "rank": str(ranks.get(n, "auto"))} for n in full.nodes])
+edited = st.data_editor(st.session_state[base_key], hide_index=True, disabled=["node", "level"], key=ed_key,
+                        column_config={"node": st.column_config.TextColumn("node", help="The modalities that may share factors."),
+                                       "level": st.column_config.TextColumn("level", help="global: all modalities; partial: some; private: one."),
+                                       "on": st.column_config.CheckboxColumn("on", help="Off: this group of modalities may not share a factor."),
+                                       "rank": st.column_config.TextColumn("factors (auto or a number)",
+                                                                           help="auto: the fit chooses how many shared factors this node has (0 = absent).")},
                         width="stretch")
 bad = []
 new_nodes, new_ranks = [], {}
@@ -54,7 +66,10 @@ for r in edited.itertuples():
 for b in bad:
     st.error(b)
 if not new_nodes:
-    st.error("Switch at least one node on.")
+    st.error("Every node is switched off: switch at least one node on (training is disabled until then).")
+    if (ui.get_state().get("lattice") or {}).get("nodes") != [] or ui.get_state().get("lattice", {}).get("modalities") != mods:
+        ui.set_state(lattice={"modalities": mods, "nodes": [], "ranks": {}, "preset": "custom"})
+    lat, ranks = None, {}
 elif not bad:
     new_lat = Lattice(mods, [tuple(n) for n in new_nodes])
     cur = {"modalities": mods, "nodes": [list(n) for n in new_lat.nodes], "ranks": new_ranks,
@@ -64,28 +79,32 @@ elif not bad:
     lat, ranks = new_lat, {new_lat.node(parse_node_label(k)): v for k, v in new_ranks.items()}
 
 dims = data.dims
-fixed = {n: r for n, r in ranks.items() if n in lat}
-auto = [n for n in lat.nodes if n not in fixed]
+lat_nodes = list(lat.nodes) if lat is not None else []
+fixed = {n: r for n, r in ranks.items() if n in lat_nodes}
+auto = [n for n in lat_nodes if n not in fixed]
 params = sum(r * sum(dims[m] for m in n) for n, r in fixed.items())
 c = st.columns(4)
-c[0].metric("Candidate nodes", f"{len(lat.nodes)} of {len(full.nodes)}")
+c[0].metric("Candidate nodes", f"{len(lat_nodes)} of {len(full.nodes)}")
 c[1].metric("Nodes on auto", len(auto))
 c[2].metric("Fixed factors", sum(fixed.values()))
 c[3].metric("Loadings (fixed nodes)", f"{params:,}")
-st.caption(f"Model size: {len(lat.nodes)} candidate node(s); each factor of node S has one loading per feature of its "
+st.caption(f"Model size: {len(lat_nodes)} candidate node(s); each factor of node S has one loading per feature of its "
            f"modalities ({', '.join(f'{m}: {d}' for m, d in dims.items())} features).")
 st.caption("Click a node in the diagram to switch it on or off.")
-event = st.plotly_chart(figures.lattice_figure(full, active=set(lat.nodes), ranks={n: ranks.get(n, "auto") for n in lat.nodes}),
+event = st.plotly_chart(figures.lattice_figure(full, active=set(lat_nodes), ranks={n: ranks.get(n, "auto") for n in lat_nodes}),
                         width="stretch", on_select="rerun", selection_mode="points", key="lattice_click")
 points = (event.selection.points if event is not None and hasattr(event, "selection") else []) or []
 clicked = [p_.get("customdata") for p_ in points if isinstance(p_.get("customdata"), str)]
 if clicked and st.session_state.get("last_click") != clicked:
     st.session_state["last_click"] = clicked
     node = parse_node_label(clicked[0])
-    nodes = [n for n in lat.nodes if n != node] if node in lat else list(lat.nodes) + [node]
+    nodes = [n for n in lat_nodes if n != node] if node in lat_nodes else lat_nodes + [node]
     if nodes:
         toggled = Lattice(mods, nodes)
         ui.set_state(lattice={"modalities": mods, "nodes": [list(n) for n in toggled.nodes],
                               "ranks": {node_label(n): v for n, v in ranks.items() if n in toggled}, "preset": "custom"})
-        st.rerun()
+    else:
+        ui.set_state(lattice={"modalities": mods, "nodes": [], "ranks": {}, "preset": "custom"})
+    st.session_state["lattice_editor_version"] = st.session_state.get("lattice_editor_version", 0) + 1
+    st.rerun()
 st.page_link("pages/train.py", label="Next: train", icon=":material/arrow_forward:")

@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from hcl_explore import figures, runs
+from hcl_explore import figures, progress, runs
 from hcl_explore.lattice import node_label
 from hcl_explore.ui import common as ui
 
@@ -15,10 +15,14 @@ if err:
     st.error(f"The current dataset does not load: {ui.md(str(err))}")
 else:
     lat, ranks, preset = ui.lattice_choice(list(data.modalities))
+    n_feat = sum(data.dims.values())
+    # The dataset name is the user's text: shown whole (a metric would cut it), never as markdown.
+    st.markdown(f"**Dataset:** {ui.md(spec.get('name', '?'))}")
     c = st.columns(3)
-    c[0].metric("Dataset", spec.get("name", "?"))
-    c[1].metric("Samples × modalities", f"{data.n_samples:,} × {data.n_modalities}")
-    c[2].metric("Candidate nodes", f"{len(lat.nodes)} ({preset})")
+    c[0].metric("Samples", f"{data.n_samples:,}")
+    c[1].metric("Modalities", data.n_modalities, help=f"{n_feat:,} features in all")
+    c[2].metric("Candidate nodes", f"{len(lat.nodes) if lat is not None else 0} ({preset})",
+                help="Groups of modalities that may share factors, chosen on the Lattice page.")
     st.caption(f"Compute device: {ui.device_label()}")
     with st.expander("Estimator settings"):
         est = st.selectbox("Estimator", ["linear", "contrastive"], key="estimator",
@@ -35,11 +39,16 @@ else:
         loss = st.selectbox("Contrastive: loss", ["infonce", "paper"], disabled=not neural,
                             help="infonce: softmax over the batch with a temperature; paper: the linear-in-similarity "
                                  "form of the HCL paper.")
+        budget = st.number_input("Contrastive: time budget (minutes, 0 = no limit)", 0.0, 10000.0, 0.0, step=5.0,
+                                 disabled=not neural, key="time_budget",
+                                 help="Training stops after this many minutes and keeps the best model so far.")
         std = st.selectbox("Standardize features", ["auto", "yes", "no"],
                            help="auto: scale features to unit variance when their scales differ (mixed units).")
         dev = st.selectbox("Device", ["auto", "cpu", "cuda"])
-        max_iter = st.number_input("Max refinement iterations", 10, 100000, 5000, step=500)
-    fast = runs.stability_is_fast(data.n_samples, sum(data.dims.values()), est)
+        max_iter = st.number_input("Max refinement steps", 10, 100000, 5000, step=500,
+                                   help="The most steps the final fit of the loadings may take (it usually stops "
+                                        "much earlier, when the fit stops improving).")
+    fast = runs.stability_is_fast(data.n_samples, n_feat, est)
     stab = st.checkbox(
         f"Check how stable the structure is (refit on {runs.STABILITY_RESAMPLES} subsamples)",
         value=fast, disabled=neural, key=f"stability_{est}",
@@ -48,15 +57,44 @@ else:
              "Each refit costs about a fit without the refinement. On by default up to "
              f"{runs.STABILITY_FAST[0]:,} samples and {runs.STABILITY_FAST[1]:,} features; "
              "not available for the contrastive estimator.")
-    if st.button("Launch training", type="primary", icon=":material/play_arrow:"):
+    params = runs.fit_params(est, std, dev, max_iter=max_iter, epochs=epochs, loss=loss, hidden=[width],
+                             max_time=budget * 60 if neural and budget > 0 else None)
+    why_not = None
+    if lat is None:
+        why_not = "Every node of the lattice is switched off: switch at least one on on the Lattice page."
+    if lat is not None:
+        plan = runs.fit_plan(data.n_samples, data.dims, lat, params,
+                             runs.STABILITY_RESAMPLES if stab and not neural else None, ranks or "auto")
+        expected = progress.estimate_text(plan, len(lat.nodes), n_feat)
+        if neural and budget > 0:
+            expected += f" (at most {progress.duration(budget * 60)} of training)"
+        if plan.total > progress.SLOW_SECONDS:
+            st.warning(f"{expected}. That is long: fewer candidate nodes (Lattice page), the stability check off or "
+                       "fewer features make it faster.", icon=":material/schedule:")
+        else:
+            st.caption(f"{expected}.")
+    else:
+        st.error(why_not, icon=":material/block:")
+    if st.button("Launch training", type="primary", icon=":material/play_arrow:", disabled=lat is None,
+                 help=why_not):
         cfg = {"kind": "fit", "dataset": spec, "lattice": {"nodes": [list(n) for n in lat.nodes]},
                "lattice_name": preset, "ranks": {node_label(n): v for n, v in ranks.items()},
-               "params": runs.fit_params(est, std, dev, max_iter=max_iter, epochs=epochs, loss=loss, hidden=[width]),
-               "stability": runs.stability_option(stab and not neural)}
+               "params": params, "stability": runs.stability_option(stab and not neural),
+               "planned_s": round(plan.total, 1)}
         rid = runs.create_run(ws, cfg)
         runs.launch(ws, rid)
         ui.select_run(rid)
         st.toast(f"Launched run {rid}")
+
+
+def _status_text(line: dict) -> str:
+    state = line["state"]
+    if state == "queued":
+        return f"Waiting to start: {line['why']}."
+    if state == "running":
+        return f"Now: {line['step']}" + (f" ({line['detail']})" if line["detail"] else "")
+    return {"done": "Finished.", "failed": "Failed.", "cancelled": "Cancelled.", "broken": "Damaged run folder."}.get(
+        state, state)
 
 
 @st.fragment(run_every=1.0)
@@ -71,7 +109,9 @@ def monitor() -> None:
         rid = fits.run_id.iloc[0]  # the newest run
     st.subheader("Runs")
     sel = st.dataframe(fits, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                       key="runs_table")
+                       key="runs_table",
+                       column_config={"run_id": st.column_config.TextColumn(
+                           "run", help="Each run's name: the time it was created and a short random code.")})
     picked = sel.selection.rows if sel is not None and hasattr(sel, "selection") else []
     if picked:
         rid = fits.run_id.iloc[picked[0]]
@@ -80,27 +120,31 @@ def monitor() -> None:
     st.subheader(f"Run {rid}")
     stt = runs.read_status(ws, rid)
     state = stt.get("state", "?")
-    prog = float(stt.get("progress", 0.0))
-    detail = f" ({stt['detail']})" if stt.get("detail") and state == "running" else ""
-    st.progress(min(max(prog, 0.0), 1.0), text=f"{state} · stage {stt.get('stage', '')}{detail} · {prog:.0%}")
+    line = progress.status_line(stt)
+    prog = min(max(line["fraction"], 0.0), 1.0)
+    st.progress(prog, text=f"{_status_text(line)} · {prog:.0%}")
     ev = runs.read_metrics(ws, rid)
     epochs = [e for e in ev if e.get("stage") == "epoch" and "loss" in e]
     hist = [e["loss"] for e in epochs] or [e["objective"] for e in ev if e.get("stage") == "refine" and "objective" in e]
     cols = st.columns([3, 1])
-    with cols[0]:
-        if hist:
-            fig = (figures.objective_figure(hist, title="Training loss", x_label="epoch",
-                                            validation=[e.get("val_loss", float("nan")) for e in epochs])
-                   if epochs else figures.objective_figure(hist))
-            st.plotly_chart(fig, width="stretch", key=f"obj_{rid}_{len(hist)}")
     with cols[1]:
-        if stt.get("started"):
-            end = stt.get("finished") or time.time()
-            st.metric("Duration", f"{end - stt['started']:.1f} s")
+        if line["elapsed_s"] is not None:
+            st.metric("Elapsed" if state in ("queued", "running") else "Duration", progress.duration(line["elapsed_s"]))
+        if state == "running":
+            st.metric("Time left (estimate)", progress.duration(line["eta_s"]) if line["eta_s"] is not None
+                      else "estimating ...", help="From the work done so far and the work left; it settles after "
+                                                 "the first few steps of each stage.")
         if state in ("queued", "running"):
             if st.button("Cancel run", icon=":material/stop:", key=f"cancel_{rid}"):
                 runs.cancel(ws, rid)
                 st.toast("Cancel requested")
+    with cols[0]:
+        if hist:
+            fig = (figures.objective_figure(hist, title="Training loss (lower is better)", x_label="epoch",
+                                            validation=[e.get("val_loss", float("nan")) for e in epochs])
+                   if epochs else figures.objective_figure(hist, title="Fit error of the loadings (lower is better)",
+                                                           x_label="step"))
+            st.plotly_chart(fig, width="stretch", key=f"obj_{rid}_{len(hist)}")
     if state == "failed":
         st.error(f"Run failed: {ui.md(str(stt.get('error', 'unknown error')))}")
     elif state == "broken":

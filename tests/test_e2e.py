@@ -2,6 +2,7 @@
 browser at /usr/bin/chromium; never `playwright install`)."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -105,7 +106,7 @@ def test_upload_train_reload_structure_and_error(server, browser, csvs):
     _wait_text(page, "Run 2")  # run ids start with the year
     page.wait_for_function("() => location.search.includes('run=')", timeout=30_000)
     page.reload()
-    _wait_text(page, "· stage")  # the progress of the run, found again after the reload
+    page.get_by_text(re.compile(r"Now: |Finished\.")).first.wait_for(timeout=60_000)  # the run's progress, found again after the reload
     _wait_text(page, "Run finished.", timeout=120_000)
 
     page.get_by_role("link", name="Open the structure page").click()

@@ -55,8 +55,9 @@ def _refine_objectives(tau: float) -> list[float]:
     raise AssertionError("never stalled")
 
 
-def _linear_schedule(tau=30.0, sec_per_iter=0.05, cov_s=2.0, noise_s=0.2, ranks_s=3.0, n_nodes=7, save_s=0.5):
-    sched = [(0.5, "load", {})]
+def _linear_schedule(tau=30.0, sec_per_iter=0.05, cov_s=2.0, noise_s=0.2, ranks_s=3.0, n_nodes=7, save_s=0.5,
+                     load_s=0.5):
+    sched = [(0.01, "load", {}), (load_s, "load", {"n_samples": 1000})]
     for k in range(1, 11):
         sched.append((cov_s / 10, "covariance", {"rows": 100 * k, "n_samples": 1000}))
     sched.append((noise_s, "noise", {}))
@@ -81,13 +82,13 @@ def _slow_machine_schedule(plan, factor, tau):
     sec = {k: v * factor for k, v in plan.seconds.items()}
     per_step = (plan.seconds["refine"] - 0.05) / min(P.REFINE_GUESS, 5000) * factor
     return _linear_schedule(tau=tau, cov_s=sec["covariance"], noise_s=sec["noise"], ranks_s=sec["ranks"],
-                            sec_per_iter=per_step, save_s=sec["save"])
+                            sec_per_iter=per_step, save_s=sec["save"], load_s=sec["load"])
 
 
 def test_linear_fit_progress_tracks_time_share():
     plan = P.plan_fit(1000, {"a": 20, "b": 20, "c": 20}, 7, max_iter=5000)
     # Stages as the plan predicts them on a machine 10x slower; the refinement as long as its rule says.
-    sched = _slow_machine_schedule(plan, 10.0, tau=30.0)
+    sched = _slow_machine_schedule(plan, 5.0, tau=30.0)
     tr = _true_share_check(plan, sched)
     assert tr.snapshot()["step"] == P.words("save")
 
@@ -95,7 +96,7 @@ def test_linear_fit_progress_tracks_time_share():
 def test_refine_heavy_fit_is_not_stuck_near_the_end():
     # The case: a long refinement (the old bar sat at 97 %). Here it is most of the run.
     plan = P.plan_fit(1000, {"a": 300, "b": 300, "c": 300}, 7, max_iter=5000)
-    sched = _slow_machine_schedule(plan, 10.0, tau=150.0)
+    sched = _slow_machine_schedule(plan, 5.0, tau=150.0)
     clock = Clock()
     tr = P.Tracker(plan, max_iter=5000, now=clock, start=clock.t)
     total = sum(dt for dt, _, _ in sched)

@@ -29,19 +29,30 @@ def _state_path() -> str:
     return os.path.join(workspace(), "state.json")
 
 
+_SESSION_KEY = "_hcl_working_state"
+
+
 def get_state() -> dict:
-    """The persisted choices (dataset spec, lattice, ranks, settings)."""
-    st_ = runs.read_json(_state_path(), None)
-    if not st_:
-        st_ = {"dataset": DEFAULT_DATASET}
-    return st_
+    """This browser session's choices (dataset spec, lattice, ranks, settings). Each session has
+    its own: a second tab or a second person choosing a dataset does not change this one. A new
+    session (a reload, an app restart) starts from the last choices saved in the workspace
+    (``state.json``); runs are shared by everyone."""
+    cur = st.session_state.get(_SESSION_KEY)
+    if cur is None:
+        cur = runs.read_json(_state_path(), None)
+        if not isinstance(cur, dict) or not cur:
+            cur = {"dataset": DEFAULT_DATASET}
+        st.session_state[_SESSION_KEY] = cur
+    return dict(cur)
 
 
 def set_state(**kw: Any) -> dict:
+    """Change this session's choices; they are also saved as the workspace's last choices."""
     cur = get_state()
     cur.update(kw)
+    st.session_state[_SESSION_KEY] = cur
     runs.write_json(_state_path(), cur)
-    return cur
+    return dict(cur)
 
 
 @st.cache_resource(show_spinner="Loading data ...", max_entries=8)
@@ -93,16 +104,35 @@ def current_dataset():
         return spec, None, None, None, str(exc)
 
 
-def lattice_choice(modalities: list[str]) -> tuple[Lattice, dict, str]:
-    """(candidate lattice, ranks {node: int | "auto"}, preset name) as saved by the lattice page."""
+def lattice_choice(modalities: list[str]) -> tuple[Lattice | None, dict, str]:
+    """(candidate lattice, ranks {node: int | "auto"}, preset name) as saved by the lattice page.
+
+    The lattice is None when every node was switched off (nothing can be trained). After a dataset
+    switch a preset applies to the new modalities, and a custom lattice is kept when its modalities
+    are all in the new dataset (the private nodes of new modalities are added); otherwise the full
+    lattice."""
     s = get_state().get("lattice") or {}
     mods = list(modalities)
-    if s.get("modalities") != mods:
-        return Lattice.full(mods), {}, "full"
+    saved = list(s.get("modalities") or [])
+    preset = s.get("preset", "custom")
+    if saved != mods:
+        if preset != "custom" and preset in ("full", "shared_private", "global_only", "pairwise"):
+            try:
+                return Lattice.preset(preset, mods), {}, preset
+            except ValueError:
+                return Lattice.full(mods), {}, "full"
+        if not saved or not set(saved) <= set(mods) or not s.get("nodes"):
+            return Lattice.full(mods), {}, "full"
+    if "nodes" in s and not s["nodes"]:
+        return None, {}, "custom"
     nodes = [tuple(n) for n in s.get("nodes", [])] or Lattice.full(mods).nodes
-    lat = Lattice(mods, nodes)
+    nodes += [(m,) for m in mods if m not in saved and saved and (m,) not in nodes]
+    try:
+        lat = Lattice(mods, nodes)
+    except ValueError:
+        return Lattice.full(mods), {}, "full"
     ranks = {lat.node(parse_node_label(k)): v for k, v in (s.get("ranks") or {}).items() if parse_node_label(k) in lat}
-    return lat, ranks, s.get("preset", "custom")
+    return lat, ranks, preset
 
 
 def selected_run() -> str | None:
@@ -190,10 +220,16 @@ def run_pick(label: str = "Run", kind: str = "fit") -> str | None:
 
 
 def device_label() -> str:
-    import torch
+    """Where training runs, without importing torch (seconds on a busy machine) unless it is loaded."""
+    import sys
 
-    if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)}"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if torch.cuda.is_available():
+            return f"GPU: {torch.cuda.get_device_name(0)}"
+        return f"CPU ({os.cpu_count()} cores; no CUDA GPU found)"
+    if os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version"):
+        return f"NVIDIA GPU driver found (the worker uses the GPU when CUDA works); {os.cpu_count()} CPU cores"
     return f"CPU ({os.cpu_count()} cores; no CUDA GPU found)"
 
 
