@@ -64,3 +64,36 @@ def test_contrastive_auto_ranks_use_the_pruned_search():
     assert mixed.ranks_[("a", "b")] == 3 and mixed.ranks_[("a", "b", "c")] == 2
     with pytest.raises(ValueError, match="rank_search"):
         hx.HCL(rank_search="pca", **fast).fit(data)
+
+
+def test_polynomial_columns_and_fast_least_squares_match_the_direct_formulas():
+    from itertools import combinations_with_replacement
+
+    from hcl_explore import harmonics as H
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(2000, 3)), rng.normal(size=(2000, 2))]
+    B = H._std(np.concatenate(parts, 1))
+    direct = [B] + [np.prod(B[:, np.array(list(combinations_with_replacement(range(5), d)))], axis=2) for d in (2, 3)]
+    np.testing.assert_allclose(H._poly(parts), np.concatenate(direct, 1), atol=1e-12)
+    assert H._poly(parts).shape[1] == 5 + 15 + 35
+    assert H._poly([parts[0][:150]]).shape[1] == 3 + 6  # n / 10 = 15 columns at most: degree 2
+    S = rng.normal(size=(2000, 2)) + np.c_[B[:, 0] ** 2, B[:, 1] * B[:, 2]]
+    Q = H._poly(parts)
+    A = np.c_[np.ones(2000), Q]
+    expect = S - S.mean(0) - A @ np.linalg.lstsq(A, S - S.mean(0), rcond=None)[0]
+    np.testing.assert_allclose(H._residual(S, Q), expect, atol=1e-7)
+
+
+def test_cca_ignores_directions_the_residualization_removed():
+    """A direction removed from both views (variance ~1e-16 of the rest) has whitened rounding
+    errors; they must not come back as a canonical pair."""
+    from hcl_explore import harmonics as H
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(5000, 1))
+    U = np.c_[z + 0.5 * rng.normal(size=(5000, 1)), 1e-9 * rng.normal(size=(5000, 1))]
+    V = np.c_[z + 0.5 * rng.normal(size=(5000, 1)), U[:, 1:] + 1e-12 * rng.normal(size=(5000, 1))]
+    A, B, rho = H._cca(U, V)
+    assert rho.size == 1 and 0.7 < rho[0] < 0.9  # the shared z, not the removed pair (rho ~ 1)
+    assert A.shape == (2, 1)
