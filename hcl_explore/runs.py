@@ -609,12 +609,13 @@ def run_worker(run_dir: str) -> int:
     signal.signal(signal.SIGTERM, on_term)
     from .progress import status_line
 
+    booted = rep.status.get("stage") == "starting"  # started by launch()'s first lines (not in-process)
     # Never below what the Train page showed while the worker was starting.
     rep.tracker.fraction = round(min(status_line(rep.status)["fraction"], 0.95), 4)
     rep.tracker.event("load", {})
     rep.set(force=True, state="running", pid=os.getpid(), started=rep.tracker.t0, stage="load", step="loading the data",
             **{k: v for k, v in rep.tracker.snapshot().items() if k != "step"})
-    if rep.status.get("stage") == "load" and time.time() - rep.tracker.t0 > 0:
+    if booted:
         # How long this machine takes to start a worker: the next run's page shows its share.
         with contextlib.suppress(OSError, ValueError):
             write_json(os.path.join(os.path.dirname(os.path.dirname(d)), "worker_start.json"),

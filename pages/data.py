@@ -59,7 +59,13 @@ with right_col:
         if did is None:
             did = datasets.create_dataset(ws, id_column=state.get("upload_id_column") or None)
         added, errors = datasets.ingest(ws, did, batch)
-        st.session_state["upload_errors"] = errors
+        # Every bad file keeps its error until it is fixed or taken out of the uploader: files
+        # uploaded one after another show all their errors at once, each by its name.
+        shown = {datasets.display_name(f.name) for f in files or []} | (
+            {datasets.display_name(out_file.name)} if out_file is not None else set())
+        merged = {k: v for k, v in (st.session_state.get("upload_errors") or {}).items() if k in shown and k not in added}
+        merged.update(errors)
+        st.session_state["upload_errors"] = merged
         if added or did != state.get("upload_dataset"):
             # New files become the current dataset as soon as the whole batch loads.
             state = ui.set_state(upload_dataset=did, uploads_pending=bool(added) and not errors)
@@ -69,16 +75,28 @@ with right_col:
     problems: dict[str, str] = {}
     if man and man["modalities"]:
         entries = man["modalities"]
-        table = pd.DataFrame([{"file": e["file"], "modality": m, "remove": False} for m, e in entries.items()])
-        # Keyed by the manifest's version: edits apply to the rows they were made on.
-        edited = st.data_editor(table, disabled=["file"], hide_index=True, key=f"upload_table_{did}_{man.get('version')}",
-                                column_config={"modality": st.column_config.TextColumn("modality name"),
-                                               "remove": st.column_config.CheckboxColumn("remove")})
+        # The editor's rows are fixed while the same files are listed: every edit (rename, remove)
+        # is a change against the same rows, applied one by one, so edits made while the page
+        # reruns after the previous one are never dropped. Rows are matched to files, not names.
+        sig = "|".join(sorted(e["file"] for e in entries.values()))
+        ed_key = f"upload_table_{did}_{abs(hash(sig))}"
+        if "_base_" + ed_key not in st.session_state:
+            st.session_state["_base_" + ed_key] = pd.DataFrame(
+                [{"file": e["file"], "modality": m, "remove": False} for m, e in entries.items()])
+        edited = st.data_editor(st.session_state["_base_" + ed_key], disabled=["file"], hide_index=True, key=ed_key,
+                                column_config={"file": st.column_config.TextColumn("file"),
+                                               "modality": st.column_config.TextColumn(
+                                                   "modality name", help="The name used in nodes and figures."),
+                                               "remove": st.column_config.CheckboxColumn(
+                                                   "remove", help="Take this file out of the dataset.")})
         id_col = st.text_input("Id column (blank = detect)", value=man.get("id_column") or "",
-                               key=f"upload_id_{did}_{man.get('version')}")
-        drop = [m for m, r in zip(entries, edited.itertuples()) if r.remove]
-        rename = {m: str(r.modality).strip() for m, r in zip(entries, edited.itertuples())
-                  if not r.remove and str(r.modality).strip() and str(r.modality).strip() != m}
+                               key=f"upload_id_{did}",
+                               help="The column that names each sample (patient, mouse ...); the same in every file.")
+        by_file = {e["file"]: m for m, e in entries.items()}
+        drop = [by_file[r.file] for r in edited.itertuples() if r.remove and r.file in by_file]
+        rename = {by_file[r.file]: str(r.modality).strip() for r in edited.itertuples()
+                  if r.file in by_file and not r.remove and str(r.modality).strip()
+                  and str(r.modality).strip() != by_file[r.file]}
         if drop or rename or (id_col.strip() or None) != man.get("id_column"):
             try:
                 for m in drop:

@@ -248,3 +248,71 @@ def test_a_bad_upload_with_a_good_files_name_leaves_the_dataset_loading(ws):
     assert any("outcomes.csv" in str(e.value) and "none of its 80 ids match" in str(e.value) for e in at.error)
     assert [m for m in at.metric if m.label == "Outcomes"][0].value == "0"
     assert tree_hashes(ws) == before
+
+
+# ------------------------------------------------------------------------------ issue 15: the app a clinician sees
+def test_a_lattice_with_every_node_off_cannot_launch(ws):
+    runs.write_json(os.path.join(ws, "state.json"), {"dataset": {"bundled": "clinical", "name": "clinical"},
+                                                     "lattice": {"modalities": ["diagnoses", "labs", "vitals", "notes"],
+                                                                 "nodes": [], "ranks": {}, "preset": "custom"}})
+    at = _app("train")
+    launch = [b for b in at.button if b.label == "Launch training"][0]
+    assert launch.disabled
+    assert any("Every node of the lattice is switched off" in str(e.value) for e in at.error)
+    assert [m for m in at.metric if m.label == "Candidate nodes"][0].value.startswith("0")
+    at = _app("lattice")
+    assert [m for m in at.metric if m.label == "Candidate nodes"][0].value == "0 of 15"
+    assert any("Every node is switched off" in str(e.value) for e in at.error)
+
+
+def test_train_page_says_how_long_and_passes_the_time_budget(ws):
+    _write_uploads(ws, n=300)
+    st_ = runs.read_json(os.path.join(ws, "state.json"))
+    spec = {"modalities": {u["modality"]: u["path"] for u in st_["uploads"]}, "id_column": "pid", "name": "budget"}
+    runs.write_json(os.path.join(ws, "state.json"), dict(st_, dataset=spec))
+    at = _app("train")
+    assert "7 candidate nodes × 24 features: expected about" in _texts(at)
+    assert "**Dataset:** uploaded: a, b, c" in _texts(at)  # the whole name, not cut as a metric
+    at.selectbox(key="estimator").set_value("contrastive").run()
+    at.number_input(key="time_budget").set_value(2.0).run()
+    at.number_input[0].set_value(2).run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    rid = runs.list_runs(ws).run_id[0]
+    cfg = runs.read_json(os.path.join(runs.run_path(ws, rid), "config.json"))
+    assert cfg["params"]["max_time"] == 120.0 and cfg["planned_s"] > 0
+    runs.cancel(ws, rid)
+    wait_for_run(ws, rid)
+
+
+def test_two_sessions_keep_their_own_dataset(ws):
+    a = _app()
+    assert "Current dataset: clinical" in _texts(a)
+    b = _app()
+    names = [o for o in b.selectbox(key="bundled_name").options]
+    other = [n for n in names if n != "clinical"]
+    if not other:
+        pytest.skip("one bundled dataset only")
+    b.selectbox(key="bundled_name").set_value(other[0]).run()
+    b.button(key="use_bundled").click().run()
+    assert f"Current dataset: {other[0]}" in _texts(b)
+    a.run()  # the first session is not changed by the second one's choice
+    assert "Current dataset: clinical" in _texts(a)
+    a.switch_page("pages/train.py").run()
+    assert "**Dataset:** clinical" in _texts(a)
+    # A new session starts from the last choice saved in the workspace.
+    assert f"Current dataset: {other[0]}" in _texts(_app())
+
+
+def test_data_page_warns_when_features_outnumber_samples(ws):
+    rng = np.random.default_rng(0)
+    files = []
+    for name, p in (("genes.csv", 120), ("lipids.csv", 10)):
+        df = pd.DataFrame(rng.normal(size=(40, p)).round(3), columns=[f"{name[:1]}{j}" for j in range(p)])
+        df.insert(0, "mouse", [f"M{i}" for i in range(40)])
+        files.append((name, df.to_csv(index=False).encode(), "text/csv"))
+    at = _app()
+    at.file_uploader(key="modality_files").set_value(files).run()
+    assert not at.exception, at.exception
+    warns = " ".join(str(w.value) for w in at.warning)
+    assert "genes: 120 features but only 40 samples" in warns and "lipids" not in warns
