@@ -313,6 +313,7 @@ class _MultiProblem:
         self.Y = np.zeros((n, self.K))
         self.Y[np.arange(n), self.y.astype(int)] = 1.0
         sw = self.sample_weight
+        self._Yw = self.Y * (sw / n)[:, None]
         # The multinomial Hessian is at most 1/2 of the weighted Gram matrix (per class).
         self.L = 0.5 * float(np.linalg.eigvalsh(self.X.T @ (self.X * sw[:, None]) / n).max()) + 1e-12 if p else 1.0
         self.L = max(self.L, 0.5 * float(np.mean(sw)))
@@ -324,9 +325,12 @@ class _MultiProblem:
     def grad(self, theta: np.ndarray) -> np.ndarray:
         n, p = self.X.shape
         B, b = theta[: p * self.K].reshape(p, self.K), theta[p * self.K:]
-        P = _softmax(self.X @ B + b)
-        R = self.sample_weight[:, None] * (P - self.Y) / n
-        return np.r_[(self.X.T @ R).ravel(), R.sum(axis=0)]
+        E = self.X @ B + b
+        E -= E.max(axis=1, keepdims=True)
+        np.exp(E, out=E)
+        E *= (self.sample_weight / (n * E.sum(axis=1)))[:, None]
+        R = E - self._Yw  # sample_weight * (softmax - onehot) / n
+        return np.concatenate(((self.X.T @ R).ravel(), R.sum(axis=0)))
 
     def lambda_max(self) -> float:
         p = self.X.shape[1]
@@ -631,7 +635,14 @@ def _logistic_multi(X: np.ndarray, y: np.ndarray, K: int, lam: float, sw: np.nda
         loss.backward()
         return loss
 
-    opt.step(closure)
+    # One intra-op thread: these small problems ran ~80x slower with 2 threads on a busy 2-core
+    # machine (8.5 s vs 0.1 s for 900 x 45, 4 classes), the threads waiting on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     return theta.detach().numpy().copy()
 
 
@@ -1229,6 +1240,7 @@ def evaluate_prediction(
     structure: dict[str, Any] = {"fitted": _present_ranks(model) if fitted else None}
     t = time.perf_counter()
     if refit:
+        cls = type(model) if isinstance(model, HCL) else HCL
         params = model.get_params() if hasattr(model, "get_params") else {}
         if isinstance(params.get("lattice"), dict):
             params["lattice"] = Lattice.from_dict(params["lattice"])
@@ -1238,12 +1250,12 @@ def evaluate_prediction(
             # Keep the fitted structure: the same nodes and ranks, loadings from the training part.
             fixed = dict(params, lattice=model.lattice_, ranks={n: int(r) for n, r in model.ranks_.items()})
             try:
-                rep_model = HCL(**fixed).fit(data.subset(~is_test))
+                rep_model = cls(**fixed).fit(data.subset(~is_test))
             except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
                 structure["note"] = (f"The fitted structure could not be refitted on the {int((~is_test).sum())} "
                                      f"non-test samples ({exc}); the structure was searched again on them.")
         if rep_model is None:
-            rep_model = HCL(**params).fit(data.subset(~is_test))
+            rep_model = cls(**params).fit(data.subset(~is_test))
     else:
         rep_model = model
     timings["representation"] = time.perf_counter() - t

@@ -8,7 +8,7 @@ import pytest
 
 import hcl_explore as hx
 from hcl_explore.cli import main
-from hcl_explore.predict import average_precision, fit_group_lasso, pr_curve, roc_auc, roc_curve
+from hcl_explore.predict import PredictionReport, average_precision, fit_group_lasso, pr_curve, roc_auc, roc_curve
 
 MODS = ["a", "b", "c"]
 
@@ -219,3 +219,125 @@ def test_cv_1_is_a_clear_error_in_the_penalty_searches():
     with pytest.raises(ValueError, match="cv must be an integer >= 2"):
         fit_ridge(X, y, "continuous", cv=1)
     assert fit_ridge(X, y, "continuous", cv=np.int64(2)) is not None
+
+
+# ------------------------------------------------------------------ multiclass, structure, warnings
+def multiclass_data(seed, n=500, n_classes=4, strength=4.0):
+    """3 modalities, 1 factor per node; the class follows the (a, b) and (c,) nodes (multinomial)."""
+    lat = hx.Lattice.full(MODS)
+    data, truth = hx.simulate(n=n, dims={m: 15 for m in MODS}, ranks={nd: 1 for nd in lat.nodes}, noise=0.5, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    Z = np.c_[truth.Z[("a", "b")], truth.Z[("c",)]]
+    Z = Z / Z.std(axis=0)
+    E = strength * Z @ rng.normal(size=(2, n_classes))
+    P = np.exp(E - E.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(n_classes, p=p) for p in P])
+    return data, y, {("a", "b"), ("c",)}
+
+
+def test_a_10_class_style_integer_label_is_evaluated_as_multiclass_with_its_labels():
+    data, y, drivers = multiclass_data(11)
+    names = np.array(["cat", "dog", "emu", "yak"])
+    # Integer codes 0-3 are multiclass by the same rule (tests/test_outcomes.py); here the labels are words.
+    for outcome, classes, base in ((pd.Series(names[y], name="animal"), list(names), ["raw"]),):
+        rep = hx.evaluate_prediction(hx.HCL(), data, outcome, baselines=base, n_bootstrap=30, random_state=0)
+        assert rep.task == "multiclass" and rep.classes == classes and rep.positive_label is None
+        assert set(rep.metrics.metric) == {"auroc", "f1_macro", "accuracy", "brier"}
+        assert (rep.metrics.ci_low <= rep.metrics.value + 1e-12).all() and (rep.metrics.value <= rep.metrics.ci_high + 1e-12).all()
+        assert rep.metric("auroc") > 0.8 and rep.metric("accuracy") > 0.55
+        assert drivers <= set(rep.selected_nodes)
+        cm = rep.confusion
+        assert list(cm.index) == classes and list(cm.columns) == classes and cm.to_numpy().sum() == rep.counts["test"]
+        assert rep.metric("accuracy") == pytest.approx(np.trace(cm.to_numpy()) / rep.counts["test"])
+        assert list(rep.baselines.model) == ["HCL"] + (["raw features (L2-multinomial)"] if base else [])
+        assert set(rep.curves["HCL"]["roc"]["class"]) == set(classes)
+        back = PredictionReport.from_dict(json.loads(json.dumps(rep.to_dict())))
+        assert back.task == "multiclass" and back.classes == classes and back.confusion.equals(cm)
+        assert "confusion matrix" in str(rep)
+    fig = rep.plot_curves()
+    assert list(fig.data[0].x) == classes and "animal" in fig.layout.xaxis.title.text
+
+
+def test_multiclass_needs_enough_samples_per_class_and_names_the_small_ones():
+    data, y, _ = multiclass_data(12, n=600)
+    yy = y.astype(float)
+    yy[np.flatnonzero(y == 3)[3:]] = 2  # class 3 keeps 3 samples
+    with pytest.raises(ValueError, match=r"fewer than 5 labelled samples .*'3' \(3\).*task='continuous'"):
+        hx.evaluate_prediction(hx.HCL(), data, yy)
+
+
+def test_the_refit_keeps_the_fitted_structure():
+    data, y, drivers = outcome_data(13, "binary", n=1500, n_lab=400)
+    model = hx.HCL().fit(data)
+    fitted = {hx.node_label(n): r for n, r in model.ranks_.items() if r}
+    rep = hx.evaluate_prediction(model, data, y, baselines=False, n_bootstrap=0)
+    assert rep.structure["kept"] is True and rep.structure["used"] == rep.structure["fitted"] == fitted
+    assert {hx.node_label(n) for n in rep.node_importance.node} == set(fitted)
+    assert set(rep.selected_nodes) <= {n for n, r in model.ranks_.items() if r}
+    assert any("Same structure as the fitted model" in n for n in rep.notes)
+    assert not any("Structure not kept" in w for w in rep.warnings)
+
+
+def test_where_the_structure_cannot_be_kept_the_report_says_so_and_carries_both():
+    data, y, _ = outcome_data(14, "continuous", n=1500, n_lab=400)
+
+    class NoFixed(hx.HCL):  # a model whose fixed-rank refit fails
+        def fit(self, data, *a, **k):
+            if isinstance(self.ranks, dict):
+                raise ValueError("fixed ranks are not available here")
+            return super().fit(data, *a, **k)
+
+    model = NoFixed().fit(data)
+    model.ranks_ = dict(model.ranks_)
+    model.ranks_[("a", "b", "c")] = model.ranks_[("a", "b", "c")] + 3  # the fitted structure differs from a re-search
+    rep = hx.evaluate_prediction(model, data, y, baselines=False, n_bootstrap=0)
+    s = rep.structure
+    assert s["kept"] is False and s["fitted"] != s["used"] and "could not be refitted" in s["note"]
+    assert "fixed ranks are not available here" in s["note"]
+    w = [w for w in rep.warnings if w.startswith("Structure not kept")]
+    assert len(w) == 1 and "a+b+c" in w[0]
+    back = PredictionReport.from_dict(json.loads(json.dumps(rep.to_dict())))
+    assert back.structure == s
+
+
+def test_warnings_small_test_part_ceiling_few_cases_missing_outcomes_and_p_over_n():
+    rng = np.random.default_rng(15)
+    n = 80
+    z = rng.normal(size=n)
+    X = {"genes": np.outer(z, rng.normal(size=100)) + 0.3 * rng.normal(size=(n, 100)),
+         "lipids": np.outer(z, rng.normal(size=10)) + 0.3 * rng.normal(size=(n, 10))}
+    data = hx.MultimodalData.from_arrays(X)
+    y = np.where(z > 0, "ppar", "wt").astype(object)
+    y[:30] = None  # 30 of 80 unlabelled
+    rep = hx.evaluate_prediction(hx.HCL(), data, y, baselines=["raw"], n_bootstrap=20, cv=3, min_labelled=10)
+    text = " | ".join(rep.warnings)
+    assert rep.counts["test"] < 30 and "Small test part: only" in text
+    assert rep.metric("auroc") == 1.0 and "AUROC 1.000" in text and f"on {rep.counts['test']} test samples: a metric at its ceiling" in text
+    assert "Many missing outcomes: 30 of 80 samples (38%)" in text
+    assert "More features than samples (p > n) — genes: 100 features" in text and "lipids" not in text.split("p > n")[1][:60]
+    assert "raw-feature baseline has 110 features" in text
+    assert rep.positive_label == "ppar"
+    # Few minority cases: 12 positives among 300 labelled gives 3 in the test part.
+    data2, y2, _ = outcome_data(16, "binary", n=800, n_lab=300)
+    lab = np.flatnonzero(~np.isnan(y2))
+    y2[lab] = 0.0
+    y2[lab[:12]] = 1.0
+    rep2 = hx.evaluate_prediction(hx.HCL(), data2, y2, baselines=False, n_bootstrap=0)
+    assert any(w.startswith("Few minority cases: the test part has '1': 3 sample(s)") for w in rep2.warnings)
+    assert not any("Small test part" in w for w in rep2.warnings)
+
+
+def test_the_global_node_baseline_has_its_own_name_and_old_reports_still_read():
+    data, y, _ = outcome_data(17, "continuous", n=900, n_lab=300)
+    with pytest.warns(FutureWarning, match="'global_only' is now called 'global_node'"):
+        rep = hx.evaluate_prediction(hx.HCL(), data, y, baselines=["global_only"], n_bootstrap=0)
+    assert list(rep.baselines.model) == ["HCL", "HCL global node only"]
+    with pytest.raises(ValueError, match=r"Unknown baselines \['lasso'\]; choose from"):
+        hx.evaluate_prediction(hx.HCL(), data, y, baselines=["lasso"])
+    old = rep.to_dict()
+    for k in ("positive_label", "classes", "confusion", "warnings", "structure"):
+        old.pop(k)  # a prediction JSON saved before these fields
+    back = PredictionReport.from_dict(json.loads(json.dumps(old)))
+    assert back.warnings == [] and back.confusion is None and back.positive_label is None and back.structure == {}
+    assert back.metric("r2") == pytest.approx(rep.metric("r2"))
