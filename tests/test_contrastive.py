@@ -537,3 +537,23 @@ def test_fused_losses_equal_the_per_term_formulas(loss, contrast, decorrelation,
     got["total"].backward()
     for n, p in module.named_parameters():
         torch.testing.assert_close(p.grad, ref_grad[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+# ---------------------------------------------------------------------------------------------- GPU check script
+def test_gpu_check_script_parses_and_skips_cleanly_without_cuda():
+    import shutil
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "benchmarks", "gpu_check.sh")
+    bash = shutil.which("bash")
+    assert bash is not None
+    assert subprocess.run([bash, "-n", script], capture_output=True).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the script would run the real check")
+    strict = subprocess.run([bash, script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PY": sys.executable, "GPU_CHECK_STRICT": "1"})
+    # without CUDA: the first step says so and stops (exit 0 by default; 1 when strict)
+    assert strict.returncode == 1 and "skipped - no CUDA" in strict.stdout, strict.stdout + strict.stderr
+    assert "== GPU tests" not in strict.stdout
