@@ -210,13 +210,30 @@ class DaskSource:
         dims = ", ".join(f"{m}: {d}" for m, d in self.dims.items())
         return f"DaskSource({self.npartitions} partitions; {dims})"
 
-    def _partitions(self) -> list:
+    def _partitions(self, ids: bool = False) -> list:
         cols = [c for m in self.modalities for c in self.columns[m]]
-        keep = list(dict.fromkeys(cols + ([self.id_column] if self.id_column else [])))
+        keep = list(dict.fromkeys(cols + ([self.id_column] if ids and self.id_column else [])))
         return list(self.frame[keep].to_delayed())
 
-    def _all_partitions(self) -> list:
-        return list(self.frame.to_delayed())
+    def iter_chunks(self, chunk_size: int = 16384):
+        """Chunks streamed to this process, one partition computed at a time (for consumers of
+        ``iter_chunks`` such as the contrastive estimator; the linear fit uses
+        :meth:`covariance_stats`, which keeps the data on the workers)."""
+        from .data import Chunk
+
+        layout = [(m, len(self.columns[m])) for m in self.modalities]
+        cols = [c for m in self.modalities for c in self.columns[m]]
+        sl = L.block_slices(self.modalities, self.dims)
+        for part in self._partitions(ids=True):
+            pdf = part.compute()
+            if len(pdf) == 0:
+                continue
+            A = _values(pdf, cols)
+            obs = _observed(A, layout)
+            ids = np.asarray(pdf[self.id_column] if self.id_column else pdf.index)
+            for s0 in range(0, len(pdf), int(chunk_size)):
+                s1 = s0 + int(chunk_size)
+                yield Chunk({m: A[s0:s1, sl[m]] for m in self.modalities}, obs[s0:s1], ids[s0:s1])
 
     # ------------------------------------------------------------------ statistics
     def covariance_stats(self, chunk_size: int = 16384, device=None, callback: L.Callback | None = None,

@@ -101,6 +101,12 @@ def test_one_frame_with_a_column_map(dd, client, sim):
     wide["sid"] = [f"s{i}" for i in range(data.n_samples)]
     src = from_dask(dd.from_pandas(wide, npartitions=6), column_map=data.feature_names, id_column="sid")
     _assert_same_stats(src.covariance_stats(folds=True), L.covariance_stats(data, folds=True))
+    # iter_chunks streams partitions to the client (for chunk consumers): same rows, ids attached.
+    chunks = list(src.iter_chunks(700))
+    assert np.concatenate([c.ids for c in chunks]).tolist() == wide["sid"].tolist()
+    for m in data.modalities:
+        np.testing.assert_array_equal(np.vstack([c.X[m] for c in chunks]), data.X[m])
+    _assert_same_stats(L.covariance_stats(src, folds=True), L.covariance_stats(data, folds=True))
     with pytest.raises(ValueError, match="column_map"):
         from_dask(dd.from_pandas(wide, npartitions=2))
     with pytest.raises(ValueError, match="not in the frame"):
