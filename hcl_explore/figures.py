@@ -766,7 +766,8 @@ def lattice_figure(
                                 "factors: " + (("chosen from the data" if r == "auto" else str(int(r))) if on
                                                else "off (not a candidate)")])
     if M >= MATRIX_FROM:
-        return _matrix_figure(lattice, list(lattice.nodes), present=present, rank_text=rank_text, hover=hover,
+        cols = sorted(lattice.nodes, key=lambda n: (-len(n), lattice.nodes.index(n)))  # global first, private last
+        return _matrix_figure(lattice, cols, present=present, rank_text=rank_text, hover=hover,
                               bars=None, title=title, width=width, off_name="switched off",
                               lines=["One column per candidate node: filled dots = the modalities it joins; "
                                      "grey columns are switched off. Click a dot to switch its node on or off; "
