@@ -349,6 +349,17 @@ def test_patience_is_measured_in_the_noise_of_the_validation_loss(small):
     assert res.n_epochs == 8 and res.stop_reason == "max_epochs" and not res.converged
 
 
+def test_small_networks_train_on_one_thread_and_restore_the_setting(small):
+    module, arrays, tr, va, cfg = _train_setup(small, max_epochs=2)
+    assert C._encoder_macs(module, cfg.batch_size) < C.SMALL_WORK_MACS
+    torch.set_num_threads(2)
+    seen = []
+    C.train(module, arrays, tr, va, cfg, torch.device("cpu"), callback=lambda s, i: seen.append(torch.get_num_threads()))
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+    big = C.HCLModule(C.ModuleSpec(["a"], {"a": 400}, [("a",)], {("a",): 2}, "mlp", (128,)))
+    assert C._encoder_macs(big, 256) > C.SMALL_WORK_MACS
+
+
 def test_time_budget_stops_training_and_keeps_the_best_epoch(small):
     module, arrays, tr, va, cfg = _train_setup(small, max_time=1e-6, max_epochs=50, patience=50)
     seen = []
