@@ -10,8 +10,13 @@
    both), and the pass's peak RSS against the file size and the largest row group (decoded, and as
    float32). Target: pass <= 2x read_table; peak RSS < one row group + 500 MiB.
 
+4. ``--score``: bulk scoring of the pass file, streamed (``dask_source.score_parquet``, the CLI's
+   ``score``): time, peak RSS, and the first rows' scores against ``transform`` in memory.
+5. ``--dask-n N``: the statistics of N x 300 on a 2-worker ``distributed.LocalCluster`` against the
+   in-process pass (time, max relative error).
+
 Run: ``python benchmarks/bench_linear.py [--n 50000] [--big-n 500000] [--skip-big]
-[--pass-n 200000 | --pass-n 1000000] [--pass-only]``
+[--pass-n 200000 | --pass-n 1000000] [--pass-only] [--score] [--dask-n 200000]``
 """
 
 from __future__ import annotations
@@ -195,7 +200,7 @@ def _reset_peak() -> bool:
         return False
 
 
-def pass_child(path: str, cols_json: str, repeat: int) -> None:
+def pass_child(path: str, cols_json: str, repeat: int, score_rows: bool = False) -> None:
     import pyarrow.parquet as pq
 
     import hcl_explore as hx
@@ -221,20 +226,85 @@ def pass_child(path: str, cols_json: str, repeat: int) -> None:
         table = pq.read_table(path)
         t_read.append(time.perf_counter() - t)
         del table
+    score = _score(path, cols) if score_rows else None
     md = pq.ParquetFile(path).metadata
     groups = [md.row_group(g) for g in range(md.num_row_groups)]
     print(json.dumps({"pass_s": round(min(t_pass), 2), "read_table_s": round(min(t_read), 2), "peak_rss_bytes": peak,
                       "rss_before_pass_bytes": base, "row_groups": md.num_row_groups,
                       "largest_row_group_decoded_bytes": max(g.total_byte_size for g in groups),
-                      "largest_row_group_float32_bytes": max(g.num_rows for g in groups) * md.num_columns * 4}))
+                      "largest_row_group_float32_bytes": max(g.num_rows for g in groups) * md.num_columns * 4,
+                      **({"score": score} if score else {})}))
 
 
-def parquet_pass(n: int, repeat: int = 1, row_group: int | None = None) -> dict:
+def _score(path: str, cols: dict) -> dict:
+    """Bulk scoring of the whole file, streamed (the CLI's ``score``): time, peak RSS of the
+    scoring alone, and the scores of the first rows against ``transform`` of them in memory."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    import hcl_explore as hx
+    from hcl_explore import dask_source as DS
+
+    head = next(pq.ParquetFile(path).iter_batches(batch_size=20_000)).to_pandas()
+    data = hx.MultimodalData.from_arrays({m: head[c].to_numpy() for m, c in cols.items()}, feature_names=cols)
+    model = hx.HCL(lattice="shared_private").fit(data)
+    out = path + ".scores.parquet"
+    reset = _reset_peak()
+    t = time.perf_counter()
+    n = DS.score_parquet(model, path, out)
+    el = time.perf_counter() - t
+    peak = _rss("VmHWM") if reset else None
+    got = pd.read_parquet(out).iloc[: len(head)]
+    Z = model.transform(data)
+    ref = np.hstack([Z[nd] for nd in model.nodes_])
+    err = float(np.abs(got.iloc[:, 1:].to_numpy() - ref).max())
+    return {"rows": n, "seconds": round(el, 2), "peak_rss_bytes": peak, "score_columns": ref.shape[1],
+            "max_abs_diff_vs_transform_first_20000": err, "out_bytes": os.path.getsize(out)}
+
+
+def dask_vs_in_process(n: int, workers: int = 2, partitions: int = 8) -> dict:
+    """Statistics of an n x 300 Parquet dataset (``partitions`` files) on a LocalCluster of
+    ``workers`` processes (DaskSource.from_parquet) against the in-process ParquetSource pass:
+    time and max relative error (folds on, as in fit)."""
+    from distributed import Client, LocalCluster
+
+    import hcl_explore as hx
+    from hcl_explore import linear as L
+    from hcl_explore.dask_source import DaskSource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # A partitioned dataset that the workers read themselves (the realistic case: in-memory
+        # frames would be shipped inside the task graph).
+        cols = {}
+        for i, s0 in enumerate(range(0, n, -(-n // partitions))):
+            c = _write_wide(os.path.join(tmp, f"part.{i:03d}.parquet"), min(-(-n // partitions), n - s0))
+            cols = c
+        src_local = hx.ParquetSource(tmp, cols)
+        L.covariance_stats(src_local, chunk_size=4096)  # page cache and thread pools warm
+        t = time.perf_counter()
+        ref = L.covariance_stats(src_local, folds=True)
+        t_in = time.perf_counter() - t
+        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cl, Client(cl):
+            src = DaskSource.from_parquet(tmp, cols)
+            src.covariance_stats(chunk_size=4096)  # workers warm (imports)
+            t = time.perf_counter()
+            ours = src.covariance_stats(folds=True)
+            t_dask = time.perf_counter() - t
+    rel = float(np.abs(ours.cov - ref.cov).max() / np.abs(ref.cov).max())
+    rel_f = max(float(np.abs(a.cov - b.cov).max() / np.abs(b.cov).max()) for a, b in zip(ours.folds, ref.folds))
+    return {"n": n, "D": 300, "partitions": partitions, "workers": workers, "in_process_s": round(t_in, 2),
+            "dask_s": round(t_dask, 2), "max_rel_err_cov": rel, "max_rel_err_fold_cov": rel_f,
+            "counts_equal": bool((ours.counts == ref.counts).all())}
+
+
+def parquet_pass(n: int, repeat: int = 1, row_group: int | None = None, score: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "wide.parquet")
         cols = _write_wide(path, n, row_group=row_group)
-        out = subprocess.run([sys.executable, __file__, "--pass-child", path, json.dumps(cols), str(repeat)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--pass-child", path, json.dumps(cols), str(repeat), str(int(score))],
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"the pass child failed:\n{out.stderr[-3000:]}")
         res = json.loads(out.stdout.strip().splitlines()[-1])
         res["file_bytes"] = os.path.getsize(path)
     res["n"] = n
@@ -254,16 +324,20 @@ def main() -> None:
     ap.add_argument("--pass-repeat", type=int, default=1)
     ap.add_argument("--pass-row-group", type=int, default=None, help="rows per row group (default: pyarrow's, 2^20)")
     ap.add_argument("--pass-only", action="store_true", help="only the Parquet pass")
-    ap.add_argument("--pass-child", nargs=3)
+    ap.add_argument("--pass-child", nargs=4)
+    ap.add_argument("--score", action="store_true", help="also bulk-score the pass file, streamed (CLI score)")
+    ap.add_argument("--dask-n", type=int, default=0, help="statistics on a 2-worker LocalCluster vs in process (rows)")
     a = ap.parse_args()
     if a.child:
         big_child(*a.child)
         return
     if a.pass_child:
-        pass_child(a.pass_child[0], a.pass_child[1], int(a.pass_child[2]))
+        pass_child(a.pass_child[0], a.pass_child[1], int(a.pass_child[2]), bool(int(a.pass_child[3])))
         return
+    if a.dask_n:
+        print("dask vs in-process:", json.dumps(dask_vs_in_process(a.dask_n), indent=1))
     if a.pass_n:
-        p = parquet_pass(a.pass_n, a.pass_repeat, a.pass_row_group)
+        p = parquet_pass(a.pass_n, a.pass_repeat, a.pass_row_group, a.score)
         print("parquet pass:", json.dumps(p, indent=1))
         print(f"pass {p['pass_s']:.2f}s vs read_table {p['read_table_s']:.2f}s = {p['pass_over_read_table']:.2f}x (target <= 2); "
               f"peak RSS {p['peak_rss_bytes'] / 2**20:.0f} MiB vs file {p['file_bytes'] / 2**20:.0f} MiB "

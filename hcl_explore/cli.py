@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--id-column", default=None,
                     help="the sample id column (default: the model's; without one, the row number)")
     sc.add_argument("--out", required=True, help="the scores (.parquet): the id, then one column per factor '<node>:<k>'")
-    sc.add_argument("--batch-size", type=int, default=65536, help="rows scored at a time")
+    sc.add_argument("--batch-size", type=int, default=16384, help="rows scored at a time")
     sc.add_argument("--scale", default="data", choices=["data", "unit"], help="as HCL.transform(scale=...)")
     sc.set_defaults(func=cmd_score)
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
