@@ -51,6 +51,7 @@ with st.sidebar:
     st.caption(f"Dataset: {ui.md(spec.get('name', '?'))}")
     run_slot = st.empty()
     st.caption(f"Workspace: {ui.md(ui.workspace())}")
+    demo_slot = st.container()
 
 try:
     nav.run()
@@ -59,3 +60,7 @@ finally:
     rid = ui.selected_run()
     if rid:
         run_slot.caption(f"Run: {rid}")
+    with demo_slot:
+        from hcl_explore.ui import demo
+
+        demo.show(nav.title, rid, ui.workspace(), ui.run_model)

@@ -83,6 +83,25 @@ def stability_warnings(stability: pd.DataFrame | None, model=None, threshold: fl
     return out
 
 
+def readable_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(the summary table with plain column names, {column: help text}) for people:
+    ``var_<m>`` -> "<m>: share of variance", ``signal_<m>`` -> "<m>: share of signal", ``rank`` ->
+    "factors"."""
+    names, helps = {}, {}
+    for c in frame.columns:
+        if c.startswith("var_"):
+            names[c] = f"{c[4:]}: share of variance"
+            helps[names[c]] = f"The share of {c[4:]}'s total variance this node's factors explain."
+        elif c.startswith("signal_"):
+            names[c] = f"{c[7:]}: share of signal"
+            helps[names[c]] = (f"The share of {c[7:]}'s explained (non-noise) variance that belongs to this node.")
+    names.update({"rank": "factors", "size": "modalities", "present": "found"})
+    helps.update({"factors": "Number of shared factors the fit found (0 = absent).",
+                  "modalities": "How many modalities the node joins.",
+                  "found": "Whether the fit found at least one factor."})
+    return frame.rename(columns=names), helps
+
+
 def _model(run_dir: str):
     return load_model(os.path.join(run_dir, "model.npz"))
 

@@ -89,5 +89,9 @@ if tr:
     c[3].metric("Rank accuracy", f"{acc:.2f}")
     st.plotly_chart(figures.true_vs_recovered(model.lattice_, true, model), width="stretch", key="truth")
 with st.expander("Summary table"):
-    pct = {c: st.column_config.NumberColumn(c, format="percent") for c in ("found in resamples", "same rank in resamples")}
-    st.dataframe(runs.summary_table(model, stab), hide_index=True, column_config=pct)
+    table, helps = report.readable_columns(runs.summary_table(model, stab))
+    pct = {c: st.column_config.NumberColumn(c, format="percent", help=helps.get(c)) for c in table.columns
+           if c.endswith("share of variance") or c.endswith("share of signal")
+           or c in ("found in resamples", "same rank in resamples")}
+    pct.update({c: st.column_config.Column(c, help=h) for c, h in helps.items() if c in table.columns and c not in pct})
+    st.dataframe(table, hide_index=True, column_config=pct)

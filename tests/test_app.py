@@ -316,3 +316,34 @@ def test_data_page_warns_when_features_outnumber_samples(ws):
     assert not at.exception, at.exception
     warns = " ".join(str(w.value) for w in at.warning)
     assert "genes: 120 features but only 40 samples" in warns and "lipids" not in warns
+
+
+def _first_run(page=None, run=None, **state) -> AppTest:
+    """A session's first script run on ``page`` (AppTest keeps the sidebar of first runs only)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in state.items():
+        at.session_state[k] = v
+    if run:
+        at.query_params["run"] = run
+    if page:
+        at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_guided_demo_walks_through_the_sample(ws):
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"bundled": "clinical", "name": "clinical"}, "lattice": "full"})
+    assert runs.run_worker(runs.run_path(ws, rid)) == 0
+    at = _first_run()
+    assert "Guided demo" in [t.label for t in at.toggle] and "1 · The question" not in _texts(at)
+    at = _first_run(demo_mode=True)
+    assert "1 · The question" in _texts(at) and "readmission within 30 days" in _texts(at)
+    # The steps of the other pages, and what each node of the fit means (its top features).
+    from hcl_explore.ui import demo
+
+    assert [demo.STEPS[p][0][0] for p in ("Data", "Lattice", "Train", "Structure", "Prediction", "Export")] == list("123456")
+    lines = demo.node_meanings(hx.HCL.load(os.path.join(runs.run_path(ws, rid), "model.npz")))
+    assert lines and lines[0].startswith("**diagnoses+labs+vitals+notes** (") and lines[0].count("(") == 4
+    # The sidebar names the run of the URL (written after the page ran).
+    assert f"Run: {rid}" in _texts(_first_run(run=rid))
