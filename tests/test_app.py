@@ -347,3 +347,21 @@ def test_guided_demo_walks_through_the_sample(ws):
     assert lines and lines[0].startswith("**diagnoses+labs+vitals+notes** (") and lines[0].count("(") == 4
     # The sidebar names the run of the URL (written after the page ran).
     assert f"Run: {rid}" in _texts(_first_run(run=rid))
+
+
+def test_a_dataset_switch_keeps_the_lattice_choice_when_it_fits(ws):
+    clinical = ["diagnoses", "labs", "vitals", "notes"]
+    # A preset chosen on other data applies to the new modalities.
+    runs.write_json(os.path.join(ws, "state.json"), {"dataset": {"bundled": "clinical", "name": "clinical"},
+                                                     "lattice": {"modalities": ["a", "b", "c"], "nodes": [["a"]],
+                                                                 "ranks": {}, "preset": "pairwise"}})
+    at = _app("lattice")
+    assert [m for m in at.metric if m.label == "Candidate nodes"][0].value == "11 of 15"
+    # A custom lattice over the same modalities in another order is kept.
+    nodes = [["diagnoses", "labs"], ["labs"], ["notes"]]
+    runs.write_json(os.path.join(ws, "state.json"), {"dataset": {"bundled": "clinical", "name": "clinical"},
+                                                     "lattice": {"modalities": clinical[::-1], "nodes": nodes,
+                                                                 "ranks": {"labs": 2}, "preset": "custom"}})
+    at = _app("lattice")
+    assert [m for m in at.metric if m.label == "Candidate nodes"][0].value == "3 of 15"
+    assert [m for m in at.metric if m.label == "Fixed factors"][0].value == "2"

@@ -212,8 +212,10 @@ def run_pick(label: str = "Run", kind: str = "fit") -> str | None:
     ids = list(done.run_id)
     cur = selected_run()
     idx = ids.index(cur) if cur in ids else 0
-    labels = {r.run_id: f"{r.run_id} · {r.dataset} · {r.lattice}" for r in done.itertuples()}
-    rid = st.selectbox(label, ids, index=idx, format_func=lambda r: labels.get(r, r))
+    labels = {r.run_id: f"{r.dataset or 'dataset ?'} · {r.lattice or 'custom'} lattice · started {r.started} ({r.run_id})"
+              for r in done.itertuples()}
+    rid = st.selectbox(label, ids, index=idx, format_func=lambda r: labels.get(r, r),
+                       help="Finished runs, newest first: the dataset, the candidate lattice and when the run started.")
     if rid != cur:
         select_run(rid)
     return rid
