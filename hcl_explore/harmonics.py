@@ -39,8 +39,9 @@ and linear ones, where nothing is a polynomial of anything else and the linear r
 Cost: the search reads a seeded sample of ``MAX_ROWS`` rows; a regression's polynomial columns
 are capped (``MAX_FEATURES``, and n / 10) by lowering the degree; each regression is one Gram
 matrix and a solve (not an SVD-based ``lstsq``), and monomials are built degree by degree. On
-3 x 30 nonlinear features, n = 15,000 rows, this is about 2-4 s on one core (it was ~40 s; it
-takes about as long as one or two contrastive epochs).
+3 x 30 nonlinear features, n = 15,000 rows, this takes 3-4 s on one core of the busy 2-core
+machine, about as long as one or two contrastive epochs (the SVD-based search on all rows took
+170 s there).
 """
 
 from __future__ import annotations
