@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .lattice import Node, node_label
+from .layout import block_slices
 
 Loadings = Mapping[tuple[str, Node], np.ndarray]
 
@@ -85,11 +86,7 @@ def _layout(true: Loadings, est: Loadings) -> tuple[list[str], dict[str, slice],
             raise ValueError(f"Modality {m!r} has {dims[m]} features in one block and {B.shape[0]} in another.")
         dims[m] = B.shape[0]
     mods = sorted(dims)
-    row_of, start = {}, 0
-    for m in mods:
-        row_of[m] = slice(start, start + dims[m])
-        start += dims[m]
-    return mods, row_of, start
+    return mods, block_slices(mods, dims), sum(dims.values())
 
 
 def node_gram_errors(true: Loadings, est: Loadings) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from . import layout as Y
 from . import linear as L
 from .data import MultimodalData
 from .estimators import get_estimator, names as estimator_names
@@ -306,8 +307,8 @@ class HCL:
     def loadings_(self) -> dict[tuple[str, Node], np.ndarray]:
         """Per-(modality, node) loadings (d_m, r_S) in original feature units, present nodes only."""
         self._check_fitted()
-        sl = L.block_slices(self.modalities_, self.dims_)
-        blocks = L.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
+        sl = Y.block_slices(self.modalities_, self.dims_)
+        blocks = Y.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
         return {(m, node): B * self.scale_[sl[m], None] for (m, node), B in blocks.items()}
 
     @property
@@ -315,7 +316,7 @@ class HCL:
         """Noise variance of every feature, per modality ``{m: (d_m,)}`` (transformed units)."""
         self._check_fitted()
         psi = getattr(self, "psi_", None)
-        sl = L.block_slices(self.modalities_, self.dims_)
+        sl = Y.block_slices(self.modalities_, self.dims_)
         if psi is None:  # contrastive estimator, or a file saved before per-feature noise
             return {m: np.full(self.dims_[m], float(self.noise_var_[m])) for m in self.modalities_}
         return {m: psi[sl[m]] for m in self.modalities_}
@@ -343,7 +344,7 @@ class HCL:
         est = get_estimator(self.estimator)
         col_scale = self._score_scale(scale)
         Z = est.transform(self, data, fill) * col_scale
-        return {node: Z[:, cols] for node, cols in L.node_columns(self.nodes_, self.ranks_).items()}
+        return {node: Z[:, cols] for node, cols in Y.node_columns(self.nodes_, self.ranks_).items()}
 
     def _score_scale(self, scale: str) -> np.ndarray:
         """(R,) factor by which ``transform(scale=...)`` multiplies the estimator's unit scores."""
@@ -353,7 +354,7 @@ class HCL:
 
     def _transformed(self, data: MultimodalData) -> dict[str, np.ndarray]:
         """``(x - mean_) / scale_`` per modality, rows of unobserved modalities set to 0."""
-        sl = L.block_slices(self.modalities_, self.dims_)
+        sl = Y.block_slices(self.modalities_, self.dims_)
         Xt = {}
         for j, m in enumerate(self.modalities_):
             x = (np.asarray(data.X[m], dtype=np.float64) - self.mean_[sl[m]]) / self.scale_[sl[m]]
@@ -446,7 +447,7 @@ class HCL:
         variance explained (``var_<m>``) and the share of its signal (``signal_<m>``); once
         :meth:`stability` has run, also ``found`` and ``same_rank`` (shares of resamples)."""
         self._check_fitted()
-        blocks = L.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
+        blocks = Y.split_loadings(self.W_, self.modalities_, self.dims_, self.nodes_, self.ranks_)
         energy = {key: float(np.sum(B**2)) for key, B in blocks.items()}
         signal_tot = {m: sum(v for (mm, _), v in energy.items() if mm == m) for m in self.modalities_}
         rows = []

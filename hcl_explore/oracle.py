@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import layout as Y
 from . import linear as L
 from .lattice import Node
 
@@ -36,6 +37,6 @@ def floor_loadings(data, truth, noise: str = "true", device: str = "cpu") -> dic
         target[sl[m], sl[m]] -= nv[m] * np.eye(dims[m])
     nodes = truth.nodes
     W0 = truth.W()
-    mask = L.support_mask(mods, dims, nodes, truth.ranks)
+    mask = Y.support_mask(mods, dims, nodes, truth.ranks)
     res = L.masked_factorization(target, W0, mask, device=device)
-    return L.split_loadings(res.W, mods, dims, nodes, truth.ranks)
+    return Y.split_loadings(res.W, mods, dims, nodes, truth.ranks)

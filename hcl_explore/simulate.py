@@ -22,7 +22,7 @@ import numpy as np
 
 from .data import MultimodalData
 from .lattice import Lattice, Node
-from .linear import stack_loadings
+from .layout import stack_loadings
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import layout as Y
 from . import linear as L
 from .lattice import Lattice, Node
 
@@ -327,7 +328,7 @@ def lift_loadings(red: Reduced, loadings: Mapping[Node, np.ndarray], dims: Mappi
     feature space, (sum_{m in S} d_m, r): ``V_m B_m`` per modality."""
     out = {}
     for node, B in loadings.items():
-        src = L.block_slices(node, red.stats.dims)
+        src = Y.block_slices(node, red.stats.dims)
         out[node] = np.concatenate([red.basis[m] @ B[src[m]] for m in node], axis=0)
     return out
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hcl_explore import linear as L
+from hcl_explore import layout as Y
 from hcl_explore.estimators import Estimator, register
 from hcl_explore.estimators.base import finish_fit, in_memory
 
@@ -28,7 +28,7 @@ class PCAPerNode(Estimator):
         mean = np.concatenate([np.nanmean(X[m][obs[:, j]], axis=0) for j, m in enumerate(mods)])
         sd = np.concatenate([np.nanstd(X[m][obs[:, j]], axis=0) for j, m in enumerate(mods)])
         scale = np.where(sd > 1e-12, sd, 1.0)
-        sl = L.block_slices(mods, dims)
+        sl = Y.block_slices(mods, dims)
         Z = np.concatenate([(X[m][rows] - mean[sl[m]]) / scale[sl[m]] for m in mods], axis=1)
         nodes = sorted((nd for nd in lat.nodes if ranks[nd] > 0), key=len, reverse=True)
         blocks = {}
@@ -45,7 +45,7 @@ class PCAPerNode(Estimator):
             if callback is not None:
                 callback("ranks", {"node": nd, "rank": r})
         nodes = [nd for nd in lat.nodes if ranks[nd] > 0]
-        W = L.stack_loadings(blocks, mods, dims, nodes, ranks)
+        W = Y.stack_loadings(blocks, mods, dims, nodes, ranks)
         resid = Z.var(axis=0)
         finish_fit(model, data, modalities_=mods, lattice_=lat, dims_=dims, mean_=mean, scale_=scale,
                    ranks_=ranks, nodes_=nodes, W_=W, psi_=np.maximum(resid, 1e-3),

@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 import torch
 
+from .. import layout as Y
 from .. import linear as L
 from ..lattice import Node, node_label
 
@@ -89,7 +90,7 @@ class Estimator:
 
     def score_samples(self, model, data) -> np.ndarray:
         """Gaussian log-likelihood per sample (n,), original units, marginal over missing modalities."""
-        sl = L.block_slices(model.modalities_, model.dims_)
+        sl = Y.block_slices(model.modalities_, model.dims_)
         ll = L.loglik_samples(model._transformed(data), data.observed, model.modalities_, model.W_,
                               model.feature_noise_, model.dims_)
         log_scale = np.array([float(np.sum(np.log(model.scale_[sl[m]]))) for m in model.modalities_])

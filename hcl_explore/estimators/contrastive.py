@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .. import contrastive as C
+from .. import layout as Y
 from .. import linear as L
 from ..harmonics import prune_harmonics
 from ..lattice import Node, node_label
@@ -42,8 +43,8 @@ def start_from_linear(module: C.HCLModule, lin, mean: np.ndarray, scale: np.ndar
     of the blocks removes constants). Training then moves away from the linear solution only
     where the loss gains.
     """
-    sl = L.block_slices(lin.modalities_, lin.dims_)
-    cols = L.node_columns(lin.nodes_, lin.ranks_)
+    sl = Y.block_slices(lin.modalities_, lin.dims_)
+    cols = Y.node_columns(lin.nodes_, lin.ranks_)
     for j, m in enumerate(module.spec.modalities):
         key = f"m{j}"
         if key not in module.encoders:
@@ -143,7 +144,7 @@ class ContrastiveEstimator(Estimator):
 
     def standardized(self, model, X: Mapping[str, np.ndarray], observed: np.ndarray) -> dict[str, np.ndarray]:
         """float32 copies ``(x - mean_) / scale_`` with missing rows set to 0."""
-        sl = L.block_slices(model.modalities_, model.dims_)
+        sl = Y.block_slices(model.modalities_, model.dims_)
         out = {}
         for j, m in enumerate(model.modalities_):
             x = (np.asarray(X[m], dtype=np.float32) - model.mean_[sl[m]].astype(np.float32)) / \
@@ -218,7 +219,7 @@ class ContrastiveEstimator(Estimator):
         # Standardization from the training rows that observe each modality.
         mean = np.zeros(sum(dims.values()))
         scale = np.ones_like(mean)
-        sl = L.block_slices(mods, dims)
+        sl = Y.block_slices(mods, dims)
         for j, m in enumerate(mods):
             rows = train_rows[obs[train_rows, j]]
             if rows.size < 2:
@@ -253,7 +254,7 @@ class ContrastiveEstimator(Estimator):
         scores = C.node_scores(module, enc, obs[train_rows])
         # Linear approximation of the loadings: least squares of the standardized features on the
         # scores of the nodes holding each modality (training rows that observe it).
-        cols = L.node_columns(nodes, ranks)
+        cols = Y.node_columns(nodes, ranks)
         W = np.zeros((sum(dims.values()), sum(ranks[nd] for nd in nodes)))
         total_var, noise = {}, {}
         check_rows = val_rows if val_rows.size >= 2 else train_rows

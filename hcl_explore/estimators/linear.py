@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import layout as Y
 from .. import linear as L
 from .. import structure as ST
 from ..lattice import Lattice, Node, node_label
@@ -191,10 +192,10 @@ class LinearEstimator(Estimator):
         lifted = ST.lift_loadings(red, {n: B for n, B in peel.loadings.items() if ranks[n] > 0}, dims)
 
         nodes = [n for n in lat.nodes if ranks[n] > 0]
-        mask = L.support_mask(mods, dims, nodes, ranks)
+        mask = Y.support_mask(mods, dims, nodes, ranks)
         init = {(m, node): lifted[node][local][:, : ranks[node]]
-                for node in nodes for m, local in L.block_slices(node, dims).items()}
-        W0 = L.stack_loadings(init, mods, dims, nodes, ranks)
+                for node in nodes for m, local in Y.block_slices(node, dims).items()}
+        W0 = Y.stack_loadings(init, mods, dims, nodes, ranks)
         t3 = time.perf_counter()
         # Refinement in whitened units (noise 1 in every feature): least squares there is the
         # factor-analysis weighting for the Psi found above (Psi itself is not refitted).
@@ -203,7 +204,7 @@ class LinearEstimator(Estimator):
         W = res.W * np.sqrt(psi)[:, None]
         # The PCA-like basis inside each node (factor 1 explains the most variance): the model is
         # unchanged, and transform()'s scores become orthonormal coordinates of each node's part.
-        W = L.canonical_rotation(W, [n for n in nodes for _ in range(ranks[n])])
+        W = Y.canonical_rotation(W, [n for n in nodes for _ in range(ranks[n])])
         timings["refine"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
 
