@@ -125,9 +125,13 @@ def plan_fit(n_samples: int, dims: Mapping[str, int], n_nodes: int, *, estimator
     return Plan(stages, sec, units)
 
 
-def plan_predict(n_steps: int = 4) -> Plan:
-    """A prediction run: loading, then ``n_steps`` evaluation steps (refit, group lasso, baselines)."""
-    return Plan(["load", "predict"], {"load": 1.0, "predict": 10.0 * n_steps}, {"load": None, "predict": float(n_steps)})
+def plan_predict(n_steps: int = 4, fit_seconds: float | None = None) -> Plan:
+    """A prediction run: loading, then the evaluation - the representation refitted on the
+    training part (about the parent fit's ``fit_seconds``), then ``n_steps - 1`` counted steps (the
+    group lasso, each baseline)."""
+    refit = 1.2 * float(fit_seconds) if fit_seconds and fit_seconds > 0 else 10.0
+    return Plan(["load", "predict"], {"load": 1.0, "predict": refit + 2.0 * n_steps},
+                {"load": None, "predict": float(max(1, n_steps - 1))})
 
 
 def estimate_text(plan: Plan, n_nodes: int, n_features: int) -> str:
@@ -266,10 +270,15 @@ class Tracker:
                 self.total_units = float(info["of"])
                 self.detail = f"resample {int(self.done_units)} of {int(self.total_units)}"
         elif stage == "predict":
-            self.done_units += 1
+            # "representation" marks the start of the refit (most of the time); the later steps
+            # (group lasso, baselines) are counted when they start, i.e. when the one before ended.
+            if info.get("step") != "representation":
+                self.done_units += 1
             self.total_units = max(float(self.plan.units.get("predict") or 1), self.done_units + 1)
-            step = info.get("step")
-            self.detail = f"step {int(self.done_units)}" + (f": {step}" if step else "")
+            step = str(info.get("step") or "").replace("_", " ")
+            self.detail = {"representation": "refitting the representation on the training part",
+                           "group lasso": "choosing the nodes that predict the outcome"}.get(
+                step, f"baseline {step}" if step == "baseline" else step)
         self._update()
 
     def _enter(self, stage: str, t: float) -> None:

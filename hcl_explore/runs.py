@@ -841,7 +841,8 @@ def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     pcfg = read_json(os.path.join(parent, "config.json"), {})
     from . import progress as P
 
-    rep.set_plan(P.plan_predict(_predict_steps(cfg.get("options") or {})))
+    fit_s = (getattr(model, "timings_", None) or {}).get("total")
+    rep.set_plan(P.plan_predict(_predict_steps(cfg.get("options") or {}), fit_s))
     rep.event("load", {"message": "loading data"})
     datasets.verify(pcfg["dataset"])
     data, outcomes, _ = load_from_spec(pcfg["dataset"], preprocessing=model.preprocessing_) if model.preprocessing_ \
