@@ -587,7 +587,9 @@ def score_parquet(model, path: str, out_path: str, id_column: str | None = None,
     tmp = f"{out_path}.partial"
     try:
         for f in files:
-            pf = pq.ParquetFile(f, pre_buffer=False)
+            # Buffered reads: column chunks are streamed through 4 MiB buffers, not read whole
+            # next to their decoded copy (that doubled the peak on a one-row-group file).
+            pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 22)
             for batch in pf.iter_batches(batch_size=batch_size, columns=read):
                 pdf = batch.to_pandas()
                 ids = pdf[id_column].to_numpy() if id_column else np.arange(done, done + len(pdf))
