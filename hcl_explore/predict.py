@@ -1395,7 +1395,12 @@ def evaluate_prediction(
         mods = list(data.modalities)
         params["lattice"] = Lattice.shared_private(mods) if key == "shared_private" else Lattice(mods, [tuple(mods)])
         params["ranks"] = "auto"
-        alt = HCL(**params).fit(data.subset(~is_test) if refit else data)
+        try:
+            alt = HCL(**params).fit(data.subset(~is_test) if refit else data)
+        except ValueError as exc:  # e.g. the structure search rules out every node of this lattice
+            notes.append(f"Baseline {label!r} could not be fitted ({exc}); it has no scores.")
+            rows.append({"model": label, "n_features": 0})
+            continue
         Xa, ga, na = node_features(alt, data)
         if Xa.shape[1] == 0:
             rows.append({"model": label, "n_features": 0})

@@ -38,7 +38,7 @@ if not usable:
     st.info("This run's dataset has no outcome to predict. Add an outcomes table on the Data page.")
     st.stop()
 KIND_WORDS = {"binary": "two classes", "multiclass": "several classes", "continuous": "a number"}
-outcome = st.selectbox("Outcome", usable, format_func=lambda c: f"{c} ({KIND_WORDS[kinds[c]]})",
+outcome = st.selectbox("Outcome", usable, format_func=lambda c: f"{c} ({KIND_WORDS[kinds[c]]})", key="outcome",
                        help="Two levels: binary (which one is 'positive' is shown with the results); a few levels "
                             "or a few whole numbers such as digits 0-9: several classes; other numbers: continuous.")
 with st.expander("Evaluation settings"):
