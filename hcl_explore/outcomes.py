@@ -6,7 +6,8 @@ Every part of hcl-explore that meets an outcome asks this module: the outcome lo
 estimator's supervised head (``HCL.fit(data, y=...)``). So a text outcome such as ``"yes"/"no"`` or
 ``"readmitted"/"not readmitted"`` gets the same kind and the same positive class wherever it goes.
 
-The rule (:func:`outcome_kind`; README.md "Outcomes and prediction" describes it for users):
+The rule (:func:`outcome_kind`; README.md, section "Prediction", shows it in use; docs/architecture.md
+lists this module among the others):
 
 * **binary**: exactly two distinct values. The positive level is, in this order,
   1. for numbers (and booleans): the larger value (1 of 0/1, ``True``, 2 of 1/2);

@@ -8,7 +8,7 @@ the test samples (keeping the fitted model's nodes and ranks), choose the penalt
 cross-validation on the training part only, report held-out metrics with bootstrap intervals and
 plain-language warnings, and compare with baselines on the same split. What kind an outcome is and
 which level is positive is decided by :mod:`hcl_explore.outcomes` (the rule the loader and the app
-use too; README.md "Outcomes and prediction").
+use too; README.md, section "Prediction").
 """
 
 from __future__ import annotations
