@@ -27,6 +27,7 @@ that is gone or changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,7 +36,12 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover  (not POSIX: manifest updates are not locked)
+    fcntl = None  # type: ignore[assignment]
 
 FILES = "files"
 STAGING = "staging"
@@ -205,6 +211,23 @@ def read_manifest(workspace: str, dataset_id: str) -> dict:
     return man
 
 
+@contextlib.contextmanager
+def _locked(workspace: str, dataset_id: str) -> Iterator[None]:
+    """One writer per dataset at a time: two browser tabs (or people) adding or removing files of
+    the same dataset read, change and rewrite its manifest in turn, so neither loses the other's
+    change."""
+    path = os.path.join(os.path.dirname(_manifest_path(workspace, dataset_id)), ".lock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _save(workspace: str, man: dict) -> dict:
     man = dict(man, updated=time.time(), version=int(man.get("version", 0)) + 1)
     _write_json_atomic(_manifest_path(workspace, man["id"]), man)
@@ -245,14 +268,15 @@ def add_files(workspace: str, dataset_id: str, staged: Sequence[Staged]) -> dict
     manifest. An upload with the display name of a file already in the dataset replaces that file
     (same modality name); otherwise it becomes a new modality with a name not yet taken. On failure
     raises ValueError naming the file, discards the staged uploads and changes nothing."""
-    try:
-        man = read_manifest(workspace, dataset_id)
-        new = _with(man, staged)
-        _check(workspace, new, staged)
-    except BaseException:
-        discard(staged)
-        raise
-    return _commit(workspace, new, staged)
+    with _locked(workspace, dataset_id):
+        try:
+            man = read_manifest(workspace, dataset_id)
+            new = _with(man, staged)
+            _check(workspace, new, staged)
+        except BaseException:
+            discard(staged)
+            raise
+        return _commit(workspace, new, staged)
 
 
 def _entry(s: Staged) -> dict:
@@ -334,39 +358,41 @@ def remove_file(workspace: str, dataset_id: str, modality: str | None = None, *,
     """Remove a modality's file (or the outcomes file) from a dataset, for good: the manifest no
     longer lists it and records the removal; adding other files later does not bring it back. The
     kept bytes stay in ``files/`` (other datasets and past runs may use them)."""
-    man = read_manifest(workspace, dataset_id)
-    if outcomes:
-        e = man.get("outcomes")
-        if not e:
-            return man
-        man["outcomes"] = None
-        man["removed"].append({"outcomes": True, "file": e["file"], "sha256": e["sha256"], "removed": time.time()})
-    else:
-        if modality not in man["modalities"]:
-            raise ValueError(f"The dataset has no modality {modality!r}.")
-        e = man["modalities"].pop(modality)
-        man["removed"].append({"modality": modality, "file": e["file"], "sha256": e["sha256"], "removed": time.time()})
-    return _save(workspace, man)
+    with _locked(workspace, dataset_id):
+        man = read_manifest(workspace, dataset_id)
+        if outcomes:
+            e = man.get("outcomes")
+            if not e:
+                return man
+            man["outcomes"] = None
+            man["removed"].append({"outcomes": True, "file": e["file"], "sha256": e["sha256"], "removed": time.time()})
+        else:
+            if modality not in man["modalities"]:
+                raise ValueError(f"The dataset has no modality {modality!r}.")
+            e = man["modalities"].pop(modality)
+            man["removed"].append({"modality": modality, "file": e["file"], "sha256": e["sha256"], "removed": time.time()})
+        return _save(workspace, man)
 
 
 def update_dataset(workspace: str, dataset_id: str, *, rename: Mapping[str, str] | None = None,
                    id_column: str | None | type(...) = ..., name: str | None | type(...) = ...) -> dict:
     """Rename modalities (``{old: new}``), set the id column (None = detect) or the dataset's name."""
-    man = read_manifest(workspace, dataset_id)
-    if rename:
-        new_names = [str(rename.get(m, m)).strip() for m in man["modalities"]]
-        for n in new_names:
-            if not n or "+" in n:
-                raise ValueError(f"Modality name {n!r} is not allowed (it must be non-empty and contain no '+').")
-        dups = sorted({n for n in new_names if new_names.count(n) > 1})
-        if dups:
-            raise ValueError(f"Two files have the same modality name ({', '.join(dups)}); rename one.")
-        man["modalities"] = dict(zip(new_names, man["modalities"].values()))
-    if id_column is not ...:
-        man["id_column"] = (id_column or "").strip() or None
-    if name is not ...:
-        man["name"] = (name or "").strip() or None
-    return _save(workspace, man)
+    with _locked(workspace, dataset_id):
+        man = read_manifest(workspace, dataset_id)
+        if rename:
+            new_names = [str(rename.get(m, m)).strip() for m in man["modalities"]]
+            for n in new_names:
+                if not n or "+" in n:
+                    raise ValueError(f"Modality name {n!r} is not allowed (it must be non-empty and contain no '+').")
+            dups = sorted({n for n in new_names if new_names.count(n) > 1})
+            if dups:
+                raise ValueError(f"Two files have the same modality name ({', '.join(dups)}); rename one.")
+            man["modalities"] = dict(zip(new_names, man["modalities"].values()))
+        if id_column is not ...:
+            man["id_column"] = (id_column or "").strip() or None
+        if name is not ...:
+            man["name"] = (name or "").strip() or None
+        return _save(workspace, man)
 
 
 # ---------------------------------------------------------------------------------------------

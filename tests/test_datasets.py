@@ -163,3 +163,35 @@ def test_display_names_and_modality_names():
     assert datasets.modality_name("a+b.csv") == "a_b"
     assert len(datasets.display_name("é" * 300 + ".csv").encode()) <= 200
     assert datasets.display_name("é" * 300 + ".csv").endswith(".csv")
+
+
+def test_two_tabs_adding_files_at_once_keep_both(ws, monkeypatch):
+    # Each writer reads the manifest, checks its upload (slow), then writes: without the
+    # per-dataset lock the second write drops the first one's file.
+    import threading
+    import time as _time
+
+    did = _dataset(ws, {"a.csv": _csv(seed=1)})
+    slow = datasets._check
+
+    def check(*args, **kwargs):
+        _time.sleep(0.3)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "_check", check)
+    uploads = [datasets.stage_upload(ws, f"{k}.csv", _csv(seed=s)) for k, s in (("b", 2), ("c", 3))]
+    errors = []
+
+    def add(st):
+        try:
+            datasets.add_files(ws, did, [st])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(u,)) for u in uploads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(datasets.read_manifest(ws, did)["modalities"]) == ["a", "b", "c"]
