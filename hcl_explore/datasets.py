@@ -259,7 +259,8 @@ def create_dataset(workspace: str, staged: Sequence[Staged] = (), *, name: str |
     new = _with(man, staged)
     _check(workspace, new, staged)
     os.makedirs(os.path.dirname(_manifest_path(workspace, did)), exist_ok=True)
-    _commit(workspace, new, staged)
+    with _locked(workspace, did):  # creates the lock file with the dataset, not at its first change
+        _commit(workspace, new, staged)
     return did
 
 
