@@ -98,3 +98,17 @@ def test_transform_checks_feature_names(data):
     swapped = hx.MultimodalData(X, ids=data.ids, feature_names=names)
     with pytest.raises(ValueError, match="Modality 'b'.*feature"):
         model.transform(swapped)
+
+
+def test_the_supervised_head_uses_the_one_outcome_rule(data):
+    lat = hx.Lattice.full(data.modalities)
+    ranks = {n: RANKS.get(n, 0) for n in lat.nodes}
+    y = np.where(data.X["a"][:, 0] > 0, "readmitted", "not readmitted").astype(object)
+    y[:50] = None
+    m = hx.HCL(lattice=lat, ranks=ranks, estimator="contrastive", **FAST["contrastive"]).fit(data, y=y)
+    assert m.task_ == "binary"
+    with pytest.raises(ValueError, match="binary or a continuous outcome; this one has 3 classes"):
+        hx.HCL(lattice=lat, ranks=ranks, estimator="contrastive", **FAST["contrastive"]).fit(
+            data, y=np.array(["x", "y", "z"] * 200, dtype=object))
+    with pytest.raises(ValueError, match="unsupervised"):
+        hx.HCL(lattice=lat, ranks=ranks).fit(data, y=np.zeros(data.n_samples))

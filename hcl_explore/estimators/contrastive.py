@@ -15,6 +15,7 @@ from .. import layout as Y
 from .. import linear as L
 from ..harmonics import prune_harmonics
 from ..lattice import Node, node_label
+from ..outcomes import supervised_task
 from .base import Estimator, in_memory, register, resolve_device
 
 #: Options of the contrastive estimator and their defaults (``get_params`` lists them only when
@@ -200,13 +201,20 @@ class ContrastiveEstimator(Estimator):
 
         yv, task = None, None
         if y is not None:
-            yv = np.asarray(getattr(y, "values", y), dtype=np.float64).reshape(-1)
-            if yv.shape[0] != n:
-                raise ValueError(f"y has {yv.shape[0]} values for {n} samples.")
+            raw = np.asarray(getattr(y, "values", y)).reshape(-1)
+            if raw.shape[0] != n:
+                raise ValueError(f"y has {raw.shape[0]} values for {n} samples.")
+            # The one outcome rule (hcl_explore/outcomes.py): kind and positive level as the
+            # loader and evaluate_prediction decide them ("yes"/"no" -> 1/0 here too).
+            codes, task = supervised_task(raw)
+            if task == "multiclass":
+                raise ValueError("The supervised head takes a binary or a continuous outcome; this one has "
+                                 f"{len(np.unique(codes[np.isfinite(codes)]))} classes (evaluate it with "
+                                 "evaluate_prediction, which handles multiclass outcomes).")
+            yv = np.asarray(codes, dtype=np.float64)
             lab = np.isfinite(yv)
             if lab.sum() < 2:
                 raise ValueError("y needs at least two labelled (finite) values.")
-            task = "binary" if set(np.unique(yv[lab])) <= {0.0, 1.0} else "continuous"
             if task == "continuous":
                 yv = (yv - yv[lab].mean()) / (yv[lab].std() or 1.0)
             yv = np.where(lab, yv, np.nan).astype(np.float32)
