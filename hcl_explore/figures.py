@@ -237,7 +237,7 @@ def node_positions(lattice: Lattice) -> dict[Node, tuple[float, float]]:
     return pos
 
 
-REF_WIDTH = 600
+REF_WIDTH = 460
 """Plot width (px) the hierarchy graphs are laid out for by default: node labels do not overlap
 when the figure is drawn this wide or wider (pass ``width=`` for a narrower column)."""
 COLLAPSE_ABOVE = 15
@@ -1152,8 +1152,8 @@ def loadings_figure(model: "HCL", node: Any, top: int = 15) -> go.Figure:
     lines = [f"Top {len(rows)} features by loading norm across the node's factors ({units}); "
              "red = positive, blue = negative; factor signs are arbitrary."]
     if long:
-        lines.append(f"Node {node_code(nd, codes)} = {label}.")
-    _captions(fig, lines, int(REF_WIDTH - name_px - 100), below=45)
+        lines.append(f"Node {node_code(nd, codes)} = {' + '.join(nd)}.")
+    _captions(fig, lines, int(REF_WIDTH - name_px - 60), below=45)
     return fig
 
 

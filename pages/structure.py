@@ -37,10 +37,10 @@ for tab, view in zip(tabs, views):
         if view.startswith("Matrix"):
             st.caption("One column per node found: the filled dots are the modalities that share it, the bar its "
                        "number of factors. Hover a column for its full name and how much variance it explains.")
-            st.plotly_chart(figures.model_matrix(model, stability=stab), width="stretch", key="matrix")
+            st.plotly_chart(figures.model_matrix(model, stability=stab, width=900), width="stretch", key="matrix")
         else:
             st.caption(hier_help)
-            st.plotly_chart(figures.model_hierarchy(model, stability=stab), width="stretch", key="hierarchy")
+            st.plotly_chart(figures.model_hierarchy(model, stability=stab, width=900), width="stretch", key="hierarchy")
 st.caption(ui.md(runs.stability_note(stab, runs.read_status(ws, rid))))
 for w in report.stability_warnings(stab, model):
     st.warning(ui.md(w), icon=":material/warning:")

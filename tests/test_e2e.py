@@ -161,3 +161,63 @@ def test_structure_page_shows_how_stable_each_node_is(server, browser, csvs):
     text = hover.text_content()
     assert "labs+vitals+notes" in text and "found in 5 of 5 resamples" in text, text
     page.close()
+
+
+_TEXT_BOXES = """(plot) => {
+  const sel = '.textpoint text, .annotation-text, .gtitle, .legendtext, .xtick text, .ytick text, .g-xtitle text,'
+    + ' .g-ytitle text, .bartext, .cbaxis text';
+  const out = [];
+  for (const el of plot.querySelectorAll(sel)) {
+    const r = el.getBoundingClientRect();
+    const t = (el.textContent || '').trim();
+    if (t && r.width > 0 && r.height > 0) out.push({t, x0: r.left, y0: r.top, x1: r.right, y1: r.bottom});
+  }
+  const bad = [];
+  for (let i = 0; i < out.length; i++) for (let j = i + 1; j < out.length; j++) {
+    const a = out[i], b = out[j];
+    if (Math.min(a.x1, b.x1) - Math.max(a.x0, b.x0) > 1 && Math.min(a.y1, b.y1) - Math.max(a.y0, b.y0) > 1)
+      bad.push(a.t.slice(0, 30) + ' / ' + b.t.slice(0, 30));
+  }
+  return {n: out.length, bad};
+}"""
+
+
+def test_six_modalities_structure_and_lattice_pages_have_no_overprinted_labels(server, browser, tmp_path):
+    from hcl_explore import runs
+
+    url, ws = server
+    mods = ["labs", "vitals", "notes", "imaging", "genomics", "meds"]
+    ranks = {tuple(mods): 2, tuple(mods[:3]): 1, tuple(mods[2:5]): 1, **{(m,): 1 for m in mods}}
+    data, _ = hx.simulate(n=500, dims={m: 10 for m in mods}, ranks=ranks, noise=0.3, seed=0)
+    paths = {}
+    for m in mods:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m]).round(4)
+        df.insert(0, "pid", [f"P{i}" for i in range(data.n_samples)])
+        paths[m] = str(tmp_path / f"{m}.csv")
+        df.to_csv(paths[m], index=False)
+    spec = {"modalities": paths, "id_column": "pid", "name": "six modalities"}
+    rid = runs.create_run(str(ws), {"kind": "fit", "dataset": spec, "lattice": "full", "lattice_name": "full"})
+    assert runs.run_worker(runs.run_path(str(ws), rid)) == 0, runs.read_log(str(ws), rid)
+    runs.write_json(os.path.join(str(ws), "state.json"), {"dataset": spec})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    for path, title in ((f"/structure?run={rid}", "Nodes found"), ("/lattice", "Candidate lattice")):
+        page.goto(url + path)
+        _wait_text(page, title)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)
+        tabs = [None] + (["Hierarchy diagram"] if "structure" in path else [])
+        checked = 0
+        for tab in tabs:
+            if tab:
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_timeout(1500)
+            plots = page.locator(".js-plotly-plot")
+            for i in range(plots.count()):
+                if not plots.nth(i).is_visible():
+                    continue  # the other tab's figure
+                plots.nth(i).scroll_into_view_if_needed()
+                res = plots.nth(i).evaluate(_TEXT_BOXES)
+                assert res["n"] > 0 and not res["bad"], (path, tab, i, res["bad"][:5])
+                checked += 1
+        assert checked >= (4 if "structure" in path else 1)
+    page.close()
