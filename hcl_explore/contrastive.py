@@ -456,22 +456,18 @@ class _LossPlan:
                     for a in range(s, e):
                         for b in range(a, e):
                             ii.append(self.offset[m] + a), jj.append(self.offset[m] + b), q_mod.append(k)
-        node_of = [bi for m in self.mods for bi, (_, s, e) in enumerate(module.blocks[m]) for _ in range(s, e)]
-        W = np.zeros((T, T + len(ii)), dtype=np.float32)
-        self.has_dec = torch.zeros(len(self.mods), device=device)
-        for c in range(T):
-            k = col_mod[c]
-            R = module.blocks[self.mods[k]][-1][2]
-            if R < 2:
-                continue
-            self.has_dec[k] = 1.0
-            for c2 in range(T):
-                if col_mod[c2] == k and c2 != c:
-                    W[c, c2] = 1.0 / R
-            for q, (a, mk) in enumerate(zip(ii, q_mod)):
-                if mk == k and node_of[a] != node_of[c]:
-                    W[c, T + q] = 1.0 / R
-        self.dec_weight = torch.from_numpy(W).to(device)
+        node_of = np.array([bi for m in self.mods for bi, (_, s, e) in enumerate(module.blocks[m]) for _ in range(s, e)],
+                           dtype=np.int64)
+        cm = np.array(col_mod, dtype=np.int64)
+        R_mod = np.array([module.blocks[m][-1][2] for m in self.mods], dtype=np.float64)
+        R_col = R_mod[cm]
+        same = cm[:, None] == cm[None, :]
+        w_lin = same & ~np.eye(T, dtype=bool)  # off-diagonal correlations within a modality
+        qi, qm = np.array(ii, dtype=np.int64), np.array(q_mod, dtype=np.int64)
+        w_q = (cm[:, None] == qm[None, :]) & (node_of[:, None] != node_of[qi][None, :])  # other nodes' monomials
+        W = np.concatenate([w_lin, w_q], axis=1) * np.where(R_col >= 2, 1.0 / R_col, 0.0)[:, None]
+        self.has_dec = torch.tensor((R_mod >= 2).astype(np.float32), device=device)
+        self.dec_weight = torch.from_numpy(W.astype(np.float32)).to(device)
         self.q_i = torch.tensor(ii, dtype=torch.long, device=device)
         self.q_j = torch.tensor(jj, dtype=torch.long, device=device)
         self.q_mod = torch.tensor(q_mod, dtype=torch.long, device=device)
