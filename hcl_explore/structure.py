@@ -363,17 +363,19 @@ CONFIRM_RULE = "min"
 
 
 def confirm_ranks(red: Reduced, folds_w: Sequence[L.CovStats], lattice: Lattice,
-                  fixed: Mapping[Node, int | None], ranks: Mapping[Node, int]) -> tuple[dict[Node, int], dict]:
+                  fixed: Mapping[Node, int | None], ranks: Mapping[Node, int],
+                  projected: bool = False) -> tuple[dict[Node, int], dict]:
     """Out-of-sample confirmation of the ranks found on all rows.
 
     The structure search is rerun on each of two disjoint row folds (same reduced coordinates);
     a shared node keeps the rank found on all rows only as far as the folds find it too
-    (``CONFIRM_RULE``). Nodes whose rank was given are left alone.
+    (``CONFIRM_RULE``). Nodes whose rank was given are left alone. ``folds_w``: whitened fold
+    statistics, or (``projected=True``) fold statistics already in ``red``'s coordinates.
     """
     info: dict = {"folds": []}
     fold_ranks = []
     for fw in folds_w:
-        pr = peel_reduced(red, project_stats(red, fw), lattice, fixed)
+        pr = peel_reduced(red, fw if projected else project_stats(red, fw), lattice, fixed)
         fr = {n: int(pr.ranks.get(n, 0)) for n in ranks}
         fold_ranks.append(fr)
         info["folds"].append({"+".join(n): r for n, r in fr.items() if r > 0})

@@ -116,3 +116,25 @@ def test_cca_largest_root_quantile_against_monte_carlo():
     assert L.cca_largest_root_quantile(0, 3, 100) == 0.0
     assert L.cca_largest_root_quantile(60, 60, 100) == 1.0
     assert L.chi2_quantile(10) == pytest.approx(29.588, rel=0.01)
+
+
+def test_sample_space_path_matches_the_feature_space_path(monkeypatch):
+    # More features than samples in all: the fit never forms the D x D covariance (at D = 15,000
+    # and n = 2,000 that pass alone took 6 minutes) and finds the same structure and likelihood.
+    from hcl_explore.estimators import linear as EL
+
+    data, truth = hx.simulate(n=260, dims={"a": 400, "b": 300, "c": 60}, ranks=OMICS_LIKE, noise=0.3,
+                              missing=0.1, seed=3)
+    wide = hx.HCL(device="cpu").fit(data)
+    assert wide.rank_diagnostics_["search"].get("sample_space") is True
+    monkeypatch.setattr(EL, "SAMPLE_SPACE_RATIO", 1e9)
+    full = hx.HCL(device="cpu").fit(data)
+    assert "sample_space" not in full.rank_diagnostics_["search"]
+    assert _found(wide) == _found(full) == _true(truth)
+    np.testing.assert_allclose(wide.psi_, full.psi_, rtol=0.05)
+    assert abs(wide.score(data) - full.score(data)) < 0.005 * abs(full.score(data))
+    Zw, Zf = wide.transform(data), full.transform(data)
+    for node in wide.nodes_:
+        # the same subspace per node: canonical correlations of the two score blocks near 1
+        Qa, Qb = np.linalg.qr(Zw[node])[0], np.linalg.qr(Zf[node])[0]
+        assert np.linalg.svd(Qa.T @ Qb, compute_uv=False).min() > 0.95, node

@@ -30,6 +30,20 @@ def _variance_ratio(var: np.ndarray) -> float:
     return float(v.max() / v.min()) if v.size else 1.0
 
 
+#: In-memory data with more features than this many times its samples take the sample-space
+#: path (no D x D matrix): at D = 15,000 and n = 2,000 the covariance pass alone took 6 minutes.
+SAMPLE_SPACE_RATIO = 1.0
+
+
+def _sample_space(data) -> bool:
+    """Whether ``data`` is in memory and has more features in all than samples."""
+    if not (hasattr(data, "X") and hasattr(data, "observed") and hasattr(data, "ids")):
+        return False
+    n = int(np.asarray(data.observed).shape[0])
+    D = sum(int(np.asarray(data.X[m]).shape[1]) for m in data.modalities)
+    return D > SAMPLE_SPACE_RATIO * n and D > 500
+
+
 def _folds_disagree(confirm: Mapping | None, ranks: Mapping[Node, int]) -> bool:
     """Whether the two fold searches changed a shared rank or found a shared node the whole data
     did not: the structure is uncertain there, and worth resampling (clean structures are left
@@ -114,22 +128,112 @@ class LinearEstimator(Estimator):
         lat = model._resolve_lattice(mods)
         fixed = model._resolve_ranks(lat)
         timings: dict[str, float] = {}
-
         check_given_ranks(fixed, {m: len(data.feature_names[m]) for m in mods})
         auto = any(v is None for v in fixed.values())
-        # Two row folds from the same pass (same flops) for the out-of-sample confirmation.
-        if hasattr(data, "covariance_stats"):
-            # A source that computes its own statistics (e.g. per partition on a Dask cluster).
-            stats = data.covariance_stats(chunk_size=model.chunk_size, device=dev, callback=callback, folds=auto)
+        # Ranks the user fixed must fit in the reduced space whatever the data say.
+        need = {m: sum(int(v) for nd, v in fixed.items() if v and m in nd) for m in mods}
+        if _sample_space(data):
+            prep = self._prepare_wide(model, data, need, auto, callback, timings)
         else:
-            stats = L.covariance_stats(data, chunk_size=model.chunk_size, device=dev, callback=callback, folds=auto)
-        timings["covariance"] = time.perf_counter() - t0
-        dims = stats.dims
-        sl = stats.offsets
-        D = sum(dims.values())
-        # The transform x -> (x - mean) / scale; scale is per feature.
-        scale = np.ones(D)
-        var = np.maximum(np.diag(stats.cov), 0)
+            prep = self._prepare(model, data, need, auto, dev, callback, timings)
+        red, dims = prep["red"], prep["dims"]
+        t2 = time.perf_counter()
+        search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}
+        if prep["wide"]:
+            search["sample_space"] = True
+        lat_s, fixed_s = lat, fixed
+        if auto and len(mods) > 1:
+            pairs = ST.pair_counts(red.stats, tw_floor=True)
+            keep = [n for n, v in fixed.items() if v is not None and v > 0]
+            lat_s, bound = ST.screen_lattice(lat, pairs, keep)
+            fixed_s = {n: fixed[n] for n in lat_s.nodes}
+            search["pairs"] = {f"{a}+{b}": v for (a, b), v in pairs.items()}
+            search["candidates"] = {"tested": len(lat_s.nodes), "of": len(lat.nodes)}
+        peel = ST.peel_reduced(red, red.stats, lat_s, fixed_s, callback=callback)
+        ranks = {n: int(peel.ranks.get(n, 0)) for n in lat.nodes}
+        if prep["folds"] is not None:
+            ranks, search["confirm"] = ST.confirm_ranks(red, prep["folds"], lat_s, fixed_s, ranks, projected=True)
+        timings["ranks"] = time.perf_counter() - t2
+        if (resample and auto and len(mods) > 1 and hasattr(data, "subset")
+                and prep["n_samples"] <= RESAMPLE_CONFIRM_MAX_N and _folds_disagree(search.get("confirm"), ranks)):
+            ranks, search["resample"] = self._resample_confirm(model, data, lat, fixed, ranks)
+        if structure_only:
+            return ranks
+
+        nodes = [n for n in lat.nodes if ranks[n] > 0]
+        t3 = time.perf_counter()
+        psi = prep["psi"]
+        if prep["wide"]:
+            # Sample space: refine in the reduced coordinates (the loadings of a d >> n block lie
+            # in its leading components anyway) and lift; no D x D matrix is ever formed.
+            rd = red.stats.dims
+            B0 = {(m, nd): peel.loadings[nd][loc][:, : ranks[nd]]
+                  for nd in nodes for m, loc in Y.block_slices(nd, rd).items()}
+            res = L.masked_factorization(red.stats.cov - np.eye(sum(rd.values())),
+                                         Y.stack_loadings(B0, mods, rd, nodes, ranks),
+                                         Y.support_mask(mods, rd, nodes, ranks), device=dev, tol=model.tol,
+                                         max_iter=model.max_iter, callback=callback)
+            blocks = Y.split_loadings(res.W, mods, rd, nodes, ranks)
+            Ww = Y.stack_loadings({k: red.basis[k[0]] @ B for k, B in blocks.items()}, mods, dims, nodes, ranks)
+        else:
+            lifted = ST.lift_loadings(red, {n: B for n, B in peel.loadings.items() if ranks[n] > 0}, dims)
+            init = {(m, node): lifted[node][local][:, : ranks[node]]
+                    for node in nodes for m, local in Y.block_slices(node, dims).items()}
+            W0 = Y.stack_loadings(init, mods, dims, nodes, ranks)
+            # Refinement in whitened units (noise 1 in every feature): least squares there is the
+            # factor-analysis weighting for the Psi found above (Psi itself is not refitted).
+            res = L.masked_factorization(prep["cov_w"] - np.eye(sum(dims.values())), W0,
+                                         Y.support_mask(mods, dims, nodes, ranks), device=dev, tol=model.tol,
+                                         max_iter=model.max_iter, callback=callback)
+            Ww = res.W
+        W = Ww * np.sqrt(psi)[:, None]
+        # The PCA-like basis inside each node (factor 1 explains the most variance): the model is
+        # unchanged, and transform()'s scores become orthonormal coordinates of each node's part.
+        W = Y.canonical_rotation(W, [n for n in nodes for _ in range(ranks[n])])
+        timings["refine"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+
+        sl = Y.block_slices(mods, dims)
+        model.modalities_ = mods
+        model.lattice_ = lat
+        model.dims_ = dims
+        model.feature_names_ = {m: list(data.feature_names[m]) for m in mods}
+        model.mean_ = prep["mean"]
+        model.scale_ = prep["scale"]
+        model.standardized_ = bool(prep["do_std"])
+        # How files were cleaned (columns, one-hot levels, imputation means), so that new samples
+        # can be loaded the same way: load_modalities(..., preprocessing=model.preprocessing_).
+        model.preprocessing_ = (getattr(data, "report", None) or {}).get("preprocessing")
+        model.noise_var_ = {m: float(np.mean(psi[sl[m]])) for m in mods}
+        model.psi_ = psi  # (D,) noise variance per feature, transformed units
+        model.ranks_ = ranks
+        model.nodes_ = nodes
+        model.W_ = W  # (D, R) in transformed units
+        model.objective_ = res.objective
+        model.n_iter_ = res.n_iter
+        model.converged_ = res.converged
+        model.objective_history_ = res.history
+        model.total_var_ = prep["total_var"]
+        model.n_samples_ = prep["n_samples"]
+        model.counts_ = prep["counts"]
+        search["seconds"] = {k: round(v, 4) for k, v in timings.items()}
+        search["refine"] = {"iterations": res.n_iter, "converged": res.converged}
+        # Plain JSON types: the diagnostics are saved with the model and must read back equal.
+        model.rank_diagnostics_ = plain(dict(peel.diagnostics) | {"search": search})
+        model.timings_ = timings
+        model.device_ = str(dev)
+        model.signal_rank_ = prep["signal_rank"]
+        if callback is not None:
+            callback("done", {"objective": res.objective, "n_iter": res.n_iter, "converged": res.converged,
+                              # Flat numbers: the run log (metrics.jsonl) keeps scalars only.
+                              **{f"seconds_{k}": round(v, 4) for k, v in timings.items()},
+                              **{f"candidates_{k}": v for k, v in (search.get("candidates") or {}).items()}})
+        return None
+
+    @staticmethod
+    def _scale(model, var: np.ndarray, mods, sl) -> tuple[np.ndarray, bool]:
+        """The per-feature scale of ``x -> (x - mean) / scale`` from the feature variances."""
+        scale = np.ones(var.shape[0])
         if model.standardize == "auto":
             do_std = any(_variance_ratio(var[sl[m]]) > AUTO_STANDARDIZE_RATIO for m in mods)
         elif isinstance(model.standardize, (bool, np.bool_)):
@@ -141,8 +245,26 @@ class LinearEstimator(Estimator):
             scale = np.where(sd > 1e-12, sd, 1.0)
         if model.balance_modalities:
             for m in mods:
-                tot = float(np.sum(np.diag(stats.cov)[sl[m]] / scale[sl[m]] ** 2))
+                tot = float(np.sum(var[sl[m]] / scale[sl[m]] ** 2))
                 scale[sl[m]] *= math.sqrt(max(tot, 1e-300))
+        return scale, do_std
+
+    def _prepare(self, model, data, need, auto, dev, callback, timings) -> dict:
+        """Feature space: one covariance pass (D x D statistics), noise per feature, whitening,
+        reduction to each modality's leading components, and the two folds in those coordinates."""
+        t0 = time.perf_counter()
+        mods = list(data.modalities)
+        # Two row folds from the same pass (same flops) for the out-of-sample confirmation.
+        if hasattr(data, "covariance_stats"):
+            # A source that computes its own statistics (e.g. per partition on a Dask cluster).
+            stats = data.covariance_stats(chunk_size=model.chunk_size, device=dev, callback=callback, folds=auto)
+        else:
+            stats = L.covariance_stats(data, chunk_size=model.chunk_size, device=dev, callback=callback, folds=auto)
+        timings["covariance"] = time.perf_counter() - t0
+        dims = stats.dims
+        sl = stats.offsets
+        D = sum(dims.values())
+        scale, do_std = self._scale(model, np.maximum(np.diag(stats.cov), 0), mods, sl)
 
         def transformed(s: L.CovStats) -> L.CovStats:
             return L.CovStats(mods, dims, s.mean, s.cov / scale[:, None] / scale[None, :], s.counts, s.n_samples)
@@ -156,93 +278,117 @@ class LinearEstimator(Estimator):
         signal_rank: dict[str, int] = {}
         for j, m in enumerate(mods):
             psi[sl[m]], signal_rank[m] = ST.feature_noise(cov[sl[m], sl[m]], int(stats.counts[j, j]))
-        noise = {m: float(np.mean(psi[sl[m]])) for m in mods}
         if callback is not None:
-            callback("noise", {"noise_var": dict(noise)})
+            callback("noise", {"noise_var": {m: float(np.mean(psi[sl[m]])) for m in mods}})
         timings["noise"] = time.perf_counter() - t1
-
-        t2 = time.perf_counter()
         stats_w = ST.whiten_stats(stats_t, psi)
         # Every structure test runs on each modality's leading whitened principal components.
-        # Ranks the user fixed must fit in the reduced space whatever the data say.
-        need = {m: sum(int(v) for nd, v in fixed.items() if v and m in nd) for m in mods}
         red = ST.reduce_stats(stats_w, need=need)
-        search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}
-        folds_w = None
+        folds = None
         if stats.folds is not None and all(f is not None for f in stats.folds):
-            folds_w = [ST.whiten_stats(transformed(f), psi) for f in stats.folds]
-        lat_s, fixed_s = lat, fixed
-        if auto and len(mods) > 1:
-            pairs = ST.pair_counts(red.stats, tw_floor=True)
-            keep = [n for n, v in fixed.items() if v is not None and v > 0]
-            lat_s, bound = ST.screen_lattice(lat, pairs, keep)
-            fixed_s = {n: fixed[n] for n in lat_s.nodes}
-            search["pairs"] = {f"{a}+{b}": v for (a, b), v in pairs.items()}
-            search["candidates"] = {"tested": len(lat_s.nodes), "of": len(lat.nodes)}
-        peel = ST.peel_reduced(red, red.stats, lat_s, fixed_s, callback=callback)
-        ranks = {n: int(peel.ranks.get(n, 0)) for n in lat.nodes}
-        if folds_w is not None:
-            ranks, search["confirm"] = ST.confirm_ranks(red, folds_w, lat_s, fixed_s, ranks)
-        timings["ranks"] = time.perf_counter() - t2
-        if (resample and auto and len(mods) > 1 and hasattr(data, "subset")
-                and stats.n_samples <= RESAMPLE_CONFIRM_MAX_N and _folds_disagree(search.get("confirm"), ranks)):
-            ranks, search["resample"] = self._resample_confirm(model, data, lat, fixed, ranks)
-        if structure_only:
-            return ranks
-        lifted = ST.lift_loadings(red, {n: B for n, B in peel.loadings.items() if ranks[n] > 0}, dims)
+            folds = [ST.project_stats(red, ST.whiten_stats(transformed(f), psi)) for f in stats.folds]
+        return {"wide": False, "red": red, "folds": folds, "dims": dims, "psi": psi, "signal_rank": signal_rank,
+                "mean": stats.mean, "scale": scale, "do_std": do_std, "cov_w": stats_w.cov,
+                "total_var": {m: float(np.trace(cov[sl[m], sl[m]])) for m in mods},
+                "n_samples": stats.n_samples, "counts": stats.counts}
 
-        nodes = [n for n in lat.nodes if ranks[n] > 0]
-        mask = Y.support_mask(mods, dims, nodes, ranks)
-        init = {(m, node): lifted[node][local][:, : ranks[node]]
-                for node in nodes for m, local in Y.block_slices(node, dims).items()}
-        W0 = Y.stack_loadings(init, mods, dims, nodes, ranks)
-        t3 = time.perf_counter()
-        # Refinement in whitened units (noise 1 in every feature): least squares there is the
-        # factor-analysis weighting for the Psi found above (Psi itself is not refitted).
-        res = L.masked_factorization(stats_w.cov - np.eye(D), W0, mask, device=dev, tol=model.tol,
-                                     max_iter=model.max_iter, callback=callback)
-        W = res.W * np.sqrt(psi)[:, None]
-        # The PCA-like basis inside each node (factor 1 explains the most variance): the model is
-        # unchanged, and transform()'s scores become orthonormal coordinates of each node's part.
-        W = Y.canonical_rotation(W, [n for n in nodes for _ in range(ranks[n])])
-        timings["refine"] = time.perf_counter() - t3
-        timings["total"] = time.perf_counter() - t0
-
-        model.modalities_ = mods
-        model.lattice_ = lat
-        model.dims_ = dims
-        model.feature_names_ = {m: list(data.feature_names[m]) for m in mods}
-        model.mean_ = stats.mean
-        model.scale_ = scale
-        model.standardized_ = bool(do_std)
-        # How files were cleaned (columns, one-hot levels, imputation means), so that new samples
-        # can be loaded the same way: load_modalities(..., preprocessing=model.preprocessing_).
-        model.preprocessing_ = (getattr(data, "report", None) or {}).get("preprocessing")
-        model.noise_var_ = noise
-        model.psi_ = psi  # (D,) noise variance per feature, transformed units
-        model.ranks_ = ranks
-        model.nodes_ = nodes
-        model.W_ = W  # (D, R) in transformed units
-        model.objective_ = res.objective
-        model.n_iter_ = res.n_iter
-        model.converged_ = res.converged
-        model.objective_history_ = res.history
-        model.total_var_ = {m: float(np.trace(cov[sl[m], sl[m]])) for m in mods}
-        model.n_samples_ = stats.n_samples
-        model.counts_ = stats.counts
-        search["seconds"] = {k: round(v, 4) for k, v in timings.items()}
-        search["refine"] = {"iterations": res.n_iter, "converged": res.converged}
-        # Plain JSON types: the diagnostics are saved with the model and must read back equal.
-        model.rank_diagnostics_ = plain(dict(peel.diagnostics) | {"search": search})
-        model.timings_ = timings
-        model.device_ = str(dev)
-        model.signal_rank_ = signal_rank
+    def _prepare_wide(self, model, data, need, auto, callback, timings) -> dict:
+        """Sample space (in-memory data with more features than samples): the same steps without
+        any D x D matrix. Each modality's standardized rows give its noise (per feature when
+        d_m < n_m, from the d_m x d_m block; one Marchenko-Pastur variance otherwise, from the
+        n_m x n_m Gram matrix) and, once whitened, its leading right singular vectors; the
+        pairwise-complete statistics (and folds) of those component scores are the reduced
+        statistics, exactly what projecting the full ones would give."""
+        t0 = time.perf_counter()
+        mods = list(data.modalities)
+        obs = np.asarray(data.observed, dtype=bool)
+        dims = {m: int(np.asarray(data.X[m]).shape[1]) for m in mods}
+        sl = Y.block_slices(mods, dims)
+        D = sum(dims.values())
+        mean, var = np.zeros(D), np.zeros(D)
+        for j, m in enumerate(mods):
+            rows = np.asarray(data.X[m][obs[:, j]], dtype=np.float64)
+            if rows.shape[0] < 2:
+                raise ValueError(f"Modality {m!r} is observed in {rows.shape[0]} sample(s); at least 2 are needed.")
+            if not np.isfinite(rows).all():
+                raise ValueError(f"Modality {m!r} has a missing or non-finite value in an observed row.")
+            mean[sl[m]] = rows.mean(axis=0)
+            var[sl[m]] = rows.var(axis=0)
+        scale, do_std = self._scale(model, var, mods, sl)
+        timings["covariance"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        psi = np.empty(D)
+        signal_rank: dict[str, int] = {}
+        basis: dict[str, np.ndarray] = {}
+        qdims: dict[str, int] = {}
+        scores: dict[str, np.ndarray] = {}
+        n_all = obs.shape[0]
+        total_var = {}
+        for j, m in enumerate(mods):
+            rows = obs[:, j]
+            n = int(rows.sum())
+            d = dims[m]
+            Z = (np.asarray(data.X[m][rows], dtype=np.float64) - mean[sl[m]]) / scale[sl[m]]
+            Z -= Z.mean(axis=0)
+            total_var[m] = float(np.sum(Z * Z) / n)
+            gram = None
+            if d < n:
+                psi[sl[m]], signal_rank[m] = ST.feature_noise(Z.T @ Z / n, n)
+            else:
+                G = Z @ Z.T / n
+                lam_g, U_g = np.linalg.eigh((G + G.T) / 2)
+                lam_g, U_g = lam_g[::-1], U_g[:, ::-1]
+                lam = np.concatenate([lam_g, np.zeros(max(d - n, 0))])
+                sigma2, signal_rank[m] = L.noise_from_eigenvalues(lam, n)
+                diag = var[sl[m]] / scale[sl[m]] ** 2
+                typical = float(np.mean(diag[diag > 0])) if np.any(diag > 0) else 1.0
+                psi[sl[m]] = np.clip(np.full(d, sigma2), ST.PSI_FLOOR * np.maximum(diag, 1e-8 * typical),
+                                     np.maximum(diag, 1e-8 * typical))
+                p0 = float(psi[sl[m]][0])
+                if np.all(psi[sl[m]] == p0):
+                    gram = (lam_g / p0, U_g)  # one variance for the block: whitening only rescales G
+            Zw = Z / np.sqrt(psi[sl[m]])
+            # Leading right singular vectors of Zw from the smaller Gram matrix (one eigh of
+            # min(n, d)^2; an SVD of the n x d block costs more and is not needed).
+            if n < d:
+                if gram is not None:
+                    lam_w, U = gram
+                else:
+                    lam_w, U = np.linalg.eigh(Zw @ Zw.T / n)
+                    lam_w, U = lam_w[::-1], U[:, ::-1]
+            else:
+                lam_w, V = np.linalg.eigh(Zw.T @ Zw / n)
+                lam_w, V = lam_w[::-1], V[:, ::-1]
+            k0 = int(np.sum(lam_w > L.mp_edge(d / n)))
+            q = max(1, min(k0 + ST.EXTRA_PCS, d, max(n // 5, 2)), min(int(need.get(m, 0)), d, min(n, d)))
+            if n < d:
+                lam_q = np.maximum(lam_w[:q], 1e-12 * max(float(lam_w[0]), 1e-300))
+                V = (Zw.T @ U[:, :q]) / np.sqrt(n * lam_q)[None, :]
+                # Re-orthonormalize: directions with ~0 variance come out with rounding noise.
+                V = np.linalg.qr(V)[0]
+            basis[m], qdims[m] = V[:, :q], q
+            T = np.zeros((n_all, q))
+            T[rows] = Zw @ basis[m]
+            scores[m] = T
         if callback is not None:
-            callback("done", {"objective": res.objective, "n_iter": res.n_iter, "converged": res.converged,
-                              # Flat numbers: the run log (metrics.jsonl) keeps scalars only.
-                              **{f"seconds_{k}": round(v, 4) for k, v in timings.items()},
-                              **{f"candidates_{k}": v for k, v in (search.get("candidates") or {}).items()}})
-        return None
+            callback("noise", {"noise_var": {m: float(np.mean(psi[sl[m]])) for m in mods}})
+        timings["noise"] = time.perf_counter() - t1
+        from ..data import MultimodalData
+
+        X_red = {m: np.where(obs[:, [j]], scores[m], np.nan) for j, m in enumerate(mods)}
+        src = MultimodalData(X_red, ids=np.asarray(data.ids), feature_names={m: [f"pc{i}" for i in range(qdims[m])]
+                                                                               for m in mods})
+        st = L.covariance_stats(src, folds=auto)
+        red_stats = L.CovStats(mods, qdims, np.zeros(sum(qdims.values())), st.cov, st.counts, st.n_samples)
+        red = ST.Reduced(red_stats, basis, {m: 1.0 for m in mods}, dict(dims))
+        folds = None
+        if st.folds is not None and all(f is not None for f in st.folds):
+            folds = [L.CovStats(mods, qdims, np.zeros(sum(qdims.values())), f.cov, f.counts, f.n_samples)
+                     for f in st.folds]
+        counts = obs.T.astype(np.int64) @ obs.astype(np.int64)
+        return {"wide": True, "red": red, "folds": folds, "dims": dims, "psi": psi, "signal_rank": signal_rank,
+                "mean": mean, "scale": scale, "do_std": do_std, "total_var": total_var,
+                "n_samples": int(n_all), "counts": counts}
 
     def _resample_confirm(self, model, data, lat: Lattice, fixed: Mapping[Node, int | None],
                           ranks: dict[Node, int]) -> tuple[dict[Node, int], dict]:
