@@ -400,42 +400,8 @@ def _merge(a: dict, b: dict) -> dict:
             "N": [a["N"][f] + b["N"][order[f]] for f in range(2)], "n": a["n"] + b["n"]}
 
 
-def stats_from_sums(mods: Sequence[str], dims: Mapping[str, int], shift: np.ndarray, G: np.ndarray, N: np.ndarray,
-                    n_rows: int, strict: bool = True) -> L.CovStats | None:
-    """CovStats from sums around ``shift``: ``G`` is [Xc | O]^T [Xc | O] (D + M square) and ``N``
-    the pair counts - ``linear.covariance_stats``' finalize, for sums computed elsewhere.
-    ``strict=False`` returns None where a modality or pair has fewer than 2 rows (folds)."""
-    mods = list(mods)
-    sl = L.block_slices(mods, dims)
-    D = sum(dims[m] for m in mods)
-    G_np, Sx = G[:D, :D], G[:D, D:]
-    for j, m in enumerate(mods):
-        if N[j, j] < 2:
-            if not strict:
-                return None
-            raise ValueError(f"Modality {m!r} is observed in {N[j, j]} sample(s); at least 2 are needed.")
-    mean = np.asarray(shift, dtype=np.float64).copy()
-    for j, m in enumerate(mods):
-        mean[sl[m]] += Sx[sl[m], j] / N[j, j]
-    cov = np.zeros((D, D))
-    for a, ma in enumerate(mods):
-        for b, mb in enumerate(mods):
-            if b < a:
-                continue
-            nab = N[a, b]
-            if nab < 2:
-                if not strict:
-                    return None
-                raise ValueError(
-                    f"Modalities {ma!r} and {mb!r} share {nab} sample(s); a covariance between them "
-                    "needs more. Drop one of them or the nodes that join them."
-                )
-            mu_a = Sx[sl[ma], b] / nab
-            mu_b = Sx[sl[mb], a] / nab
-            block = G_np[sl[ma], sl[mb]] / nab - np.outer(mu_a, mu_b)
-            cov[sl[ma], sl[mb]] = block
-            cov[sl[mb], sl[ma]] = block.T
-    return L.CovStats(mods, dict(dims), mean, cov, N, int(n_rows))
+#: The sums' finalization is linear.covariance_stats' own (pairwise-complete means and covariances).
+stats_from_sums = L.stats_from_sums
 
 
 # ============================================================================ bulk scoring

@@ -171,41 +171,58 @@ def covariance_stats(
         raise ValueError("No samples to fit.")
 
     def finalize(G, Sx, N, n_rows: int, strict: bool) -> CovStats | None:
-        G_np = G[:D, :D] if use_numpy else G.cpu().numpy()
-        Sx_np = G[:D, D:] if use_numpy else Sx.cpu().numpy()
-        for j, m in enumerate(mods):
-            if N[j, j] < 2:
-                if not strict:
-                    return None
-                raise ValueError(f"Modality {m!r} is observed in {N[j, j]} sample(s); at least 2 are needed.")
-        mean = shift.copy()
-        for j, m in enumerate(mods):
-            mean[sl[m]] += Sx_np[sl[m], j] / N[j, j]
-        cov = np.zeros((D, D))
-        for a, ma in enumerate(mods):
-            for b, mb in enumerate(mods):
-                if b < a:
-                    continue
-                nab = N[a, b]
-                if nab < 2:
-                    if not strict:
-                        return None
-                    raise ValueError(
-                        f"Modalities {ma!r} and {mb!r} share {nab} sample(s); a covariance between them "
-                        "needs more. Drop one of them or the nodes that join them."
-                    )
-                mu_a = Sx_np[sl[ma], b] / nab
-                mu_b = Sx_np[sl[mb], a] / nab
-                block = G_np[sl[ma], sl[mb]] / nab - np.outer(mu_a, mu_b)
-                cov[sl[ma], sl[mb]] = block
-                cov[sl[mb], sl[ma]] = block.T
-        return CovStats(mods, dims, mean, cov, N, n_rows)
+        if not use_numpy:  # the device path keeps Xc^T O apart: assemble the (D + M) square
+            Gn = np.zeros((D + M, D + M))
+            Gn[:D, :D] = G.cpu().numpy()
+            Gn[:D, D:] = Sx.cpu().numpy()
+            G = Gn
+        return stats_from_sums(mods, dims, shift, G, N, n_rows, strict)
 
     if n_parts == 1:
         return finalize(Gs[0], Sxs[0], Ns[0], n_total, True)
     total = finalize(Gs[0] + Gs[1], None if use_numpy else Sxs[0] + Sxs[1], Ns[0] + Ns[1], n_total, True)
     total.folds = [finalize(Gs[f], Sxs[f], Ns[f], (n_total + 1 - f) // 2, False) for f in range(2)]
     return total
+
+
+def stats_from_sums(mods: Sequence[str], dims: Mapping[str, int], shift: np.ndarray, G: np.ndarray, N: np.ndarray,
+                    n_rows: int, strict: bool = True) -> CovStats | None:
+    """CovStats from sums around ``shift``: ``G`` (D + M, D + M) is ``[Xc | O]^T [Xc | O]`` (its
+    block ``G[:D, D:]`` the sums of ``Xc`` over the rows observing each modality) and ``N`` (M, M)
+    the pair counts; ``n_rows`` the rows summed. Pairwise-complete means and covariances.
+    ``strict=False`` returns None where a modality or pair has fewer than 2 rows (folds). Used by
+    :func:`covariance_stats` and by sums computed elsewhere (``dask_source``)."""
+    mods = list(mods)
+    sl = block_slices(mods, dims)
+    D = sum(dims[m] for m in mods)
+    G_np, Sx = G[:D, :D], G[:D, D:]
+    for j, m in enumerate(mods):
+        if N[j, j] < 2:
+            if not strict:
+                return None
+            raise ValueError(f"Modality {m!r} is observed in {N[j, j]} sample(s); at least 2 are needed.")
+    mean = np.asarray(shift, dtype=np.float64).copy()
+    for j, m in enumerate(mods):
+        mean[sl[m]] += Sx[sl[m], j] / N[j, j]
+    cov = np.zeros((D, D))
+    for a, ma in enumerate(mods):
+        for b, mb in enumerate(mods):
+            if b < a:
+                continue
+            nab = N[a, b]
+            if nab < 2:
+                if not strict:
+                    return None
+                raise ValueError(
+                    f"Modalities {ma!r} and {mb!r} share {nab} sample(s); a covariance between them "
+                    "needs more. Drop one of them or the nodes that join them."
+                )
+            mu_a = Sx[sl[ma], b] / nab
+            mu_b = Sx[sl[mb], a] / nab
+            block = G_np[sl[ma], sl[mb]] / nab - np.outer(mu_a, mu_b)
+            cov[sl[ma], sl[mb]] = block
+            cov[sl[mb], sl[ma]] = block.T
+    return CovStats(mods, dict(dims), mean, cov, N, int(n_rows))
 
 
 def _raise_nan_cell(Xc: np.ndarray, obs: np.ndarray, mods: Sequence[str], sl: Mapping[str, slice], offset: int) -> None:
