@@ -72,6 +72,8 @@ def test_contract(name, data, tmp_path):
     np.testing.assert_allclose(np.concatenate([back.transform(data)[n] for n in back.nodes_], axis=1),
                                np.concatenate([Z[n] for n in model.nodes_], axis=1), rtol=1e-5, atol=1e-6)
     assert back.rank_diagnostics_ == model.rank_diagnostics_
+    if name == "contrastive":  # why training stopped survives the file too
+        assert model.stop_reason_ in ("patience", "max_epochs", "max_time") and back.stop_reason_ == model.stop_reason_
 
 
 @pytest.mark.parametrize("name", ["linear", "contrastive", "pca_node"])

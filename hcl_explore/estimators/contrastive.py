@@ -99,7 +99,8 @@ class ContrastiveEstimator(Estimator):
     def dump(self, model) -> tuple[dict, dict[str, np.ndarray]]:
         # The network's state dict as plain arrays ("module.<name>"); rebuilt from module_spec.
         meta = {"module_spec": model.module_.spec.to_dict(), "task": model.task_,
-                "n_epochs": model.n_epochs_, "best_epoch": model.best_epoch_}
+                "n_epochs": model.n_epochs_, "best_epoch": model.best_epoch_,
+                "stop_reason": getattr(model, "stop_reason_", ""), "train_seconds": getattr(model, "train_seconds_", None)}
         arrays = {f"module.{k}": v.detach().cpu().numpy() for k, v in model.module_.state_dict().items()}
         arrays["val_history"] = np.asarray(model.val_history_, dtype=float)
         return meta, arrays
@@ -115,6 +116,8 @@ class ContrastiveEstimator(Estimator):
         model.n_epochs_ = int(meta.get("n_epochs", model.n_iter_))
         model.best_epoch_ = int(meta.get("best_epoch", 0))
         model.val_history_ = arrays["val_history"].tolist() if "val_history" in arrays else []
+        model.stop_reason_ = str(meta.get("stop_reason") or "")
+        model.train_seconds_ = meta.get("train_seconds")
 
     def config(self, model) -> C.TrainConfig:
         """The training settings from the model's options, checked (a ValueError names the bad one)."""
@@ -299,6 +302,8 @@ class ContrastiveEstimator(Estimator):
         model.converged_ = bool(res.converged)
         model.objective_history_ = list(res.history)
         model.val_history_ = list(res.val_history)
+        model.stop_reason_ = str(getattr(res, "stop_reason", "") or "")  # patience, max_epochs or max_time
+        model.train_seconds_ = float(getattr(res, "seconds", timings.get("train", 0.0)))
         model.total_var_ = total_var
         model.n_samples_ = int(n)
         model.counts_ = obs.T.astype(np.int64) @ obs.astype(np.int64)
