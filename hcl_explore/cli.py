@@ -155,7 +155,10 @@ def _estimator_params(args: argparse.Namespace) -> dict:
 def _add_estimator_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--standardize", default="auto", choices=["auto", "yes", "no"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--estimator", default="linear", choices=["linear", "contrastive"])
+    # Any registered estimator (built-ins, modules of hcl_explore/estimators/, HCL_EXPLORE_ESTIMATORS):
+    # checked when the fit starts, so that building the parser imports nothing heavy.
+    p.add_argument("--estimator", default="linear",
+                   help="linear (default), contrastive, or a registered estimator (docs/architecture.md)")
     p.add_argument("--epochs", type=int, default=100, help="contrastive: maximum epochs (early stopping may end sooner)")
     p.add_argument("--hidden", default="128", help="contrastive: hidden widths, comma-separated (0: linear encoders)")
     p.add_argument("--loss", default="infonce", choices=["infonce", "paper"], help="contrastive: loss")

@@ -25,7 +25,9 @@ else:
                 help="Groups of modalities that may share factors, chosen on the Lattice page.")
     st.caption(f"Compute device: {ui.device_label()}")
     with st.expander("Estimator settings"):
-        est = st.selectbox("Estimator", ["linear", "contrastive"], key="estimator",
+        from hcl_explore.estimators import names as estimator_names  # registered ones too (imports torch)
+
+        est = st.selectbox("Estimator", estimator_names(), key="estimator",
                            help="linear: structured factor analysis with automatic ranks (fast, exact for linear data). "
                                 "contrastive: neural encoders per (modality, node), started at the linear solution, "
                                 "aligning each node's blocks only between the modalities it holds; for nonlinear "

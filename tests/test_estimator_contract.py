@@ -5,16 +5,20 @@ registered the way a newcomer would, through HCL_EXPLORE_ESTIMATORS."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import hcl_explore as hx
 from hcl_explore import estimators
 
+ROOT = Path(__file__).resolve().parents[1]
 RANKS = {("a", "b", "c"): 1, ("a", "b"): 1, ("a",): 1, ("b",): 1, ("c",): 1}
 FAST = {"contrastive": {"max_epochs": 2, "batch_size": 128, "hidden": (16,), "val_fraction": 0.1},
         "linear": {}, "pca_node": {}}
@@ -114,3 +118,45 @@ def test_the_supervised_head_uses_the_one_outcome_rule(data):
             data, y=np.array(["x", "y", "z"] * 200, dtype=object))
     with pytest.raises(ValueError, match="unsupervised"):
         hx.HCL(lattice=lat, ranks=ranks).fit(data, y=np.zeros(data.n_samples))
+def test_the_toy_estimator_runs_from_the_cli(tmp_path, data):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for m in data.modalities:
+        pd.DataFrame(data.X[m], index=data.ids, columns=data.feature_names[m]).rename_axis("id") \
+            .to_csv(folder / f"{m}.csv")
+    env = {**os.environ, "HCL_EXPLORE_ESTIMATORS": "toy_estimator",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])}
+    out = tmp_path / "model.npz"
+    res = subprocess.run([sys.executable, "-m", "hcl_explore", "fit", *sorted(map(str, folder.glob("*.csv"))),
+                          "--estimator", "pca_node", "--ranks", "1", "--out", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert importlib.util.find_spec("toy_estimator") is not None
+    model = hx.HCL.load(out)
+    assert model.estimator == "pca_node" and sum(model.ranks_.values()) > 0
+    # An estimator nobody registered: a one-line error that lists the available ones.
+    bad = subprocess.run([sys.executable, "-m", "hcl_explore", "fit", *sorted(map(str, folder.glob("*.csv"))),
+                          "--estimator", "nope"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert bad.returncode != 0 and "Unknown estimator 'nope'" in bad.stderr and "pca_node" in bad.stderr
+
+
+def test_the_toy_estimator_runs_in_a_background_app_run(tmp_path, data):
+    from hcl_explore import runs
+    from workspace_helpers import wait_for_run
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    files = {}
+    for m in data.modalities:
+        files[m] = str(folder / f"{m}.csv")
+        pd.DataFrame(data.X[m], index=data.ids, columns=data.feature_names[m]).rename_axis("id").to_csv(files[m])
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"modalities": files}, "lattice": "full",
+                               "lattice_name": "full", "ranks": 1,
+                               "params": runs.fit_params("pca_node")})
+    runs.launch(ws, rid, env={"HCL_EXPLORE_ESTIMATORS": "toy_estimator",
+                              "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])})
+    st = wait_for_run(ws, rid, timeout=300)
+    assert st["state"] == "done", runs.read_log(ws, rid)
+    model = hx.HCL.load(os.path.join(runs.run_path(ws, rid), "model.npz"))
+    assert model.estimator == "pca_node" and sum(model.ranks_.values()) == 7
