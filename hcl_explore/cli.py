@@ -315,12 +315,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = {"modalities": {k: os.path.abspath(v) for k, v in srcs.items()}, "id_column": args.id_column,
                 "outcomes": os.path.abspath(args.outcomes) if args.outcomes else None, "name": "files"}
     params = _estimator_params(args)
-    rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": args.lattice, "lattice_name": args.lattice,
-                               "ranks": _parse_ranks(args.ranks), "params": params,
-                               "stability": runs.stability_option(args.stability > 0, args.stability)})
+    rid = runs.create_run(ws, runs.RunConfig.fit(spec, args.lattice, _parse_ranks(args.ranks), params,
+                                                 stability=runs.stability_option(args.stability > 0, args.stability)))
     d = runs.run_path(ws, rid)
     print(f"run {rid} in {d}", flush=True)
-    log = os.path.join(d, "log.txt")
+    from hcl_explore.runs import files as RF
+
+    log = RF.path(d, RF.LOG)
     # The worker's own output (warnings, a failure's traceback) goes to the run's log, as for runs
     # the app launches; here only its one-line result is printed.
     with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stderr(fh):
@@ -328,7 +329,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     st = runs.read_status(ws, rid)
     if st["state"] != "done":
         raise ValueError(f"run {rid} {st['state']}: {st.get('error') or 'see the log'} (full log: {log})")
-    _print_summary(_load_model(os.path.join(d, "model.npz")))
+    _print_summary(_load_model(RF.path(d, RF.MODEL)))
     return rc
 
 
@@ -411,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ranks", default="auto")
     r.add_argument("--stability", type=int, default=0, metavar="N",
                    help="after the fit, refit the structure on N subsamples and save how often each node is "
-                        "found (stability.json; linear estimator; 0 = off)")
+                        "found (saved with the run; linear estimator; 0 = off)")
     _add_estimator_options(r)
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("summary", help="print the summary of a saved model")

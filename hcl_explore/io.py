@@ -1347,7 +1347,7 @@ def load_dataset(path: str, **kwargs: Any) -> Dataset:
 
 
 def truth_ranks(truth: Mapping[str, Any]) -> dict[tuple[str, ...], int]:
-    """The true ranks of a ``truth.json`` as ``{node tuple: rank}`` (present nodes only)."""
+    """The true ranks of a dataset's truth file as ``{node tuple: rank}`` (present nodes only)."""
     from .lattice import parse_node_label
 
     return {parse_node_label(k): int(v) for k, v in truth["ranks"].items() if int(v) > 0}

@@ -14,7 +14,7 @@ few units; before that, its prediction) plus the later stages' predictions, scal
 finished stages' measured seconds were from their predictions. So the bar is the share of the run's
 time spent, it never moves backwards, and the ETA (``remaining``) is given once the current stage
 has done a few units. Pure Python, no UI: the worker (:mod:`hcl_explore.runs`) writes the numbers
-into status.json and the Train page shows them.
+into the run's status file and the Train page shows them.
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ class Tracker:
         self.eta = rem if measured else None
 
     def snapshot(self) -> dict:
-        """The fields the worker writes into status.json."""
+        """The fields the worker writes into the run's status."""
         self._update()
         out = {"progress": self.fraction, "step": words(self.stage), "detail": self.detail,
                "eta_s": None if self.eta is None else round(self.eta, 1)}
@@ -387,7 +387,7 @@ class Tracker:
 
 def status_line(status: Mapping[str, Any], now: float | None = None) -> dict:
     """For a page: {"state", "step" (words), "detail", "elapsed_s", "eta_s", "fraction", "why"} from a
-    run's status.json (the ETA counts down from the status' last update)."""
+    run's status (the ETA counts down from the status' last update)."""
     now = time.time() if now is None else now
     state = status.get("state", "?")
     started = status.get("started")

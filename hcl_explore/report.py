@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from . import runs
+from .runs import files as RF
 from .lattice import node_label
 from .safe_npz import read_npz, read_npz_header
 
 
 def load_model(path: str | os.PathLike):
     """``HCL.load`` where every failure is a ``ValueError`` naming the file: a missing, empty,
-    truncated, damaged or hostile ``model.npz`` is refused by its zip directory and array headers
+    truncated, damaged or hostile model file is refused by its zip directory and array headers
     before anything is read (:func:`safe_npz.read_npz_header`), and whatever else breaks while
     loading becomes one readable message instead of a traceback."""
     from .model import HCL
@@ -103,7 +104,7 @@ def readable_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]
 
 
 def _model(run_dir: str):
-    return load_model(os.path.join(run_dir, "model.npz"))
+    return load_model(RF.path(run_dir, RF.MODEL))
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -149,16 +150,16 @@ def loadings_table(model) -> pd.DataFrame:
 
 
 def read_scores(run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """(ids, {node label: scores (n, r)}) from a fit run's ``scores.npz`` (read by the safe reader;
-    nodes named by ``scores_nodes.json``), or None when the run has no scores. A damaged file, or
-    one that disagrees with ``scores_nodes.json``, raises ``ValueError("<path>: not a valid scores
+    """(ids, {node label: scores (n, r)}) from a fit run's scores file (read by the safe reader;
+    nodes named by the run's node list), or None when the run has no scores. A damaged file, or
+    one that disagrees with the node list, raises ``ValueError("<path>: not a valid scores
     file (...)")``."""
-    path = os.path.join(run_dir, "scores.npz")
+    path = RF.path(run_dir, RF.SCORES)
     if not os.path.exists(path):
         return None
-    labels = runs.read_json(os.path.join(run_dir, "scores_nodes.json"), []) or []
+    labels = runs.read_json(RF.path(run_dir, RF.SCORES_NODES), []) or []
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise ValueError(f"{os.path.join(run_dir, 'scores_nodes.json')}: not a list of node labels.")
+        raise ValueError(f"{RF.path(run_dir, RF.SCORES_NODES)}: not a list of node labels.")
     z = read_npz(path, required={"ids": ((None,), "UiuS"), **{f"node_{i}": ((None, None), "f") for i in range(len(labels))}},
                  meta=None, keep=lambda name: False, what="scores file")
     ids = z["ids"]
@@ -181,45 +182,10 @@ def scores_table(run_dir: str) -> pd.DataFrame | None:
     return out
 
 
-def prediction_path(run_dir: str, outcome: str) -> str:
-    """Where the evaluation of ``outcome`` is filed in a fit run's folder (``prediction_<key>.json``;
-    the key is ``runs._safe``, distinct for distinct outcome names)."""
-    return os.path.join(run_dir, f"prediction_{runs._safe(outcome)}.json")
-
-
-def _prediction_files(run_dir: str) -> list[str]:
-    try:
-        names = sorted(os.listdir(run_dir))
-    except FileNotFoundError:
-        return []
-    return [os.path.join(run_dir, f) for f in names if f.startswith("prediction_") and f.endswith(".json")]
-
-
-def read_predictions(run_dir: str) -> dict[str, dict]:
-    """Every saved evaluation of a run, {outcome: report dict}, found by the outcome stored inside
-    each file (never by its file name). Where two files hold the same outcome (an older file named
-    after a sanitized outcome), the one at the outcome's own key wins, else the newest. A file that
-    names no outcome is listed under its file name."""
-    found: dict[str, tuple[int, float, dict]] = {}
-    for path in _prediction_files(run_dir):
-        p = runs.read_json(path, None)
-        if not isinstance(p, dict) or "task" not in p:
-            continue
-        key = p.get("outcome")
-        key = str(key) if key is not None else os.path.basename(path)
-        rank = (path == prediction_path(run_dir, key), os.path.getmtime(path))
-        if key not in found or rank > found[key][:2]:
-            found[key] = (*rank, p)
-    return {k: v[2] for k, v in sorted(found.items())}
-
-
-def read_prediction(run_dir: str, outcome: str) -> dict | None:
-    """The saved evaluation of ``outcome`` in a run's folder, or None: the file at the outcome's key
-    if it holds this outcome, else any other prediction file that does (older runs)."""
-    p = runs.read_json(prediction_path(run_dir, outcome), None)
-    if isinstance(p, dict) and p.get("outcome") == outcome:
-        return p
-    return read_predictions(run_dir).get(outcome)
+#: The evaluations filed in a run's folder (hcl_explore/runs/files.py owns their names).
+prediction_path = runs.prediction_path
+read_predictions = runs.read_predictions
+read_prediction = runs.read_prediction
 
 
 def run_metrics(run_dir: str, model=None) -> dict:
@@ -231,7 +197,7 @@ def run_metrics(run_dir: str, model=None) -> dict:
     out: dict = {"n_samples": model.n_samples_, "objective": model.objective_, "n_iter": model.n_iter_,
                  "converged": model.converged_, "ranks": {node_label(n): r for n, r in model.ranks_.items()},
                  "noise_var": model.noise_var_, "timings": model.timings_}
-    tr = runs.read_json(os.path.join(run_dir, "truth.json"), None)
+    tr = runs.read_json(RF.path(run_dir, RF.TRUTH), None)
     if tr:
         true = {n: r for n, r in truth_ranks(tr).items() if n in model.lattice_}
         out["recovery"] = {**metrics.structure_scores(true, model.ranks_), "rank_accuracy": metrics.rank_accuracy(true, model.ranks_)}
@@ -242,15 +208,15 @@ def run_metrics(run_dir: str, model=None) -> dict:
 
 
 def run_zip(run_dir: str) -> bytes:
-    """config.json, summary.csv, loadings.csv, scores.csv, metrics.json (+ data report) as a zip."""
+    """The run's config, summary, loadings, scores and metrics (+ data report, truth) as a zip."""
     model = _model(run_dir)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in ("config.json", "data_report.json", "truth.json"):
-            p = os.path.join(run_dir, f)
+        for f in RF.EXPORTED:
+            p = RF.path(run_dir, f)
             if os.path.exists(p):
                 z.write(p, f)
-        z.writestr("summary.csv", safe_csv(model.summary()))
+        z.writestr(RF.SUMMARY, safe_csv(model.summary()))
         z.writestr("loadings.csv", safe_csv(loadings_table(model)))
         sc = scores_table(run_dir)
         if sc is not None:
@@ -266,17 +232,17 @@ def run_html(run_dir: str, title: str | None = None) -> str:
     from .predict import PredictionReport
 
     model = _model(run_dir)
-    cfg = runs.read_json(os.path.join(run_dir, "config.json"), {}) or {}
+    cfg = runs.read_json(RF.path(run_dir, RF.CONFIG), {}) or {}
     name = (cfg.get("dataset") or {}).get("name", "")
     stab = runs.read_stability(os.path.dirname(os.path.dirname(run_dir)), os.path.basename(run_dir)) \
-        if os.path.exists(os.path.join(run_dir, "stability.json")) else None
+        if os.path.exists(RF.path(run_dir, RF.STABILITY)) else None
     figs = [("Recovered hierarchy", figures.model_hierarchy(model, stability=stab, width=1000))]
     if len(model.modalities_) >= figures.MATRIX_FROM:
         figs.append(("Nodes found (modality × node)", figures.model_matrix(model, stability=stab, width=1000)))
     figs.append(("How each modality's variance splits", figures.variance_figure(model)))
     for n in [n for n in model.nodes_ if model.ranks_[n] > 0][:6]:
         figs.append((f"Top loadings of {node_label(n)}", figures.loadings_figure(model, n, top=15)))
-    tr = runs.read_json(os.path.join(run_dir, "truth.json"), None)
+    tr = runs.read_json(RF.path(run_dir, RF.TRUTH), None)
     if tr:
         true = {n: r for n, r in truth_ranks(tr).items() if n in model.lattice_}
         figs.append(("Truth vs recovered", figures.true_vs_recovered(model.lattice_, true, model)))
@@ -291,7 +257,7 @@ def run_html(run_dir: str, title: str | None = None) -> str:
              f"<p>Run <code>{html.escape(os.path.basename(run_dir))}</code> · dataset {html.escape(name)} · "
              f"{model.n_samples_:,} samples · modalities {html.escape(', '.join(model.modalities_))}</p>",
              "<h2>Summary</h2>", model.summary().round(3).to_html(index=False, na_rep="", border=0)]
-    dr = runs.read_json(os.path.join(run_dir, "data_report.json"), None)
+    dr = runs.read_json(RF.path(run_dir, RF.DATA_REPORT), None)
     warns = stability_warnings(stab, model)
     if isinstance(dr, dict):
         warns = _report_dims_warnings(dr, model) + warns

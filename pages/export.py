@@ -5,6 +5,7 @@ import os
 import streamlit as st
 
 from hcl_explore import report, runs
+from hcl_explore.runs import files as RF
 from hcl_explore.ui import common as ui
 
 st.title("Export")
@@ -34,7 +35,7 @@ def _stamp(run_dir: str) -> float:
     return out
 
 
-model_path = os.path.join(d, "model.npz")
+model_path = RF.path(d, RF.MODEL)
 try:
     if not os.path.exists(model_path):
         raise FileNotFoundError
@@ -42,7 +43,7 @@ try:
 except FileNotFoundError:
     st.error(ui.md(f"This run's model file is missing: {model_path}"), icon=":material/error:")
     st.stop()
-except ValueError as exc:  # a damaged model.npz / scores.npz, named by the safe reader
+except ValueError as exc:  # a damaged model or scores file, named by the safe reader
     what = "scores" if "scores file" in str(exc) else "model" if "model file" in str(exc) else None
     st.error(ui.md(f"This run's {what} file is damaged: {exc}" if what else f"This run cannot be exported: {exc}"),
              icon=":material/error:")

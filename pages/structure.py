@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from hcl_explore import figures, metrics, report, runs
+from hcl_explore.runs import files as RF
 from hcl_explore.io import truth_ranks
 from hcl_explore.lattice import node_label
 from hcl_explore.ui import common as ui
@@ -56,7 +57,7 @@ else:
     with left:
         st.plotly_chart(figures.loadings_figure(model, node, top=top), width="stretch", key="loadings")
     with right:
-        sc_path = os.path.join(d, "scores.npz")
+        sc_path = RF.path(d, RF.SCORES)
         if os.path.exists(sc_path):
             S, sc_err = ui.run_scores(rid, node_label(node))
             if sc_err:
@@ -76,7 +77,7 @@ else:
                                                       title=f"Factor scores of {short}"),
                                 width="stretch", key="scores")
 
-tr = runs.read_json(os.path.join(d, "truth.json"), None)
+tr = runs.read_json(RF.path(d, RF.TRUTH), None)
 if tr:
     st.subheader("Truth vs recovered")
     true = {model.lattice_.node(n): r for n, r in truth_ranks(tr).items() if n in model.lattice_}

@@ -79,10 +79,9 @@ else:
         st.error(why_not, icon=":material/block:")
     if st.button("Launch training", type="primary", icon=":material/play_arrow:", disabled=lat is None,
                  help=why_not):
-        cfg = {"kind": "fit", "dataset": spec, "lattice": {"nodes": [list(n) for n in lat.nodes]},
-               "lattice_name": preset, "ranks": {node_label(n): v for n, v in ranks.items()},
-               "params": params, "stability": runs.stability_option(stab and not neural),
-               "planned_s": round(plan.total, 1)}
+        cfg = runs.RunConfig.fit(spec, lat, {node_label(n): v for n, v in ranks.items()}, params,
+                                 lattice_name=preset, stability=runs.stability_option(stab and not neural),
+                                 planned_s=round(plan.total, 1))
         rid = runs.create_run(ws, cfg)
         runs.launch(ws, rid)
         ui.select_run(rid)

@@ -423,3 +423,28 @@ def test_concurrent_writers_never_share_a_temporary_file(tmp_path):
         t.join()
     assert not errors and sorted(os.listdir(tmp_path)) == ["status.json"]
     assert runs.read_json(path)["i"] == 49
+
+
+def test_one_config_shape_whoever_writes_it(tmp_path):
+    # The Train page (a Lattice), the CLI (a preset name) and an older config (a bare preset
+    # string) all become the RunConfig shape; the worker resolves each to the same lattice.
+    from hcl_explore.runs import RunConfig
+    from hcl_explore.runs import files as RF
+
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    mods = ["a", "b", "c"]
+    page = RunConfig.fit({"bundled": "clinical"}, hx.Lattice.full(mods), {"a+b": 2}, {"estimator": "linear"},
+                         lattice_name="full")
+    cli = RunConfig.fit({"bundled": "clinical"}, "full", {"a+b": 2}, {"estimator": "linear"})
+    old = {"kind": "fit", "dataset": {"bundled": "clinical"}, "lattice": "full", "ranks": {"a+b": 2},
+           "params": {"estimator": "linear"}, "note": "kept"}
+    written = []
+    for cfg in (page, cli, old):
+        rid = runs.create_run(ws, cfg)
+        written.append(runs.read_json(RF.path(runs.run_path(ws, rid), RF.CONFIG)))
+    for w in written:
+        assert set(w) >= {"kind", "dataset", "lattice", "lattice_name", "ranks", "params", "stability"}
+        assert set(w["lattice"]) <= {"nodes", "preset"} and w["lattice_name"] == "full"
+        assert RunConfig.from_dict(w).resolve_lattice(mods).nodes == hx.Lattice.full(mods).nodes
+    assert written[2]["note"] == "kept" and written[1]["lattice"] == {"preset": "full"}
+    assert RunConfig.from_dict(written[0]).to_dict() == written[0]

@@ -225,7 +225,7 @@ class LinearEstimator(Estimator):
         model.signal_rank_ = prep["signal_rank"]
         if callback is not None:
             callback("done", {"objective": res.objective, "n_iter": res.n_iter, "converged": res.converged,
-                              # Flat numbers: the run log (metrics.jsonl) keeps scalars only.
+                              # Flat numbers: a run's event log keeps scalars only.
                               **{f"seconds_{k}": round(v, 4) for k, v in timings.items()},
                               **{f"candidates_{k}": v for k, v in (search.get("candidates") or {}).items()}})
         return None

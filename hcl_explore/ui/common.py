@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from .. import datasets, runs
+from ..runs import files as RF
 from ..lattice import Lattice, parse_node_label
 
 DEFAULT_DATASET = {"bundled": "clinical", "name": "clinical (bundled sample)"}
@@ -167,8 +168,8 @@ def _model(path: str, mtime: float):  # noqa: ARG001
 
 def run_model(rid: str):
     """The fitted model of run ``rid`` (cached by file and modification time). A missing, empty,
-    truncated or damaged ``model.npz`` raises ``ValueError`` with a message for the page."""
-    path = os.path.join(runs.run_path(workspace(), rid), "model.npz")
+    truncated or damaged model file raises ``ValueError`` with a message for the page."""
+    path = RF.path(runs.run_path(workspace(), rid), RF.MODEL)
     try:
         mtime = os.path.getmtime(path)
     except OSError:
@@ -191,7 +192,7 @@ def load_run_model(rid: str):
 
 def run_scores(rid: str, label: str):
     """(scores of node ``label`` (n, r) or None, error message or None) of run ``rid``, read from its
-    ``scores.npz`` by the safe reader. A damaged file gives the message, never an exception."""
+    scores file by the safe reader. A damaged file gives the message, never an exception."""
     from ..report import read_scores
 
     try:

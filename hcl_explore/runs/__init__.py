@@ -43,6 +43,10 @@ except ImportError:  # pragma: no cover  (not POSIX: status updates are not lock
 import numpy as np
 import pandas as pd
 
+from . import files as F
+from .config import RunConfig
+from .files import prediction_path, read_prediction, read_predictions  # noqa: F401  (the run folder's readers)
+
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -111,7 +115,7 @@ def _status_lock(d: str) -> Iterator[None]:
 def _write_status(d: str, st: Mapping[str, Any]) -> None:
     """Write a run's status.json under its lock."""
     with _status_lock(d):
-        write_json(os.path.join(d, "status.json"), dict(st))
+        write_json(os.path.join(d, F.STATUS), dict(st))
 
 
 def _jsonable(o: Any) -> Any:
@@ -197,7 +201,7 @@ def _broken(error: str) -> dict:
 
 def _worker_pid(d: str) -> int | None:
     """The pid ``launch`` recorded in worker.json (None when absent or damaged)."""
-    w = read_json(os.path.join(d, "worker.json"), None)
+    w = read_json(os.path.join(d, F.WORKER), None)
     pid = w.get("pid") if isinstance(w, dict) else None
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
@@ -205,7 +209,7 @@ def _worker_pid(d: str) -> int | None:
 def _load_status(d: str) -> dict:
     """status.json as a checked dict: a usable status, ``failed`` when it is missing, ``broken``
     (with the reason) when it is damaged or of the wrong shape."""
-    st, err = _read_json_checked(os.path.join(d, "status.json"))
+    st, err = _read_json_checked(os.path.join(d, F.STATUS))
     if err:
         return _broken(err)
     if st is _MISSING:
@@ -276,29 +280,31 @@ def _stability_request(cfg: Mapping[str, Any]) -> int | None:
     return n if n > 0 else None
 
 
-def create_run(workspace: str, config: Mapping[str, Any], run_id: str | None = None) -> str:
-    """Create a run folder with its config and a ``queued`` status; returns the run id."""
+def create_run(workspace: str, config: "RunConfig | Mapping[str, Any]", run_id: str | None = None) -> str:
+    """Create a run folder with its config (always the :class:`RunConfig` shape, whoever writes
+    it) and a ``queued`` status; returns the run id."""
     rid = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     d = run_path(workspace, rid)
     os.makedirs(d, exist_ok=False)
-    write_json(os.path.join(d, "config.json"), dict(config))
-    write_json(os.path.join(d, "status.json"), {"state": "queued", "created": time.time(), "stage": "queued", "progress": 0.0})
+    write_json(os.path.join(d, F.CONFIG), cfg.to_dict())
+    write_json(os.path.join(d, F.STATUS), {"state": "queued", "created": time.time(), "stage": "queued", "progress": 0.0})
     return rid
 
 
 def launch(workspace: str, run_id: str, *, env: Mapping[str, str] | None = None) -> int:
     """Start the worker for a run in its own session (it survives the caller); returns its pid."""
     d = run_path(workspace, run_id)
-    log = open(os.path.join(d, "log.txt"), "ab")
+    log = open(os.path.join(d, F.LOG), "ab")
     e = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     e["PYTHONPATH"] = root + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e.update(env or {})
     p = subprocess.Popen([sys.executable, "-c", _BOOT, d, root], stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True, env=e, cwd=root)
     log.close()
     # The pid goes to its own file: status.json belongs to the worker from now on.
-    write_json(os.path.join(d, "worker.json"), {"pid": p.pid, "launched": time.time()})
+    write_json(os.path.join(d, F.WORKER), {"pid": p.pid, "launched": time.time()})
     return p.pid
 
 
@@ -392,7 +398,7 @@ def read_status(workspace: str, run_id: str) -> dict:
             elif st["state"] in ("queued", "running") and _dead_worker(d, st):
                 st = dict(st, state="failed", error=st.get("error") or "The worker process ended unexpectedly (killed or crashed); see the log.")
                 st["finished"] = st.get("finished") or time.time()
-                write_json(os.path.join(d, "status.json"), st)
+                write_json(os.path.join(d, F.STATUS), st)
     return st
 
 
@@ -413,7 +419,7 @@ def cancel(workspace: str, run_id: str) -> None:
         st = _load_status(d)
         pid = st.get("pid") or _worker_pid(d)
         if st["state"] == "queued" and not _alive(pid):
-            write_json(os.path.join(d, "status.json"), dict(st, state="cancelled", finished=time.time()))
+            write_json(os.path.join(d, F.STATUS), dict(st, state="cancelled", finished=time.time()))
             return
     if pid and _alive(pid):
         try:
@@ -446,7 +452,7 @@ LIST_COLUMNS = ["run_id", "kind", "state", "dataset", "lattice", "started", "dur
 
 def _run_row(workspace: str, rid: str) -> dict:
     d = run_path(workspace, rid)
-    cfg, cfg_err = _read_json_checked(os.path.join(d, "config.json"))
+    cfg, cfg_err = _read_json_checked(os.path.join(d, F.CONFIG))
     cfg_err = cfg_err or (_config_problem(cfg) if cfg is not _MISSING else None)
     cfg = cfg if isinstance(cfg, dict) and not cfg_err else {}
     st = read_status(workspace, rid)
@@ -471,7 +477,7 @@ def read_metrics(workspace: str, run_id: str) -> list[dict]:
     """The progress events logged so far (a partly written last line is skipped)."""
     out = []
     try:
-        with open(os.path.join(run_path(workspace, run_id), "metrics.jsonl"), encoding="utf-8") as fh:
+        with open(os.path.join(run_path(workspace, run_id), F.METRICS), encoding="utf-8") as fh:
             for line in fh:
                 try:
                     out.append(json.loads(line))
@@ -484,7 +490,7 @@ def read_metrics(workspace: str, run_id: str) -> list[dict]:
 
 def read_log(workspace: str, run_id: str, tail: int = 4000) -> str:
     try:
-        with open(os.path.join(run_path(workspace, run_id), "log.txt"), encoding="utf-8", errors="replace") as fh:
+        with open(os.path.join(run_path(workspace, run_id), F.LOG), encoding="utf-8", errors="replace") as fh:
             return fh.read()[-tail:]
     except FileNotFoundError:
         return ""
@@ -495,7 +501,7 @@ def read_log(workspace: str, run_id: str, tail: int = 4000) -> str:
 def load_from_spec(spec: Mapping[str, Any], **kwargs: Any):
     """(data, outcomes or None, truth or None) from a dataset spec: ``{"bundled": "clinical"}``,
     ``{"folder": path}`` or ``{"modalities": {name: path}, "id_column": ..., "outcomes": path}``."""
-    from . import io
+    from .. import io
 
     if spec.get("bundled") or spec.get("folder"):
         ds = io.load_dataset(spec.get("folder") or spec["bundled"], **kwargs)
@@ -518,12 +524,12 @@ class _Reporter:
     the step in words come from :class:`hcl_explore.progress.Tracker` (one rule for every run)."""
 
     def __init__(self, d: str, plan: Any = None):
-        from . import progress as P
+        from .. import progress as P
 
         self.d = d
-        st = read_json(os.path.join(d, "status.json"), {})
+        st = read_json(os.path.join(d, F.STATUS), {})
         self.status = dict(st) if isinstance(st, dict) else {}
-        self.metrics = open(os.path.join(d, "metrics.jsonl"), "a", encoding="utf-8")
+        self.metrics = open(os.path.join(d, F.METRICS), "a", encoding="utf-8")
         self.last_write = 0.0
         start = self.status.get("started") if _is_num(self.status.get("started")) else None
         self.tracker = P.Tracker(plan or P.Plan(["load"], {"load": 1.0}, {"load": None}), start=start)
@@ -587,7 +593,7 @@ class _Reporter:
 def run_worker(run_dir: str) -> int:
     """Execute the job in ``run_dir`` (called by ``python -m hcl_explore worker``). Returns an exit code."""
     d = os.path.abspath(run_dir)
-    cfg, err = _read_json_checked(os.path.join(d, "config.json"))
+    cfg, err = _read_json_checked(os.path.join(d, F.CONFIG))
     err = err or ("config.json is missing" if cfg is _MISSING else _config_problem(cfg))
     if err:
         print(f"{d}: {err}", file=sys.stderr)
@@ -597,7 +603,7 @@ def run_worker(run_dir: str) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         # Under torchrun only rank 0 writes the run directory; the others train and stay silent.
         return _follower(cfg)
-    from . import progress as P
+    from .. import progress as P
 
     # Until the data are loaded and the run's own plan is made: the plan made at launch, in one piece.
     planned = cfg.get("planned_s") if _is_num(cfg.get("planned_s")) else 10.0
@@ -607,7 +613,7 @@ def run_worker(run_dir: str) -> int:
         raise Cancelled()
 
     signal.signal(signal.SIGTERM, on_term)
-    from .progress import status_line
+    from ..progress import status_line
 
     booted = rep.status.get("stage") == "starting"  # started by launch()'s first lines (not in-process)
     # Never below what the Train page showed while the worker was starting.
@@ -618,7 +624,7 @@ def run_worker(run_dir: str) -> int:
     if booted:
         # How long this machine takes to start a worker: the next run's page shows its share.
         with contextlib.suppress(OSError, ValueError):
-            write_json(os.path.join(os.path.dirname(os.path.dirname(d)), "worker_start.json"),
+            write_json(os.path.join(os.path.dirname(os.path.dirname(d)), F.WORKER_START),
                        {"seconds": round(time.time() - rep.tracker.t0, 2)})
     try:
         if rep.cancelled():
@@ -648,25 +654,20 @@ def run_worker(run_dir: str) -> int:
 
 def _follower(cfg: Mapping[str, Any]) -> int:
     """A non-zero rank of a multi-process run: the same fit, no files written."""
-    from .lattice import Lattice
-    from .model import HCL
+    from ..model import HCL
 
     if cfg.get("kind", "fit") != "fit":
         return 0
     data, _, _ = load_from_spec(cfg["dataset"])
-    lat_cfg = cfg.get("lattice")
-    lat = Lattice(data.modalities, [tuple(n) for n in lat_cfg["nodes"]]) if isinstance(lat_cfg, dict) \
-        else Lattice.preset(lat_cfg or "full", data.modalities)
+    lat = RunConfig.from_dict(cfg).resolve_lattice(data.modalities)
     HCL(lattice=lat, ranks=cfg.get("ranks", "auto"), **dict(cfg.get("params") or {})).fit(data)
     return 0
 
 
 def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
-    from . import datasets
-    from .lattice import Lattice, node_label
-    from .model import HCL
-
-    from . import progress as P
+    from .. import datasets
+    from ..lattice import node_label
+    from ..model import HCL
 
     n_stab = _stability_request(cfg)
     params = dict(cfg.get("params") or {})
@@ -675,38 +676,34 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     # An uploaded dataset's spec carries its files' hashes: a file changed since upload is refused by name.
     datasets.verify(cfg["dataset"])
     data, outcomes, truth = load_from_spec(cfg["dataset"])
-    write_json(os.path.join(d, "data_report.json"), data.report)
+    write_json(os.path.join(d, F.DATA_REPORT), data.report)
     rep.event("load", {"n_samples": data.n_samples})
-    lat_cfg = cfg.get("lattice")
-    if isinstance(lat_cfg, dict):
-        lat = Lattice(data.modalities, [tuple(n) for n in lat_cfg["nodes"]])
-    else:
-        lat = Lattice.preset(lat_cfg or "full", data.modalities)
+    lat = RunConfig.from_dict(cfg).resolve_lattice(data.modalities)
     ranks = cfg.get("ranks", "auto")
     model = HCL(lattice=lat, ranks=ranks, **params)
     rep.set_plan(fit_plan(data.n_samples, data.dims, lat, params, n_stab if check else None, ranks),
                  max_iter=model.max_iter, tol=model.tol)
     model.fit(data, callback=rep.event)
     rep.event("save", {})
-    model.save(os.path.join(d, "model.npz"))
-    model.summary().to_csv(os.path.join(d, "summary.csv"), index=False)
+    model.save(os.path.join(d, F.MODEL))
+    model.summary().to_csv(os.path.join(d, F.SUMMARY), index=False)
     Z = model.transform(data)
     arrays = {f"node_{i}": Z[n] for i, n in enumerate(model.nodes_)}
     tmp = _tmp_name(os.path.join(d, "scores"), ".tmp.npz")
     try:
         np.savez(tmp, ids=np.asarray(data.ids).astype(str), observed=data.observed, **arrays)
-        os.replace(tmp, os.path.join(d, "scores.npz"))
+        os.replace(tmp, os.path.join(d, F.SCORES))
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    write_json(os.path.join(d, "scores_nodes.json"), [node_label(n) for n in model.nodes_])
+    write_json(os.path.join(d, F.SCORES_NODES), [node_label(n) for n in model.nodes_])
     if outcomes is not None:
         aligned = outcomes.align(data)
-        aligned.reset_index().to_csv(os.path.join(d, "outcomes.csv"), index=False)
-        write_json(os.path.join(d, "outcome_kinds.json"), outcomes.kinds)
+        aligned.reset_index().to_csv(os.path.join(d, F.OUTCOMES), index=False)
+        write_json(os.path.join(d, F.OUTCOME_KINDS), outcomes.kinds)
     if truth is not None:
-        write_json(os.path.join(d, "truth.json"), truth)
+        write_json(os.path.join(d, F.TRUTH), truth)
     rep.event("saved", {"objective": model.objective_, "n_iter": model.n_iter_})
     if check:
         _do_stability(d, model, data, n_stab, rep)
@@ -719,7 +716,7 @@ def fit_plan(n_samples: int, dims: Mapping[str, int], lattice: Any, params: Mapp
              stability: int | None = None, ranks: Any = "auto") -> Any:
     """The predicted stages of a fit run (:func:`hcl_explore.progress.plan_fit`) from its config's
     pieces: the Train page shows its total before launch, the worker tracks progress against it."""
-    from . import progress as P
+    from .. import progress as P
 
     auto = ranks == "auto" or (isinstance(ranks, Mapping) and any(v in (None, "auto") for v in ranks.values()))
     hidden = params.get("hidden") or [128]
@@ -754,7 +751,7 @@ def _do_stability(d: str, model: Any, data: Any, n_resamples: int, rep: _Reporte
         traceback.print_exc()
         rep.set(force=True, stability_error=str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
         return
-    write_json(os.path.join(d, "stability.json"), _plain_records(frame))
+    write_json(os.path.join(d, F.STABILITY), _plain_records(frame))
 
 
 def _plain_records(frame: pd.DataFrame) -> list[dict]:
@@ -773,7 +770,7 @@ def _plain_records(frame: pd.DataFrame) -> list[dict]:
 def read_stability(workspace: str, run_id: str) -> pd.DataFrame | None:
     """The run's stability check (columns ``node``, ``rank``, ``found``, ``same_rank``,
     ``resamples``), or None when it was not computed. A damaged file is logged and read as None."""
-    path = os.path.join(run_path(workspace, run_id), "stability.json")
+    path = os.path.join(run_path(workspace, run_id), F.STABILITY)
     if not os.path.exists(path):
         return None
     try:
@@ -831,15 +828,15 @@ def stability_note(stability: pd.DataFrame | None, status: Mapping[str, Any] | N
 
 
 def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
-    from . import datasets
-    from .model import HCL
-    from .predict import evaluate_prediction
+    from .. import datasets
+    from ..model import HCL
+    from ..predict import evaluate_prediction
 
     ws = os.path.dirname(os.path.dirname(d))
     parent = run_path(ws, cfg["parent"])
-    model = HCL.load(os.path.join(parent, "model.npz"))
-    pcfg = read_json(os.path.join(parent, "config.json"), {})
-    from . import progress as P
+    model = HCL.load(os.path.join(parent, F.MODEL))
+    pcfg = read_json(os.path.join(parent, F.CONFIG), {})
+    from .. import progress as P
 
     fit_s = (getattr(model, "timings_", None) or {}).get("total")
     rep.set_plan(P.plan_predict(_predict_steps(cfg.get("options") or {}), fit_s))
@@ -853,31 +850,22 @@ def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     report = evaluate_prediction(model, data, y, callback=lambda s, i: rep.event("predict", {"step": s}),
                                  **(cfg.get("options") or {}))
     out = dict(report.to_dict(), outcome=cfg["outcome"])
-    write_json(os.path.join(d, "prediction.json"), out)
-    path = os.path.join(parent, f"prediction_{_safe(cfg['outcome'])}.json")
+    write_json(os.path.join(d, F.PREDICTION), out)
+    path = F.prediction_path(parent, cfg["outcome"])
     # A file from before outcomes had their own key may hold another outcome under this name
     # (``readmit 30d`` and ``readmit_30d`` both were ``prediction_readmit_30d.json``): move it to
     # its own outcome's file instead of overwriting it.
     old = read_json(path, None)
     if isinstance(old, dict) and old.get("outcome") not in (None, cfg["outcome"]):
-        other = os.path.join(parent, f"prediction_{_safe(str(old['outcome']))}.json")
+        other = F.prediction_path(parent, str(old["outcome"]))
         if other != path and not os.path.exists(other):
             os.replace(path, other)
     write_json(path, out)
 
 
 def _safe(name: str) -> str:
-    """The key of an outcome's files (``prediction_<key>.json``): distinct outcome names get distinct
-    keys. A plain lower-case name (``[a-z0-9_]``, at most 64 characters) is its own key; any other
-    name gets ``x-`` and 12 hex digits of its SHA-1, which no plain name can spell (so ``readmit 30d``
-    and ``readmit_30d`` do not share a file, nor do ``Y`` and ``y`` on a case-insensitive disk).
-    Readers match results by the outcome stored in the file, not by this key."""
-    import hashlib
-
-    name = str(name)
-    if re.fullmatch(r"[a-z0-9_]{1,64}", name):
-        return name
-    return "x-" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:12]
+    """The key of an outcome's files (:func:`files.outcome_key`)."""
+    return F.outcome_key(name)
 
 
 def sanitize_filename(name: str) -> str:
