@@ -246,7 +246,9 @@ class Tracker:
             self.detail = f"{int(self.done_units):,} of {int(self.total_units):,} rows" if self.total_units else ""
         elif stage == "ranks":
             self.done_units += 1
-            self.total_units = max(float(self.plan.units.get("ranks") or 1), self.done_units)
+            # "of": the candidates the pair screen left (the plan only knows the lattice's size).
+            of = info.get("of") or self.plan.units.get("ranks") or 1
+            self.total_units = max(float(of), self.done_units)
             node = info.get("node")
             self.detail = f"node {int(self.done_units)} of about {int(self.total_units)}" + (
                 f" ({'+'.join(node) if isinstance(node, (tuple, list)) else node})" if node else "")

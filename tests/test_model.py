@@ -219,6 +219,13 @@ def test_progress_callback_sees_every_stage():
     stages = []
     hx.HCL().fit(data, callback=lambda stage, info: stages.append(stage))
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == ["covariance", "noise", "ranks", "refine", "done"]
+    # Each "ranks" event says how many candidates the pair screen left: the progress total.
+    data4, _ = hx.simulate(n=2000, dims=(10, 10, 10, 10), ranks={("a", "b"): 2, ("c",): 1}, seed=1)
+    events = []
+    model = hx.HCL(lattice=hx.Lattice.full(data4.modalities)).fit(data4, callback=lambda s, i: events.append((s, i)))
+    ranks = [i for s, i in events if s == "ranks"]
+    tested = model.rank_diagnostics_["search"]["candidates"]["tested"]
+    assert ranks and all(i["of"] == tested for i in ranks) and len(ranks) == tested < 15
 
 
 def test_device_resolution():

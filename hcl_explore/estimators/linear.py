@@ -149,7 +149,13 @@ class LinearEstimator(Estimator):
             fixed_s = {n: fixed[n] for n in lat_s.nodes}
             search["pairs"] = {f"{a}+{b}": v for (a, b), v in pairs.items()}
             search["candidates"] = {"tested": len(lat_s.nodes), "of": len(lat.nodes)}
-        peel = ST.peel_reduced(red, red.stats, lat_s, fixed_s, callback=callback)
+        n_tested = len(lat_s.nodes)
+
+        def peel_events(stage: str, info: dict) -> None:
+            # Every "ranks" event says how many candidates the screen left (progress counts them).
+            callback(stage, {**info, "of": n_tested} if stage == "ranks" else info)
+
+        peel = ST.peel_reduced(red, red.stats, lat_s, fixed_s, callback=peel_events if callback else None)
         ranks = {n: int(peel.ranks.get(n, 0)) for n in lat.nodes}
         if prep["folds"] is not None:
             ranks, search["confirm"] = ST.confirm_ranks(red, prep["folds"], lat_s, fixed_s, ranks, projected=True)
