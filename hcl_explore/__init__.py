@@ -4,14 +4,38 @@ Public API (README.md, "In Python"): :class:`Lattice`, :class:`MultimodalData`, 
 and :mod:`hcl_explore.metrics`.
 """
 
-from . import metrics
-from .data import MultimodalData, ParquetSource
-from .io import (Dataset, LoadError, Outcomes, format_report, list_datasets, load_dataset, load_modalities,
-                 load_outcomes, read_table, report_frame, truth_ranks)
-from .lattice import Lattice, node_label
-from .model import HCL, resolve_device
-from .predict import PredictionReport, evaluate_prediction, fit_group_lasso
-from .simulate import Truth, simulate
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562): ``import hcl_explore`` stays light (no torch, which
+# takes seconds to import), so the app's first page and a run worker's first status are quick;
+# ``hcl_explore.HCL`` imports the model (and torch) when it is first touched.
+_WHERE = {
+    "MultimodalData": "data", "ParquetSource": "data",
+    "Dataset": "io", "LoadError": "io", "Outcomes": "io", "format_report": "io", "list_datasets": "io",
+    "load_dataset": "io", "load_modalities": "io", "load_outcomes": "io", "read_table": "io",
+    "report_frame": "io", "truth_ranks": "io",
+    "Lattice": "lattice", "node_label": "lattice",
+    "HCL": "model", "resolve_device": "model",
+    "PredictionReport": "predict", "evaluate_prediction": "predict", "fit_group_lasso": "predict",
+    "Truth": "simulate", "simulate": "simulate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    elif name == "metrics":
+        value = importlib.import_module(".metrics", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "PredictionReport",
