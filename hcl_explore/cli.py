@@ -235,8 +235,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if outcome not in cols:
         raise ValueError(f"No outcome column {outcome!r}; have {cols}.")
     y = outcomes.y(outcome, data)
-    if outcomes.kinds[outcome] == "categorical":
-        raise ValueError(f"Outcome {outcome!r} is categorical; only binary and continuous outcomes are supported.")
     report = hx.evaluate_prediction(model, data, pd.Series(y, name=outcome), task=args.task, test_size=args.test_size,
                                     cv=args.cv, random_state=args.seed, refit=not args.no_refit,
                                     bias_correction=args.bias_correction, n_bootstrap=args.bootstrap)
@@ -376,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--id-column", default=None)
     pr.add_argument("--outcomes", default=None, help="the outcomes table (CSV/TSV/Parquet)")
     pr.add_argument("--outcome", default=None, help="which outcome column")
-    pr.add_argument("--task", default="auto", choices=["auto", "binary", "continuous"])
+    pr.add_argument("--task", default="auto", choices=["auto", "binary", "multiclass", "continuous"])
     pr.add_argument("--test-size", type=float, default=0.25)
     pr.add_argument("--cv", type=int, default=5)
     pr.add_argument("--seed", type=int, default=0)

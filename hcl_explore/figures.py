@@ -1165,7 +1165,9 @@ def _color_kind(c: np.ndarray) -> str:
     if c.dtype.kind in "biuf":
         v = c.astype(float)
         vals = np.unique(v[np.isfinite(v)])
-        return "categorical" if vals.size <= 2 else "continuous"
+        # A few whole numbers (digits 0-9, a stage 1-4) are classes: a legend, not a colour bar.
+        whole = vals.size <= 20 and np.all(vals == np.round(vals))
+        return "categorical" if vals.size <= 2 or whole else "continuous"
     return "categorical"
 
 
@@ -1381,6 +1383,11 @@ def curves_figure(report: "PredictionReport") -> go.Figure:
     :data:`MAX_POINTS` points), HCL shown and baselines toggled off (``visible="legendonly"``).
     Curves are thinned to at most :data:`MAX_CURVE_POINTS` points (end points kept).
     """
+    if report.task == "multiclass":
+        # No one curve for K classes: the confusion matrix, in the outcome's own labels.
+        from .predict import confusion_figure
+
+        return confusion_figure(report)
     models = _report_models(report)
     if report.task == "binary":
         fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
@@ -1450,7 +1457,8 @@ def curves_figure(report: "PredictionReport") -> go.Figure:
     return fig
 
 
-_METRIC_NAMES = {"auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "accuracy": "accuracy", "r2": "R²",
+_METRIC_NAMES = {"auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "f1_macro": "macro-F1", "accuracy": "accuracy",
+                 "r2": "R²",
                  "brier": "Brier score", "mse": "MSE", "mae": "MAE"}
 
 
@@ -1463,8 +1471,9 @@ def metrics_figure(report: "PredictionReport", *, metrics: Sequence[str] | None 
     metrics : sequence of str, optional
         Default: auroc, auprc, f1, accuracy (binary) or r2 (continuous).
     """
-    names = list(metrics) if metrics is not None else (
-        ["auroc", "auprc", "f1", "accuracy"] if report.task == "binary" else ["r2"])
+    from .predict import main_metrics
+
+    names = list(metrics) if metrics is not None else main_metrics(report.task)
     base = report.baselines
     names = [m for m in names if m in base.columns]
     models = list(base["model"])

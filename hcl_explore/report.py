@@ -202,8 +202,11 @@ def run_metrics(run_dir: str, model=None) -> dict:
         true = {n: r for n, r in truth_ranks(tr).items() if n in model.lattice_}
         out["recovery"] = {**metrics.structure_scores(true, model.ranks_), "rank_accuracy": metrics.rank_accuracy(true, model.ranks_)}
     for outcome, p in read_predictions(run_dir).items():
-        out.setdefault("predictions", {})[outcome] = {
-            "metrics": p.get("metrics"), "selected_nodes": p.get("selected_nodes"), "baselines": p.get("baselines")}
+        entry = {k: p.get(k) for k in ("metrics", "selected_nodes", "baselines")}
+        # What the outcome is and how far to trust it, where the evaluation recorded it.
+        entry.update({k: p[k] for k in ("task", "positive_label", "classes", "confusion", "warnings", "structure")
+                      if k in p})
+        out.setdefault("predictions", {})[outcome] = entry
     return out
 
 
@@ -252,7 +255,7 @@ def run_html(run_dir: str, title: str | None = None) -> str:
         rep.outcome = rep.outcome or outcome
         preds.append(rep)
         figs.append((f"Prediction of {rep.outcome}", figures.curves_figure(rep)))
-        figs.append((f"HCL vs baselines: {rep.outcome}", figures.metrics_figure(rep)))
+        figs.append((f"HCL vs baselines: {rep.outcome}", figures.metrics_figure(rep)))  # task's own metrics
     parts = [f"<h1>{html.escape(title or 'hcl-explore report')}</h1>",
              f"<p>Run <code>{html.escape(os.path.basename(run_dir))}</code> · dataset {html.escape(name)} · "
              f"{model.n_samples_:,} samples · modalities {html.escape(', '.join(model.modalities_))}</p>",
@@ -264,7 +267,12 @@ def run_html(run_dir: str, title: str | None = None) -> str:
     if warns:
         parts.append("<h2>Warnings</h2>" + "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warns))
     for rep in preds:
+        classes = getattr(rep, "classes", None) or []
+        what = (f"positive class: {rep.positive_label}" if getattr(rep, "positive_label", None) is not None
+                else f"classes: {', '.join(map(str, classes))}" if classes else "")
         parts += [f"<h2>Prediction of {html.escape(str(rep.outcome))} ({rep.task})</h2>",
+                  f"<p>{html.escape(what)}</p>" if what else "",
+                  "".join(f"<p class='warn'>{html.escape(str(w))}</p>" for w in (getattr(rep, "warnings", None) or [])),
                   f"<p>Selected nodes: {html.escape(', '.join(node_label(n) for n in rep.selected_nodes) or 'none')}</p>",
                   rep.baselines.round(3).to_html(index=False, border=0),
                   "".join(f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes)]

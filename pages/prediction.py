@@ -1,11 +1,10 @@
 """Prediction: which nodes predict an outcome, against baselines, evaluated without leakage."""
 
-import os
-
 import pandas as pd
 import streamlit as st
 
 from hcl_explore import figures, report, runs
+from hcl_explore.runs import files as RF
 from hcl_explore.lattice import node_label
 from hcl_explore.outcomes import KINDS, canonical_kind
 from hcl_explore.predict import PredictionReport, main_metrics
@@ -30,7 +29,7 @@ if rid is None:
     st.stop()
 ws = ui.workspace()
 d = runs.run_path(ws, rid)
-raw_kinds = runs.read_json(os.path.join(d, "outcome_kinds.json"), {}) or {}
+raw_kinds = runs.read_json(RF.path(d, RF.OUTCOME_KINDS), {}) or {}
 # Runs saved before the outcome rule named multi-class outcomes "categorical".
 kinds = {c: canonical_kind(k) for c, k in raw_kinds.items() if k in KINDS or k == "categorical"}
 usable = list(kinds)

@@ -501,3 +501,29 @@ def test_module_has_no_ui_or_io():
     src = Path(F.__file__).read_text()
     assert "streamlit" not in src.replace("Streamlit app", "")
     assert "open(" not in src and "write_html" not in src and "write_image" not in src
+
+
+def test_multiclass_reports_draw_in_figures_and_the_html_report(tmp_path):
+    # A 3-class outcome: curves become the confusion matrix in the outcome's labels, the bars use
+    # the task's own metrics (macro-F1), and the run's HTML report carries both with no error.
+    from hcl_explore import report as R
+    from hcl_explore import runs
+    from hcl_explore.runs import files as RF
+
+    data, truth = hx.simulate(n=600, dims=(8, 8), ranks={("a", "b"): 1, ("a",): 1}, noise=0.3, seed=0)
+    z = truth.Z[("a", "b")][:, 0]
+    y = np.array(["low", "mid", "high"], dtype=object)[np.digitize(z, np.quantile(z, [1 / 3, 2 / 3]))]
+    model = hx.HCL().fit(data)
+    rep = hx.evaluate_prediction(model, data, y, refit=False, n_bootstrap=20, cv=3, baselines=["raw"])
+    assert rep.task == "multiclass" and set(rep.classes) == {"low", "mid", "high"}
+    cm = F.curves_figure(rep)
+    assert {"low", "mid", "high"} <= set(map(str, cm.data[0].x))
+    bars = F.metrics_figure(rep)
+    assert any("macro-F1" in str(t.x) or "macro-F1" in str(t.y) for t in bars.data) or "macro-F1" in str(bars.layout)
+    d = tmp_path / "run"
+    d.mkdir()
+    model.save(RF.path(str(d), RF.MODEL))
+    runs.write_json(runs.prediction_path(str(d), "grade"), {**rep.to_dict(), "outcome": "grade"})
+    page = R.run_html(str(d))
+    assert "Prediction of grade (multiclass)" in page and "classes:" in page
+    assert R.run_metrics(str(d))["predictions"]["grade"]["classes"] == list(rep.classes)
