@@ -396,6 +396,39 @@ def update_dataset(workspace: str, dataset_id: str, *, rename: Mapping[str, str]
         return _save(workspace, man)
 
 
+class DatasetInUse(ValueError):
+    """Deleting a dataset that runs used, without naming those runs (``confirm_runs``)."""
+
+    def __init__(self, dataset_id: str, run_ids: Sequence[str]):
+        self.run_ids = list(run_ids)
+        shown = ", ".join(self.run_ids[:10]) + (f" and {len(self.run_ids) - 10} more" if len(self.run_ids) > 10 else "")
+        super().__init__(f"Dataset {dataset_id!r} was used by {len(self.run_ids)} run(s): {shown}. They keep their "
+                         "results and their own copy of the files; confirm with those run ids to delete it.")
+
+
+def delete_dataset(workspace: str, dataset_id: str, *, confirm_runs: Sequence[str] = ()) -> str:
+    """Delete a dataset from the workspace's list. When runs used it (``runs.runs_using_dataset``)
+    this raises :class:`DatasetInUse` listing them, unless ``confirm_runs`` names every one of them.
+    Nothing is lost: the manifest moves to ``datasets/.deleted/`` and the stored files stay in
+    ``files/`` (past runs verify and load them by hash). Returns where the manifest went."""
+    from . import runs
+
+    with _locked(workspace, dataset_id):
+        if not exists(workspace, dataset_id):
+            raise ValueError(f"Dataset {dataset_id!r} does not exist in this workspace.")
+        used = runs.runs_using_dataset(workspace, dataset_id)
+        missing = [r for r in used if r not in set(confirm_runs)]
+        if missing:
+            raise DatasetInUse(dataset_id, used)
+        trash = os.path.join(workspace, DATASETS, ".deleted")
+        os.makedirs(trash, exist_ok=True)
+        dest = os.path.join(trash, f"{dataset_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+        shutil.copytree(os.path.dirname(_manifest_path(workspace, dataset_id)), dest)
+        os.remove(_manifest_path(workspace, dataset_id))
+    shutil.rmtree(os.path.dirname(_manifest_path(workspace, dataset_id)), ignore_errors=True)
+    return dest
+
+
 # ---------------------------------------------------------------------------------------------
 # specs
 def dataset_spec(workspace: str, dataset_id: str) -> dict:

@@ -158,6 +158,16 @@ with right_col:
                 ui.set_state(upload_dataset=None, uploads_pending=False)
                 st.session_state["upload_errors"] = {}
                 st.rerun()
+            in_use = runs.runs_using_dataset(ws, pick)
+            if in_use:
+                st.warning(f"{len(in_use)} run(s) used this dataset: {ui.md(', '.join(in_use))}. Deleting it removes "
+                           "it from this list only; those runs keep their results and their copy of the files.")
+            sure = not in_use or st.checkbox("Delete it although runs used it", key=f"confirm_delete_{pick}")
+            if st.button("Delete this dataset", key="delete_saved", disabled=not sure or pick == spec.get("dataset_id"),
+                         help="The current dataset cannot be deleted; switch to another first. Nothing is erased: "
+                              "the files stay in the workspace for the runs that used them."):
+                datasets.delete_dataset(ws, pick, confirm_runs=in_use)
+                st.rerun()
 
 spec, data, outcomes, truth, err = ui.current_dataset()
 st.divider()

@@ -365,3 +365,24 @@ def test_a_dataset_switch_keeps_the_lattice_choice_when_it_fits(ws):
     at = _app("lattice")
     assert [m for m in at.metric if m.label == "Candidate nodes"][0].value == "3 of 15"
     assert [m for m in at.metric if m.label == "Fixed factors"][0].value == "2"
+
+
+def test_deleting_a_saved_dataset_used_by_a_run_asks_first(ws):
+    from hcl_explore import datasets
+
+    def csv(seed):
+        rng = np.random.default_rng(seed)
+        df = pd.DataFrame(rng.normal(size=(30, 3)).round(3), columns=["x1", "x2", "x3"])
+        df.insert(0, "pid", [f"P{i}" for i in range(30)])
+        return df.to_csv(index=False).encode()
+
+    used = datasets.create_dataset(ws, [datasets.stage_upload(ws, f"{m}.csv", csv(i)) for i, m in enumerate("ab")])
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": datasets.dataset_spec(ws, used), "lattice": "full"})
+    at = _app()  # the current dataset is the bundled sample, so the saved one may be deleted
+    at.selectbox(key="saved_pick").set_value(used).run()
+    assert rid in " ".join(str(w.value) for w in at.warning).replace("\\", "")  # shown as text (escaped markdown)
+    assert at.button(key="delete_saved").disabled  # not before the checkbox
+    at.checkbox(key=f"confirm_delete_{used}").check().run()
+    at.button(key="delete_saved").click().run()
+    assert not at.exception, at.exception
+    assert not datasets.exists(ws, used) and runs.runs_using_dataset(ws, used) == [rid]

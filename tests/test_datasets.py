@@ -195,3 +195,25 @@ def test_two_tabs_adding_files_at_once_keep_both(ws, monkeypatch):
         t.join()
     assert not errors
     assert sorted(datasets.read_manifest(ws, did)["modalities"]) == ["a", "b", "c"]
+
+
+def test_deleting_a_dataset_used_by_runs_warns_lists_them_and_loses_nothing(ws):
+    did = _dataset(ws, {"a.csv": _csv(seed=1), "b.csv": _csv(seed=2)})
+    spec = datasets.dataset_spec(ws, did)
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "full"})
+    other = _dataset(ws, {"c.csv": _csv(seed=3), "d.csv": _csv(seed=4)})
+    assert runs.runs_using_dataset(ws, did) == [rid] and runs.runs_using_dataset(ws, other) == []
+    before = {k: v for k, v in tree_hashes(ws).items() if k.startswith("files/")}
+    with pytest.raises(datasets.DatasetInUse, match=rid) as info:
+        datasets.delete_dataset(ws, did)
+    assert info.value.run_ids == [rid] and datasets.exists(ws, did)
+    moved = datasets.delete_dataset(ws, did, confirm_runs=[rid])
+    assert not datasets.exists(ws, did) and os.path.isfile(os.path.join(moved, "manifest.json"))
+    assert [m["id"] for m in datasets.list_datasets(ws)] == [other]
+    # The run's own copy of the files is untouched: it still verifies and loads.
+    assert {k: v for k, v in tree_hashes(ws).items() if k.startswith("files/")} == before
+    datasets.verify(spec)
+    data, _, _ = datasets.load(spec)
+    assert data.modalities == ["a", "b"]
+    datasets.delete_dataset(ws, other)  # unused: no confirmation needed
+    assert datasets.list_datasets(ws) == []

@@ -280,6 +280,19 @@ def _stability_request(cfg: Mapping[str, Any]) -> int | None:
     return n if n > 0 else None
 
 
+def runs_using_dataset(workspace: str, dataset_id: str) -> list[str]:
+    """The ids of the runs whose config names the stored dataset ``dataset_id`` (oldest first); a
+    run folder that cannot be read is skipped."""
+    out = []
+    root = os.path.join(workspace, "runs")
+    for rid in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        cfg = read_json(F.path(os.path.join(root, rid), F.CONFIG), None)
+        if isinstance(cfg, dict) and isinstance(cfg.get("dataset"), dict) \
+                and cfg["dataset"].get("dataset_id") == dataset_id:
+            out.append(rid)
+    return out
+
+
 def create_run(workspace: str, config: "RunConfig | Mapping[str, Any]", run_id: str | None = None) -> str:
     """Create a run folder with its config (always the :class:`RunConfig` shape, whoever writes
     it) and a ``queued`` status; returns the run id."""
