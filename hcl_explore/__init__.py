@@ -7,6 +7,10 @@ and :mod:`hcl_explore.metrics`.
 import importlib
 from typing import Any
 
+# simulate is both a submodule and a function: imported now (no torch), so that a later import of
+# the submodule cannot shadow the function (a lazily resolved name would become the module).
+from .simulate import Truth, simulate
+
 # Names are imported on first use (PEP 562): ``import hcl_explore`` stays light (no torch, which
 # takes seconds to import), so the app's first page and a run worker's first status are quick;
 # ``hcl_explore.HCL`` imports the model (and torch) when it is first touched.
@@ -18,7 +22,6 @@ _WHERE = {
     "Lattice": "lattice", "node_label": "lattice",
     "HCL": "model", "resolve_device": "model",
     "PredictionReport": "predict", "evaluate_prediction": "predict", "fit_group_lasso": "predict",
-    "Truth": "simulate", "simulate": "simulate",
 }
 
 
