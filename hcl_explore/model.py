@@ -577,7 +577,7 @@ class HCL:
         extra_meta, extra = est.dump(self)
         meta.update(extra_meta)
         if os.path.isdir(path):
-            raise ValueError(f"{path} is a folder; give a file name such as {os.path.join(path, 'my_model.npz')}.")
+            raise ValueError(f"{path} is a folder; give a file name such as {os.path.join(path, 'hcl_fit.npz')}.")
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             fh = open(tmp, "wb")
