@@ -1103,25 +1103,6 @@ def node_scores(module: HCLModule, enc: Mapping[str, np.ndarray], observed: np.n
     return out
 
 
-class EpochBar:
-    """A tqdm bar over epochs for ``fit(progress=True)``."""
-
-    def __init__(self, max_epochs: int):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=max_epochs, desc="HCL contrastive fit", unit="epoch")
-
-    def update(self, stage: str, info: Mapping[str, Any]) -> None:
-        if stage == "epoch":
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{info['loss']:.4g}", val=f"{info['val_loss']:.4g}", refresh=False)
-        elif stage != "done":
-            self.bar.set_postfix_str(f"rank search: {stage}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def signature_of(spec: ModuleSpec, cfg: TrainConfig, n_samples: int, extra: Mapping[str, Any]) -> str:
     """What a checkpoint must agree with to be resumed (max_epochs, patience and the time budget
     may change; so checkpoints written before ``max_time`` existed still resume)."""

@@ -387,6 +387,43 @@ class Tracker:
         return out
 
 
+class Bar:
+    """``fit(progress=True)``: a tqdm bar (a widget in Jupyter, text in a terminal) driven by the
+    same :class:`Tracker` as the app's runs, so the notebook and the Train page agree."""
+
+    def __init__(self, plan: Plan, desc: str = "HCL fit", **tracker: Any):
+        from tqdm.auto import tqdm
+
+        self.tracker = Tracker(plan, **tracker)
+        self.bar = tqdm(total=100, desc=desc, unit="%")
+        self.done = 0.0
+
+    def update(self, stage: str, info: Mapping[str, Any]) -> None:
+        self.tracker.event(stage, info)
+        snap = self.tracker.snapshot()
+        target = 100.0 if stage == "done" else 100.0 * float(snap["progress"])
+        if target > self.done:
+            self.bar.update(target - self.done)
+            self.done = target
+        self.bar.set_postfix_str(" · ".join(x for x in (snap["step"], snap["detail"]) if x), refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def fit_bar(model, data, estimator: str) -> Bar:
+    """The progress bar of ``model.fit(data, progress=True)`` for ``estimator``."""
+    lat = model._resolve_lattice(list(data.modalities))
+    dims = {m: len(data.feature_names[m]) for m in data.modalities}
+    n = int(getattr(data, "n_samples", 0) or 0) or 1000
+    auto = any(v is None for v in model._resolve_ranks(lat).values())
+    plan = plan_fit(n, dims, len(lat.nodes), estimator=estimator, max_iter=int(model.max_iter),
+                    max_epochs=int(getattr(model, "max_epochs", 100) or 100), auto_ranks=auto,
+                    node_sizes=[len(nd) for nd in lat.nodes])
+    return Bar(plan, desc="HCL contrastive fit" if estimator == "contrastive" else "HCL fit",
+               max_iter=int(model.max_iter), tol=float(model.tol))
+
+
 def status_line(status: Mapping[str, Any], now: float | None = None) -> dict:
     """For a page: {"state", "step" (words), "detail", "elapsed_s", "eta_s", "fraction", "why"} from a
     run's status (the ETA counts down from the status' last update)."""

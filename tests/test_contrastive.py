@@ -424,7 +424,8 @@ def test_evaluate_prediction_runs_on_a_contrastive_model(small):
 def test_progress_bar(small, capsys):
     data, _ = small
     hx.HCL(ranks=RANKS, **FAST).fit(data, progress=True)
-    assert "contrastive fit" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "HCL contrastive fit" in err and "100%" in err
 
 
 @pytest.mark.gpu

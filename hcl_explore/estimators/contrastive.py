@@ -73,7 +73,9 @@ class ContrastiveEstimator(Estimator):
     supervised = True
 
     def progress_bar(self, model, data):
-        return C.EpochBar(int(model.max_epochs))
+        from ..progress import fit_bar
+
+        return fit_bar(model, data, "contrastive")
 
     def transform(self, model, data, fill: float) -> np.ndarray:
         Z = self.node_scores(model, data, fill)

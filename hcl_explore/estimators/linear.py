@@ -55,42 +55,6 @@ def _folds_disagree(confirm: Mapping | None, ranks: Mapping[Node, int]) -> bool:
                                                for f in confirm.get("folds", []) for lab in f)
 
 
-class _ProgressBar:
-    """A tqdm bar over the fit's stages (covariance pass, ranks per node, refinement)."""
-
-    def __init__(self, n_nodes: int):
-        from tqdm.auto import tqdm
-
-        self.n_nodes = max(n_nodes, 1)
-        self.bar = tqdm(total=100, desc="HCL fit", unit="%")
-        self.done = 0.0
-        self.nodes_seen = 0
-
-    def _to(self, value: float, stage: str) -> None:
-        value = min(100.0, max(value, self.done))
-        if value > self.done:
-            self.bar.update(value - self.done)
-            self.done = value
-        self.bar.set_postfix_str(stage, refresh=False)
-
-    def update(self, stage: str, info: Mapping[str, Any]) -> None:
-        if stage == "covariance":
-            n = info.get("n_samples") or 0
-            self._to(40.0 * (info.get("rows", 0) / n if n else 1.0), "covariance")
-        elif stage == "noise":
-            self._to(45.0, "noise")
-        elif stage == "ranks":
-            self.nodes_seen += 1
-            self._to(45.0 + 25.0 * self.nodes_seen / self.n_nodes, "ranks")
-        elif stage == "refine":
-            self._to(70.0 + 29.0 * min(1.0, math.log1p(info.get("iteration", 0)) / math.log1p(200)), "refine")
-        elif stage == "done":
-            self._to(100.0, "done")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 @register
 class LinearEstimator(Estimator):
     """``x = mean + scale * (W z + e)``, ``z ~ N(0, I)``, ``e ~ N(0, diag(psi))``, W supported on
@@ -108,8 +72,10 @@ class LinearEstimator(Estimator):
     def search_structure(self, model, data) -> dict[Node, int]:
         return self._run(model, data, None, structure_only=True, resample=False)
 
-    def progress_bar(self, model, data) -> _ProgressBar:
-        return _ProgressBar(len(model._resolve_lattice(list(data.modalities)).nodes))
+    def progress_bar(self, model, data):
+        from ..progress import fit_bar
+
+        return fit_bar(model, data, "linear")
 
     def dump(self, model) -> tuple[dict, dict[str, np.ndarray]]:
         psi = getattr(model, "psi_", None)
