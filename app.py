@@ -1,31 +1,10 @@
 """hcl-explore: the Streamlit app. `streamlit run app.py` (after scripts/setup.sh)."""
 
-import importlib.util
-import os
-import sys
+# `import hcl_explore` is light (its names load on first use, torch only with the model), so the
+# first page renders without waiting for torch.
+import streamlit as st
 
-# The pages use the library's modules (data loading, figures, runs); the package's __init__ also
-# imports the model and torch (seconds on a busy machine). Import the package without running its
-# __init__ until something asks for one of its names: the first page renders without torch.
-if "hcl_explore" not in sys.modules:
-    _root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hcl_explore")
-    _spec = importlib.util.spec_from_file_location("hcl_explore", os.path.join(_root, "__init__.py"),
-                                                   submodule_search_locations=[_root])
-    _pkg = importlib.util.module_from_spec(_spec)
-
-    def _full(name, _pkg=_pkg, _spec=_spec):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        del _pkg.__getattr__
-        _spec.loader.exec_module(_pkg)
-        return getattr(_pkg, name)
-
-    _pkg.__getattr__ = _full
-    sys.modules["hcl_explore"] = _pkg
-
-import streamlit as st  # noqa: E402
-
-from hcl_explore.ui import common as ui  # noqa: E402
+from hcl_explore.ui import common as ui
 
 st.set_page_config(page_title="hcl-explore", page_icon=":material/hub:", layout="wide")
 

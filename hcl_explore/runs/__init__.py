@@ -323,10 +323,10 @@ def launch(workspace: str, run_id: str, *, env: Mapping[str, str] | None = None)
 
 #: The worker's first lines (``python -c``): with the standard library only, the run leaves
 #: "queued" at once (state running, step "starting the worker") - before numpy, pandas or torch are
-#: imported, which takes seconds on a busy machine. The package is then imported without its
-#: ``__init__`` (which imports torch for the model); the first use of ``hcl_explore.<name>`` runs it.
+#: imported, which takes seconds on a busy machine. The package itself is light (its names load on
+#: first use; torch only with the model).
 _BOOT = r"""
-import fcntl, importlib.util, json, os, sys, time, uuid
+import fcntl, json, os, sys, time, uuid
 d, root = os.path.abspath(sys.argv[1]), sys.argv[2]
 def _write(st):
     tmp = os.path.join(d, "status.json.%d.%s.tmp" % (os.getpid(), uuid.uuid4().hex[:12]))
@@ -358,18 +358,6 @@ try:
         os.close(fd)
 except Exception as exc:  # the worker itself reports what is wrong with the folder
     print("worker start: %s" % exc, flush=True)
-if "hcl_explore" not in sys.modules:
-    spec = importlib.util.spec_from_file_location("hcl_explore", os.path.join(root, "hcl_explore", "__init__.py"),
-                                                  submodule_search_locations=[os.path.join(root, "hcl_explore")])
-    pkg = importlib.util.module_from_spec(spec)
-    def _full(name, _pkg=pkg, _spec=spec):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        del _pkg.__getattr__
-        _spec.loader.exec_module(_pkg)
-        return getattr(_pkg, name)
-    pkg.__getattr__ = _full
-    sys.modules["hcl_explore"] = pkg
 from hcl_explore.runs import run_worker
 sys.exit(run_worker(d))
 """
