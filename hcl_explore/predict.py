@@ -590,14 +590,15 @@ def _ridge_path(Xtr: np.ndarray, ytr: np.ndarray, lams: np.ndarray) -> np.ndarra
     return out
 
 
-def _logistic_l2(X: np.ndarray, y: np.ndarray, lam: float, sw: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
-    """L2-penalized logistic regression by L-BFGS (torch, float64); returns (p + 1,)."""
+def _lbfgs_l2(X: np.ndarray, target, shape: tuple[int, ...], lam: float, sw: np.ndarray, init: np.ndarray | None,
+              sample_loss) -> np.ndarray:
+    """Weighted mean of ``sample_loss(eta, target)`` plus ``lam/2 |W|^2`` (intercept row ``theta[-1]``
+    not penalized), minimized by L-BFGS (torch, float64) over ``theta`` of ``shape``."""
     import torch
 
     Xt = torch.from_numpy(np.ascontiguousarray(X))
-    yt = torch.from_numpy(y)
     wt = torch.from_numpy(sw)
-    theta = torch.zeros(X.shape[1] + 1, dtype=torch.float64) if init is None else torch.from_numpy(init.copy())
+    theta = torch.zeros(shape, dtype=torch.float64) if init is None else torch.from_numpy(init.copy())
     theta.requires_grad_(True)
     opt = torch.optim.LBFGS([theta], lr=1, max_iter=200, tolerance_grad=1e-8, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
@@ -606,34 +607,7 @@ def _logistic_l2(X: np.ndarray, y: np.ndarray, lam: float, sw: np.ndarray, init:
     def closure():
         opt.zero_grad()
         eta = Xt @ theta[:-1] + theta[-1]
-        loss = (wt * torch.nn.functional.softplus(eta) - wt * yt * eta).sum() / n + 0.5 * lam * (theta[:-1] ** 2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return theta.detach().numpy().copy()
-
-
-def _logistic_multi(X: np.ndarray, y: np.ndarray, K: int, lam: float, sw: np.ndarray,
-                    init: np.ndarray | None = None) -> np.ndarray:
-    """L2-penalized multinomial logistic regression by L-BFGS (torch, float64); returns (p + 1, K)
-    (last row = intercepts)."""
-    import torch
-
-    Xt = torch.from_numpy(np.ascontiguousarray(X))
-    yt = torch.from_numpy(y.astype(np.int64))
-    wt = torch.from_numpy(sw)
-    theta = torch.zeros(X.shape[1] + 1, K, dtype=torch.float64) if init is None else torch.from_numpy(init.copy())
-    theta.requires_grad_(True)
-    opt = torch.optim.LBFGS([theta], lr=1, max_iter=200, tolerance_grad=1e-8, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
-    n = X.shape[0]
-
-    def closure():
-        opt.zero_grad()
-        eta = Xt @ theta[:-1] + theta[-1]
-        ce = torch.nn.functional.cross_entropy(eta, yt, reduction="none")
-        loss = (wt * ce).sum() / n + 0.5 * lam * (theta[:-1] ** 2).sum()
+        loss = (wt * sample_loss(eta, target)).sum() / n + 0.5 * lam * (theta[:-1] ** 2).sum()
         loss.backward()
         return loss
 
@@ -646,6 +620,24 @@ def _logistic_multi(X: np.ndarray, y: np.ndarray, K: int, lam: float, sw: np.nda
     finally:
         torch.set_num_threads(threads)
     return theta.detach().numpy().copy()
+
+
+def _logistic_l2(X: np.ndarray, y: np.ndarray, lam: float, sw: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+    """L2-penalized logistic regression by L-BFGS (torch, float64); returns (p + 1,)."""
+    import torch
+
+    return _lbfgs_l2(X, torch.from_numpy(y), (X.shape[1] + 1,), lam, sw, init,
+                     lambda eta, yt: torch.nn.functional.softplus(eta) - yt * eta)
+
+
+def _logistic_multi(X: np.ndarray, y: np.ndarray, K: int, lam: float, sw: np.ndarray,
+                    init: np.ndarray | None = None) -> np.ndarray:
+    """L2-penalized multinomial logistic regression by L-BFGS (torch, float64); returns (p + 1, K)
+    (last row = intercepts)."""
+    import torch
+
+    return _lbfgs_l2(X, torch.from_numpy(y.astype(np.int64)), (X.shape[1] + 1, K), lam, sw, init,
+                     lambda eta, yt: torch.nn.functional.cross_entropy(eta, yt, reduction="none"))
 
 
 @dataclass
