@@ -130,6 +130,21 @@ def covariance_stats(
                     shift[sl[m]] = mu.astype(np.float32)
             for m in mods:
                 shift_m[m] = shift[sl[m]].astype(np.float32)
+        # The chunk is shifted and masked once, into one contiguous buffer; each fold is then a
+        # row-strided view of it, which BLAS takes as it is (a leading dimension of two rows), so
+        # the folds cost no second copy of the chunk.
+        if buf is None or buf.shape[0] < c_all:
+            buf = np.empty((c_all, Daug), dtype=np.float32)
+        Z_all = buf[:c_all]
+        X_all = Z_all[:, :D]
+        for j, m in enumerate(mods):
+            block = X_all[:, sl[m]]
+            x = chunk.X[m]
+            np.subtract(x, shift_m[m] if x.dtype == np.float32 else shift[sl[m]], out=block, casting="unsafe")
+            if not obs_all[:, j].all():
+                block[~obs_all[:, j]] = 0.0
+        if use_numpy:
+            Z_all[:, D:] = obs_all
         for f in range(n_parts):
             # Fold f holds the rows whose global index has parity f.
             sel = slice(None) if n_parts == 1 else slice((f - n_total) % 2, None, 2)
@@ -137,18 +152,9 @@ def covariance_stats(
             c = obs.shape[0]
             if c == 0:
                 continue
-            if buf is None or buf.shape[0] < c:
-                buf = np.empty((max(c, c_all), Daug), dtype=np.float32)
-            Z = buf[:c]
+            Z = Z_all[sel]
             Xc = Z[:, :D]
-            for j, m in enumerate(mods):
-                block = Xc[:, sl[m]]
-                x = chunk.X[m][sel]
-                np.subtract(x, shift_m[m] if x.dtype == np.float32 else shift[sl[m]], out=block, casting="unsafe")
-                if not obs[:, j].all():
-                    block[~obs[:, j]] = 0.0
             if use_numpy:
-                Z[:, D:] = obs
                 # numpy's Z.T @ Z on one buffer dispatches to syrk: half the flops of a GEMM.
                 Gc = Z.T @ Z
                 Gs[f] += Gc
@@ -161,7 +167,7 @@ def covariance_stats(
                 Sx_c = (xt.T @ ot).double().cpu().numpy()
                 Sxs[f] += torch.from_numpy(Sx_c).to(dev)
             if np.isnan(Sx_c).any():
-                _raise_nan_cell(Xc, obs, mods, sl, n_total)
+                _raise_nan_cell(X_all, obs_all, mods, sl, n_total)  # the row within the whole chunk
             ob = obs.astype(np.int64)
             Ns[f] += ob.T @ ob
         n_total += c_all

@@ -53,6 +53,21 @@ def test_missing_cell_in_observed_row_is_reported_with_row_and_column():
 
     with pytest.raises(ValueError, match="row 3, column 1"):
         L.covariance_stats(Src())
+    # With the two row folds, the row named is still the row of the source (not of a fold).
+    with pytest.raises(ValueError, match="row 3, column 1"):
+        L.covariance_stats(Src(), folds=True)
+
+
+def test_row_folds_are_the_even_and_the_odd_rows_across_chunks():
+    data, _ = hx.simulate(n=1001, dims=(3, 4, 2), ranks=1, noise=0.5, missing=0.2, seed=2)
+    data = hx.MultimodalData.from_arrays({m: data.X[m].astype(np.float32) for m in data.modalities})
+    st = L.covariance_stats(data, chunk_size=97, folds=True)  # odd chunks: folds alternate their start
+    for f in range(2):
+        rows = np.arange(data.n_samples) % 2 == f
+        sub = hx.MultimodalData.from_arrays({m: data.X[m][rows] for m in data.modalities})
+        ref = L.covariance_stats(sub, chunk_size=1001)
+        np.testing.assert_array_equal(st.folds[f].counts, ref.counts)
+        np.testing.assert_allclose(st.folds[f].cov, ref.cov, atol=1e-4)
 
 
 def test_random_matrix_helpers():
