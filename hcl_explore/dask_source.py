@@ -112,11 +112,14 @@ class DaskSource:
     feature_names : dict modality -> list of str (the source column names)
     columns : dict modality -> list of the frame's columns (in feature order)
     n_samples : int (computed with ``len(frame)`` on first use unless known from metadata)
+    client : distributed.Client or None
+        Where :meth:`covariance_stats` runs (default: the active default client, else Dask's
+        local scheduler); :meth:`cancel` cancels what it submitted there.
     """
 
     def __init__(self, frame, column_map: Mapping[str, Sequence[str]], id_column: str | None = None,
                  feature_names: Mapping[str, Sequence[str]] | None = None, raw: Mapping[str, Mapping[str, str]] | None = None,
-                 n_samples: int | None = None):
+                 n_samples: int | None = None, client: Any = None):
         _dask()
         if not column_map:
             raise ValueError("DaskSource needs at least one modality (column_map={modality: [columns]}).")
@@ -145,6 +148,10 @@ class DaskSource:
         self._raw = None if raw is None else {m: dict(v) for m, v in raw.items()}
         self._n = n_samples
         self.report: dict = {}
+        #: The ``distributed.Client`` the statistics run on (None: the default client, if any, else
+        #: Dask's local scheduler). With a client, progress is reported per partition.
+        self.client = client
+        self._futures: list = []
 
     @classmethod
     def _from_frames(cls, frames: Mapping[str, Any]) -> "DaskSource":
@@ -243,9 +250,13 @@ class DaskSource:
         Every partition is cut into chunks of ``chunk_size`` rows accumulated as in-process (a
         float32 GEMM into float64 sums, around one shift common to all partitions: the first
         chunk's means, as in-process), so the statistics equal the in-process pass to float
-        rounding. ``device`` is ignored: partitions are reduced on the workers' CPUs. ``callback``
-        gets ``("covariance", {"rows", "n_samples", "partitions"})`` once the reduction is done.
-        Runs on whatever scheduler is active (a ``distributed.Client``, else Dask's default).
+        rounding. ``device`` is ignored: partitions are reduced on the workers' CPUs. Runs on
+        :attr:`client`, else the active default ``distributed.Client``, else Dask's local scheduler.
+
+        ``callback`` gets ``("covariance", {"rows", "n_samples", "partitions", "partitions_done"})``:
+        on a distributed client after every partition (``rows``: the rows of the partitions done),
+        and once the reduction is done. An exception in it (how a run is cancelled), or any other
+        interruption, cancels the futures still outstanding on the cluster before it propagates.
         """
         dask, _ = _dask()
         from dask import delayed
@@ -263,18 +274,24 @@ class DaskSource:
         names = [c for m in mods for c in self.feature_names[m]]
         sums = [delayed(_partition_sums, pure=True)(p, cols, layout, shift, chunk_size, n_parts, i, names)
                 for i, p in enumerate(parts)]
+        part_sums = list(sums)
         while len(sums) > 1:  # an order-preserving binary tree
             nxt = [delayed(_merge, pure=True)(sums[k], sums[k + 1]) for k in range(0, len(sums) - 1, 2)]
             if len(sums) % 2:
                 nxt.append(sums[-1])
             sums = nxt
-        total, shift_v = dask.compute(sums[0], shift)
+        client = self.client if self.client is not None else _default_client()
+        if client is None:
+            total, shift_v = dask.compute(sums[0], shift)
+        else:
+            total, shift_v = self._compute_counted(client, part_sums, sums[0], shift, callback)
         n_total = int(total["n"])
         self._n = n_total
         if shift_v is None or n_total == 0:
             raise ValueError("No samples to fit.")
         if callback is not None:
-            callback("covariance", {"rows": n_total, "n_samples": n_total, "partitions": len(parts)})
+            callback("covariance", {"rows": n_total, "n_samples": n_total, "partitions": len(parts),
+                                    "partitions_done": len(parts)})
         Gs, Ns = total["G"], total["N"]
         if n_parts == 1:
             return stats_from_sums(mods, dims, shift_v, Gs[0], Ns[0], n_total, strict=True)
@@ -282,6 +299,118 @@ class DaskSource:
         out.folds = [stats_from_sums(mods, dims, shift_v, Gs[f], Ns[f], (n_total + 1 - f) // 2, strict=False)
                      for f in range(2)]
         return out
+
+    def _compute_counted(self, client, part_sums: list, root, shift, callback) -> tuple[dict, Any]:
+        """(the reduced sums, the shift) computed on ``client`` as futures, counting partitions as
+        they finish; on any exception the outstanding futures are cancelled first."""
+        from dask import delayed
+        from distributed import as_completed
+
+        # One small marker per partition (its row count): the client watches these, never holds a
+        # partition's (D + M)^2 sums, which the scheduler frees once the merge above it has run.
+        markers = [delayed(_rows_of, pure=True)(s) for s in part_sums]
+        futs = client.compute([root, shift, *markers])
+        self._futures = list(futs)
+        n_known = self._n
+        try:
+            done = rows = 0
+            for f in as_completed(futs[2:]):
+                rows += int(f.result())  # a partition's error (e.g. a missing cell) is raised here
+                done += 1
+                if callback is not None:
+                    callback("covariance", {"rows": rows, "n_samples": n_known, "partitions": len(part_sums),
+                                            "partitions_done": done})
+            total, shift_v = client.gather(futs[:2])
+        except BaseException:
+            self.cancel()
+            raise
+        self._futures = []
+        return total, shift_v
+
+    def cancel(self) -> int:
+        """Cancel this source's futures still outstanding on its client (a cancelled run's
+        partitions stop being scheduled). Returns how many were outstanding."""
+        futs, self._futures = [f for f in self._futures if not f.done()], []
+        if futs:
+            client = futs[0].client
+            try:
+                client.cancel(futs)
+            except Exception:  # noqa: BLE001  a closed or lost client has nothing left to cancel
+                pass
+        return len(futs)
+
+
+def connect(address: str, timeout: float = 20.0):
+    """A ``distributed.Client`` connected to the scheduler at ``address`` (not made the default
+    client). Errors say what to do: Dask not installed (ImportError with the install command), or
+    the scheduler not reachable (ValueError naming the address)."""
+    _dask()
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(f"distributed is not installed: a Dask scheduler needs it ({INSTALL_HINT}).") from exc
+    address = str(address).strip()
+    if not address or any(c.isspace() for c in address):
+        raise ValueError(f"Not a Dask scheduler address: {address!r} (expected e.g. tcp://host:8786).")
+    try:
+        return distributed.Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"Cannot reach the Dask scheduler at {address} within {timeout:.0f} s ({exc}); check the "
+                         "address and that the scheduler is running.") from None
+
+
+def _default_client():
+    """The active default ``distributed.Client``, or None (no distributed, or no client)."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _rows_of(sums: dict) -> int:
+    return int(sums["n"])
+
+
+#: Rows per partition when :func:`from_data` cuts in-memory data for a cluster.
+PARTITION_ROWS = 50_000
+
+
+def from_data(data: MultimodalData, client: Any = None, npartitions: int | None = None) -> DaskSource:
+    """A :class:`DaskSource` holding in-memory data, cut into partitions for a cluster (the app's
+    runs that target a scheduler: the dataset is loaded and checked as for any run, then its
+    covariance pass runs on the cluster). Rows lacking a modality are all-NaN in its columns.
+    ``npartitions``: default two per worker of ``client``, and at most :data:`PARTITION_ROWS` rows
+    each. The source keeps the data's feature names and its ``report`` (the preprocessing the
+    fitted model records)."""
+    _, dd = _dask()
+    n = int(data.n_samples)
+    if npartitions is None:
+        workers = 1
+        if client is not None:
+            try:
+                workers = max(1, len(client.scheduler_info().get("workers", {})))
+            except Exception:  # noqa: BLE001  a scheduler that does not say: one
+                workers = 1
+        npartitions = max(2 * workers, -(-n // PARTITION_ROWS))
+    npartitions = int(max(1, min(int(npartitions), n)))
+    blocks, cmap = [], {}
+    for j, m in enumerate(data.modalities):
+        X = np.asarray(data.X[m], dtype=np.float64)
+        obs = np.asarray(data.observed)[:, j]
+        if not obs.all():
+            X = X.copy()
+            X[~obs] = np.nan
+        cmap[m] = [f"{j}\x1f{k}" for k in range(X.shape[1])]  # unique, never a user's name
+        blocks.append(X)
+    frame = pd.DataFrame(np.hstack(blocks), columns=[c for m in data.modalities for c in cmap[m]])
+    src = DaskSource(dd.from_pandas(frame, npartitions=npartitions, sort=False), cmap,
+                     feature_names=data.feature_names, n_samples=n, client=client)
+    src.report = dict(getattr(data, "report", None) or {})
+    return src
 
 
 # ============================================================================ per-partition work
