@@ -3,17 +3,22 @@
 A run is a sequence of stages (:data:`STAGES`, in the order they run). Before the run starts,
 :func:`plan_fit` / :func:`plan_predict` predict each stage's seconds from the size of the work
 (samples, features, candidate nodes, iterations, epochs, resamples, prediction steps) with one
-machine-speed constant. While it runs, :class:`Tracker` reads the library's ``callback(stage,
-info)`` events and counts each stage's measured units (rows read, nodes tested, refinement steps
-against the stopping rule, epochs of epochs planned, resamples, prediction steps). The one rule:
+machine-speed constant; a run's worker puts its own start-up in front (:func:`with_start`: the
+process start and the import of numpy, pandas and torch, predicted from the last start measured on
+this machine). While it runs, :class:`Tracker` reads the library's ``callback(stage, info)`` events
+and counts each stage's measured units (rows read or Dask partitions done, nodes tested, refinement
+steps against the stopping rule, epochs of epochs planned, resamples, prediction steps). The one rule:
 
     progress = elapsed / (elapsed + remaining)
 
 where ``remaining`` is the current stage's remaining units at its measured rate (after the first
 few units; before that, its prediction) plus the later stages' predictions, scaled by how far the
-finished stages' measured seconds were from their predictions. So the bar is the share of the run's
-time spent, it never moves backwards, and the ETA (``remaining``) is given once the current stage
-has done a few units. Pure Python, no UI: the worker (:mod:`hcl_explore.runs`) writes the numbers
+finished stages' measured seconds were from their predictions. Start-up and loading are measured
+stages like the others: until something that says how fast this machine computes has been measured,
+the time they took counts as it is and the rest by the plan's shares, and loading (its seconds against
+its prediction from the table's cells) is the first measure of speed. So the bar is the share of
+the run's time spent, it never moves backwards, and the ETA (``remaining``) is given once the current
+stage has done a few units. Pure Python, no UI: the worker (:mod:`hcl_explore.runs`) writes the numbers
 into the run's status file and the Train page shows them.
 """
 
@@ -48,6 +53,8 @@ STAGES: dict[str, str] = {
 SECONDS_PER_FLOP = 5e-10
 #: Seconds per parsed table cell (CSV loading).
 SECONDS_PER_CELL = 3e-7
+#: A worker's start (process, numpy, pandas, torch) when no start was measured on this machine yet.
+STARTUP_SECONDS = 5.0
 #: Units a stage must have done before its own rate gives the ETA.
 MIN_UNITS = 3
 #: Refinement steps assumed before the stopping rule can be extrapolated.
@@ -73,6 +80,45 @@ class Plan:
     @property
     def total(self) -> float:
         return float(sum(self.seconds.values()))
+
+    def to_dict(self) -> dict:
+        """Plain JSON (a run's config records the plan shown at launch)."""
+        return {"stages": list(self.stages), "seconds": {k: round(float(v), 3) for k, v in self.seconds.items()},
+                "units": {k: (None if v is None else float(v)) for k, v in self.units.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Plan | None":
+        """A plan from :meth:`to_dict`'s shape; None when ``d`` is not one (an older or damaged config)."""
+        try:
+            stages = [str(s) for s in d["stages"]]
+            seconds = {s: float(d["seconds"][s]) for s in stages}
+            units = {s: (None if (d.get("units") or {}).get(s) is None else float(d["units"][s])) for s in stages}
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not stages or not all(math.isfinite(v) and v >= 0 for v in seconds.values()):
+            return None
+        return cls(stages, seconds, units)
+
+
+def scaled(plan: Plan, speed: float | None) -> Plan:
+    """``plan`` on a machine ``speed`` times slower than the cost model's constants (the speed a
+    previous run measured here, :meth:`Tracker.calibration`); the start-up, measured as it is, is
+    left alone."""
+    if speed is None or not math.isfinite(float(speed)) or speed <= 0:
+        return plan
+    sp = min(max(float(speed), 0.1), 30.0)
+    return Plan(list(plan.stages), {k: (v if k == "starting" else v * sp) for k, v in plan.seconds.items()},
+                dict(plan.units), list(plan.notes))
+
+
+def with_start(plan: Plan, seconds: float | None = None) -> Plan:
+    """``plan`` with the worker's start-up (stage ``starting``) in front: ``seconds`` (the last start
+    measured on this machine), else :data:`STARTUP_SECONDS`. A plan that has it keeps it."""
+    if "starting" in plan.stages:
+        return plan
+    sec = float(seconds) if seconds is not None and math.isfinite(float(seconds)) and seconds > 0 else STARTUP_SECONDS
+    return Plan(["starting"] + list(plan.stages), {"starting": sec, **plan.seconds},
+                {"starting": None, **plan.units}, list(plan.notes))
 
 
 def _reduced(d: int, n: int) -> int:
@@ -196,8 +242,10 @@ def refine_remaining(history: Sequence[float], iteration: int, max_iter: int, to
 # --------------------------------------------------------------------------------------------
 # the tracker
 
-_UNCALIBRATED = ("load", "refine", "save")
+_UNCALIBRATED = ("starting", "load", "refine", "save")
 _START_MARKERS = ("load", "save")
+#: Stages whose time counts as it was spent while nothing says how fast the machine computes.
+_SPENT_AS_MEASURED = ("starting", "load")
 
 
 class Tracker:
@@ -239,6 +287,11 @@ class Tracker:
         self.last_t = t
         if stage == "noise":
             self.done_units, self.total_units = 1.0, 1.0
+        elif stage == "covariance" and info.get("partitions") and info.get("partitions_done") is not None:
+            # On a Dask cluster: partitions done of partitions (they run in parallel, rows are not in order).
+            self.total_units = float(info["partitions"])
+            self.done_units = float(info["partitions_done"])
+            self.detail = f"{int(self.done_units):,} of {int(self.total_units):,} partitions"
         elif stage == "covariance":
             n = info.get("n_samples") or self.plan.units.get("covariance")
             self.total_units = float(n) if n else None
@@ -328,7 +381,7 @@ class Tracker:
     def plan_share(self) -> float:
         """The share of the run done if every stage takes its predicted seconds, with the time
         already spent starting and loading (measured) counted as it is."""
-        stages = [s for s in self.plan.stages if s != "load"]
+        stages = [s for s in self.plan.stages if s not in _SPENT_AS_MEASURED]
         spent = (self.stage_t0 if self.stage in stages else self.now()) - self.t0
         total = spent + sum(self.plan.seconds[s] for s in stages)
         if self.stage not in stages:
