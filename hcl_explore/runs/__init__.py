@@ -687,7 +687,10 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     model.fit(data, callback=rep.event)
     rep.event("save", {})
     model.save(os.path.join(d, F.MODEL))
-    model.summary().to_csv(os.path.join(d, F.SUMMARY), index=False)
+    from ..report import safe_csv  # names a spreadsheet would run as formulas are neutralized
+
+    with open(os.path.join(d, F.SUMMARY), "w", encoding="utf-8", newline="") as fh:
+        fh.write(safe_csv(model.summary()))
     Z = model.transform(data)
     arrays = {f"node_{i}": Z[n] for i, n in enumerate(model.nodes_)}
     tmp = _tmp_name(os.path.join(d, "scores"), ".tmp.npz")
@@ -701,7 +704,8 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     write_json(os.path.join(d, F.SCORES_NODES), [node_label(n) for n in model.nodes_])
     if outcomes is not None:
         aligned = outcomes.align(data)
-        aligned.reset_index().to_csv(os.path.join(d, F.OUTCOMES), index=False)
+        with open(os.path.join(d, F.OUTCOMES), "w", encoding="utf-8", newline="") as fh:
+            fh.write(safe_csv(aligned.reset_index()))
         write_json(os.path.join(d, F.OUTCOME_KINDS), outcomes.kinds)
     if truth is not None:
         write_json(os.path.join(d, F.TRUTH), truth)
