@@ -314,7 +314,7 @@ class DaskSource:
         n_known = self._n
         try:
             done = rows = 0
-            for f in as_completed(futs[2:]):
+            for f in as_completed(futs[2:], loop=client.loop):
                 rows += int(f.result())  # a partition's error (e.g. a missing cell) is raised here
                 done += 1
                 if callback is not None:

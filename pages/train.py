@@ -50,6 +50,14 @@ else:
         max_iter = st.number_input("Max refinement steps", 10, 100000, 5000, step=500,
                                    help="The most steps the final fit of the loadings may take (it usually stops "
                                         "much earlier, when the fit stops improving).")
+        dask_address = st.text_input(
+            "Dask scheduler (optional)", value=runs.dask_default() or "", key="dask_scheduler",
+            placeholder="tcp://scheduler-host:8786", disabled=neural,
+            help=f"Run the covariance pass (the step that reads every row) on a Dask cluster: the scheduler's address, "
+                 f"e.g. tcp://scheduler-host:8786. Empty: everything runs in the run's own worker process. The default "
+                 f"comes from the {runs.DASK_ENV} environment variable. The workers need hcl-explore and its Dask extra "
+                 "(pip install hcl-explore[dask]), and so does this app. Linear estimator only; the progress then "
+                 "counts partitions done.").strip()
     fast = runs.stability_is_fast(data.n_samples, n_feat, est)
     stab = st.checkbox(
         f"Check how stable the structure is (refit on {runs.STABILITY_RESAMPLES} subsamples)",
@@ -64,7 +72,12 @@ else:
     why_not = None
     if lat is None:
         why_not = "Every node of the lattice is switched off: switch at least one on on the Lattice page."
-    if lat is not None:
+    dask_address = "" if neural else dask_address
+    if dask_address and lat is not None:
+        why_not = runs.dask_problem(dask_address)
+        if why_not:
+            st.error(ui.md(why_not), icon=":material/block:")
+    if lat is not None and not why_not:
         plan = runs.fit_plan(data.n_samples, data.dims, lat, params,
                              runs.STABILITY_RESAMPLES if stab and not neural else None, ranks or "auto")
         expected = progress.estimate_text(plan, len(lat.nodes), n_feat)
@@ -74,14 +87,15 @@ else:
             st.warning(f"{expected}. That is long: fewer candidate nodes (Lattice page), the stability check off or "
                        "fewer features make it faster.", icon=":material/schedule:")
         else:
-            st.caption(f"{expected}.")
-    else:
+            st.caption(f"{expected}." + (f" The covariance pass runs on the Dask scheduler at {ui.md(dask_address)}."
+                                         if dask_address else ""))
+    elif lat is None:
         st.error(why_not, icon=":material/block:")
-    if st.button("Launch training", type="primary", icon=":material/play_arrow:", disabled=lat is None,
+    if st.button("Launch training", type="primary", icon=":material/play_arrow:", disabled=bool(why_not),
                  help=why_not):
         cfg = runs.RunConfig.fit(spec, lat, {node_label(n): v for n, v in ranks.items()}, params,
                                  lattice_name=preset, stability=runs.stability_option(stab and not neural),
-                                 planned_s=round(plan.total, 1))
+                                 planned_s=round(plan.total, 1), plan=plan, dask=dask_address)
         rid = runs.create_run(ws, cfg)
         runs.launch(ws, rid)
         ui.select_run(rid)

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from . import files as F
-from .config import RunConfig
+from .config import DASK_ENV, RunConfig, dask_default  # noqa: F401  (the Train page and the CLI use them)
 from .files import prediction_path, read_prediction, read_predictions  # noqa: F401  (the run folder's readers)
 
 log = logging.getLogger(__name__)
@@ -524,10 +524,12 @@ class _Reporter:
     """Writes status and metrics for a running job and checks for cancellation. Progress, ETA and
     the step in words come from :class:`hcl_explore.progress.Tracker` (one rule for every run)."""
 
-    def __init__(self, d: str, plan: Any = None):
+    def __init__(self, d: str, plan: Any = None, speed: float | None = None):
         from .. import progress as P
 
         self.d = d
+        #: How much slower than the cost model this machine measured in an earlier run (None: unknown).
+        self.speed = speed
         st = read_json(os.path.join(d, F.STATUS), {})
         self.status = dict(st) if isinstance(st, dict) else {}
         self.metrics = open(os.path.join(d, F.METRICS), "a", encoding="utf-8")
@@ -536,7 +538,14 @@ class _Reporter:
         self.tracker = P.Tracker(plan or P.Plan(["load"], {"load": 1.0}, {"load": None}), start=start)
 
     def set_plan(self, plan: Any, *, max_iter: int | None = None, tol: float | None = None) -> None:
-        """The run's predicted stages (:func:`hcl_explore.progress.plan_fit`), once the data are loaded."""
+        """The run's predicted stages (:func:`hcl_explore.progress.plan_fit`), once the data are loaded:
+        scaled to this machine's measured speed, after the start-up as it was measured."""
+        from .. import progress as P
+
+        start = self.tracker.actual.get("starting", self.tracker.plan.seconds.get("starting"))
+        plan = P.scaled(plan, self.speed)
+        if "starting" in self.tracker.plan.stages:
+            plan = P.with_start(plan, start)
         self.tracker.plan = plan
         if max_iter is not None:
             self.tracker.max_iter = int(max_iter)
@@ -606,9 +615,15 @@ def run_worker(run_dir: str) -> int:
         return _follower(cfg)
     from .. import progress as P
 
-    # Until the data are loaded and the run's own plan is made: the plan made at launch, in one piece.
+    ws = os.path.dirname(os.path.dirname(d))
+    machine = _machine(ws)
+    # Until the data are loaded and the run's own plan is made: the plan shown at launch (or, from
+    # an older config or the CLI, its total in one piece), after the worker's start-up.
     planned = cfg.get("planned_s") if _is_num(cfg.get("planned_s")) else 10.0
-    rep = _Reporter(d, P.Plan(["load", "rest"], {"load": 1.0, "rest": float(planned)}, {"load": None, "rest": None}))
+    first = P.Plan.from_dict(cfg.get("plan")) if isinstance(cfg.get("plan"), Mapping) else None
+    first = first or P.Plan(["load", "rest"], {"load": 1.0, "rest": float(planned)}, {"load": None, "rest": None})
+    rep = _Reporter(d, P.with_start(P.scaled(first, machine.get("speed")), machine.get("seconds")),
+                    speed=machine.get("speed"))
 
     def on_term(signum, frame):  # noqa: ARG001
         raise Cancelled()
@@ -619,15 +634,19 @@ def run_worker(run_dir: str) -> int:
     booted = rep.status.get("stage") == "starting"  # started by launch()'s first lines (not in-process)
     # Never below what the Train page showed while the worker was starting.
     rep.tracker.fraction = round(min(status_line(rep.status)["fraction"], 0.95), 4)
-    rep.tracker.event("load", {})
-    rep.set(force=True, state="running", pid=os.getpid(), started=rep.tracker.t0, stage="load", step="loading the data",
-            **{k: v for k, v in rep.tracker.snapshot().items() if k != "step"})
-    if booted:
-        # How long this machine takes to start a worker: the next run's page shows its share.
-        with contextlib.suppress(OSError, ValueError):
-            write_json(os.path.join(os.path.dirname(os.path.dirname(d)), F.WORKER_START),
-                       {"seconds": round(time.time() - rep.tracker.t0, 2)})
+    # Start-up is a measured stage: from the process start to the libraries imported (numpy and
+    # pandas are by now; the model's modules and torch next), so loading measures loading only.
+    rep.tracker.event("starting", {})
+    rep.set(force=True, state="running", pid=os.getpid(), started=rep.tracker.t0, stage="starting",
+            **rep.tracker.snapshot())
     try:
+        from .. import model  # noqa: F401  (numpy, torch: the rest of the start-up)
+
+        if booted:
+            # How long this machine takes to start a worker: the next run's plan and page use it.
+            _record_machine(ws, seconds=round(time.time() - rep.tracker.t0, 2))
+        rep.tracker.event("load", {})
+        rep.set(force=True, stage="load", **rep.tracker.snapshot())
         if rep.cancelled():
             raise Cancelled()
         kind = cfg.get("kind", "fit")
@@ -637,6 +656,9 @@ def run_worker(run_dir: str) -> int:
             _do_predict(d, cfg, rep)
         else:
             raise ValueError(f"Unknown run kind {kind!r}.")
+        if booted:
+            # This run's measured seconds against its (speed-scaled) plan: the next plan's speed.
+            _record_machine(ws, speed=round(float(machine.get("speed") or 1.0) * rep.tracker.calibration(), 3))
         rep.set(force=True, state="done", stage="done", step="finished", detail="", eta_s=0.0, progress=1.0,
                 finished=time.time())
         return 0
@@ -651,6 +673,59 @@ def run_worker(run_dir: str) -> int:
         return 1
     finally:
         rep.close()
+
+
+def _machine(ws: str) -> dict:
+    """What earlier runs measured on this machine (``worker_start.json``): ``seconds`` (a worker's
+    start-up) and ``speed`` (measured / predicted seconds of the cost model), each only when valid."""
+    rec = read_json(os.path.join(ws, F.WORKER_START), {})
+    rec = rec if isinstance(rec, dict) else {}
+    return {k: float(rec[k]) for k in ("seconds", "speed") if _is_num(rec.get(k)) and rec[k] > 0}
+
+
+def _record_machine(ws: str, **values: float) -> None:
+    """Update ``worker_start.json`` with ``values`` (best effort: a read-only workspace keeps none)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        rec = _machine(ws)
+        rec.update(values)
+        write_json(os.path.join(ws, F.WORKER_START), rec)
+
+
+def dask_problem(address: str | None) -> str | None:
+    """Why a run cannot use the Dask scheduler at ``address`` (None: it can, or no address): Dask
+    not installed here, or an address that is not one. Reachability is checked by the run."""
+    if not address or not str(address).strip():
+        return None
+    import importlib.util
+
+    missing = [m for m in ("dask", "distributed") if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"Dask is not installed in this Python ({' and '.join(missing)} missing), so a run cannot use the "
+                "scheduler at " + str(address).strip() + ": install the extra (pip install hcl-explore[dask]) or "
+                "leave the scheduler empty.")
+    if any(c.isspace() for c in str(address).strip()):
+        return f"Not a Dask scheduler address: {str(address).strip()!r} (expected e.g. tcp://host:8786)."
+    return None
+
+
+@contextlib.contextmanager
+def _dask_client(address: str) -> Iterator[Any]:
+    """A client of the scheduler at ``address`` for one run, closed when the run ends however it
+    ends (done, failed, cancelled)."""
+    from .. import dask_source as DS
+
+    problem = dask_problem(address)
+    if problem:
+        raise ValueError(f"This run targets the Dask scheduler at {address}, but: {problem}")
+    try:
+        client = DS.connect(address)
+    except ImportError as exc:
+        raise ValueError(f"This run targets the Dask scheduler at {address}, but {exc}") from None
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):  # a lost scheduler: nothing more to close
+            client.close(timeout=10)
 
 
 def _follower(cfg: Mapping[str, Any]) -> int:
@@ -673,18 +748,36 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     n_stab = _stability_request(cfg)
     params = dict(cfg.get("params") or {})
     check = n_stab is not None and params.get("estimator", "linear") == "linear"
+    address = RunConfig.from_dict(cfg).dask
+    if address and params.get("estimator", "linear") != "linear":
+        raise ValueError(f"This run targets the Dask scheduler at {address}, which runs the linear estimator's "
+                         "covariance pass; the contrastive estimator trains in the worker process (or under "
+                         "torchrun). Leave the scheduler empty for it.")
     rep.event("load", {"message": "loading data"})
     # An uploaded dataset's spec carries its files' hashes: a file changed since upload is refused by name.
     datasets.verify(cfg["dataset"])
     data, outcomes, truth = load_from_spec(cfg["dataset"])
     write_json(os.path.join(d, F.DATA_REPORT), data.report)
-    rep.event("load", {"n_samples": data.n_samples})
-    lat = RunConfig.from_dict(cfg).resolve_lattice(data.modalities)
-    ranks = cfg.get("ranks", "auto")
-    model = HCL(lattice=lat, ranks=ranks, **params)
-    rep.set_plan(fit_plan(data.n_samples, data.dims, lat, params, n_stab if check else None, ranks),
-                 max_iter=model.max_iter, tol=model.tol)
-    model.fit(data, callback=rep.event)
+    with contextlib.ExitStack() as stack:
+        source = data
+        if address:
+            # The dataset is loaded and checked here as for any run; its covariance pass (the one
+            # step that reads every row) runs on the cluster, partition by partition.
+            from .. import dask_source as DS
+
+            client = stack.enter_context(_dask_client(address))
+            source = DS.from_data(data, client=client)
+            # Cancelled or failed: the partitions still queued on the cluster are cancelled (then
+            # the client is closed, by _dask_client).
+            stack.callback(source.cancel)
+            rep.event("load", {"message": f"Dask scheduler {address}: {source.npartitions} partitions"})
+        rep.event("load", {"n_samples": data.n_samples})
+        lat = RunConfig.from_dict(cfg).resolve_lattice(data.modalities)
+        ranks = cfg.get("ranks", "auto")
+        model = HCL(lattice=lat, ranks=ranks, **params)
+        rep.set_plan(fit_plan(data.n_samples, data.dims, lat, params, n_stab if check else None, ranks),
+                     max_iter=model.max_iter, tol=model.tol)
+        model.fit(source, callback=rep.event)
     rep.event("save", {})
     model.save(os.path.join(d, F.MODEL))
     from ..report import safe_csv  # names a spreadsheet would run as formulas are neutralized
