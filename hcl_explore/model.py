@@ -105,9 +105,12 @@ class HCL:
         InfoNCE temperature (0.1).
     reconstruction_weight, decorrelation_weight, supervised_weight : float
         Weights of the loss terms (1.0 each); the contrastive term has weight 1.
-    max_epochs, batch_size, lr, weight_decay : training (Adam) settings (100, 256, 1e-3, 0).
+    max_epochs, batch_size, lr, weight_decay : training (Adam) settings (100, 256, 3e-3, 0).
     val_fraction, patience : share of samples held out for early stopping (0.1) and epochs
-        without improvement before stopping (10). The best epoch's weights are kept.
+        without a significant improvement before stopping (3). The best epoch's weights are kept.
+    lr_decay : each epoch without a significant improvement multiplies the learning rate by this
+        (0.5; 1 keeps it fixed).
+    max_time : seconds of training before stopping at the best epoch so far (None: no limit).
     checkpoint_dir, resume : write ``checkpoint.pt`` there after every epoch; ``resume=True``
         continues from it (same data, lattice, ranks and settings; ``max_epochs`` may grow).
     amp : bool

@@ -332,6 +332,19 @@ def _train_setup(small, **cfg):
     return model.module_, arrays, np.sort(rows[:500]), np.sort(rows[500:]), C.TrainConfig(batch_size=64, **cfg)
 
 
+def test_learning_rate_halves_on_every_epoch_without_a_significant_gain(small):
+    """The plateau schedule: an epoch that does not beat the reference by its noise multiplies
+    the learning rate by lr_decay (epoch 1 only sets the reference); lr_decay=1 keeps it fixed.
+    The callback reports the rate each epoch trained with."""
+    for decay, expected in ((0.5, [1e-7, 1e-7, 5e-8, 2.5e-8]), (1.0, [1e-7] * 4)):
+        module, arrays, tr, va, cfg = _train_setup(small, lr=1e-7, min_delta=0.0, patience=3, max_epochs=40,
+                                                   lr_decay=decay)
+        seen: list[float] = []
+        res = C.train(module, arrays, tr, va, cfg, torch.device("cpu"),
+                      callback=lambda ev, info: seen.append(info["lr"]))
+        assert res.n_epochs == 4 and seen == pytest.approx(expected, rel=1e-9)
+
+
 def test_patience_is_measured_in_the_noise_of_the_validation_loss(small):
     """With a tiny learning rate the validation loss still falls every epoch, by far less than its
     standard error: that is no improvement, and patience runs out (the old rule, any fall larger
@@ -460,7 +473,8 @@ def test_hidden_minus_five_with_auto_ranks_names_hidden(small):
 @pytest.mark.parametrize("option,value", [("batch_size", 0), ("batch_size", 2.5), ("lr", 0), ("lr", -1e-3),
                                           ("lr", float("nan")), ("max_epochs", 0), ("temperature", 0),
                                           ("temperature", -1.0), ("val_fraction", 1.0), ("val_fraction", -0.1),
-                                          ("weight_decay", -1.0), ("patience", 0), ("hidden", (-5,))])
+                                          ("weight_decay", -1.0), ("patience", 0), ("hidden", (-5,)),
+                                          ("lr_decay", 0), ("lr_decay", 1.5)])
 def test_contrastive_options_are_checked_by_name(option, value):
     with pytest.raises(ValueError, match=option):
         C.check_options(**{option: value})

@@ -24,8 +24,8 @@ OPTIONS: dict[str, Any] = {
     "encoder": "mlp", "hidden": (128,), "init": "linear", "loss": "infonce", "temperature": 0.1,
     "contrast": "nested", "decorrelation": "quadratic", "rank_search": "harmonic",
     "reconstruction_weight": 1.0, "decorrelation_weight": 1.0, "supervised_weight": 1.0,
-    "max_epochs": 100, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "val_fraction": 0.1,
-    "patience": 10, "checkpoint_dir": None, "resume": False, "amp": True, "max_time": None,
+    "max_epochs": 100, "batch_size": 256, "lr": 3e-3, "weight_decay": 0.0, "val_fraction": 0.1,
+    "patience": 3, "lr_decay": 0.5, "checkpoint_dir": None, "resume": False, "amp": True, "max_time": None,
 }
 #: The options that take one of a few values.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -126,7 +126,8 @@ class ContrastiveEstimator(Estimator):
         # Before any conversion (int(h) would turn 2.5 into 2) and before the linear pre-fit.
         C.check_options(hidden=model.hidden, batch_size=model.batch_size, lr=model.lr, max_epochs=model.max_epochs,
                         temperature=model.temperature, val_fraction=model.val_fraction,
-                        weight_decay=model.weight_decay, patience=model.patience, max_time=model.max_time)
+                        weight_decay=model.weight_decay, patience=model.patience, max_time=model.max_time,
+                        lr_decay=getattr(model, "lr_decay", OPTIONS["lr_decay"]))
         for name, allowed in CHOICES.items():
             if getattr(model, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(model, name)!r}.")
@@ -145,6 +146,7 @@ class ContrastiveEstimator(Estimator):
                              supervised_weight=float(model.supervised_weight), max_epochs=int(model.max_epochs),
                              batch_size=int(model.batch_size), lr=float(model.lr), weight_decay=float(model.weight_decay),
                              patience=int(model.patience), amp=bool(model.amp),
+                             lr_decay=float(getattr(model, "lr_decay", OPTIONS["lr_decay"])),
                              max_time=None if model.max_time is None else float(model.max_time),
                              seed=int(model.random_state) if model.random_state is not None else 0)
 
