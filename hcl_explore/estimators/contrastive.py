@@ -61,6 +61,16 @@ def start_from_linear(module: C.HCLModule, lin, mean: np.ndarray, scale: np.ndar
         module.encoders[key].set_linear(torch.as_tensor(P, dtype=torch.float32))
 
 
+def local_device(dev: torch.device) -> torch.device:
+    """Under ``torchrun`` with several processes per node, ``"cuda"`` (no index) means this
+    process's own GPU, ``cuda:LOCAL_RANK``: otherwise every process would train on GPU 0."""
+    if dev.type != "cuda" or dev.index is not None or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return dev
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
+    torch.cuda.set_device(dev)  # NCCL's collectives use the current device
+    return dev
+
+
 @register
 class ContrastiveEstimator(Estimator):
     """Nonlinear modalities: encoders per (modality, node), trained on minibatches (CPU or CUDA)."""
@@ -164,7 +174,7 @@ class ContrastiveEstimator(Estimator):
     def fit(self, model, data, callback: L.Callback | None, y=None) -> None:
         t0 = time.perf_counter()
         cfg = self.config(model)
-        dev = resolve_device(model.device)
+        dev = local_device(resolve_device(model.device))
         mods = list(data.modalities)
         lat = model._resolve_lattice(mods)
         fixed = model._resolve_ranks(lat)
