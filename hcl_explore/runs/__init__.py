@@ -478,8 +478,8 @@ def read_metrics(workspace: str, run_id: str) -> list[dict]:
     """The progress events logged so far (a partly written last line is skipped)."""
     out = []
     try:
-        with open(os.path.join(run_path(workspace, run_id), F.METRICS), encoding="utf-8") as fh:
-            for line in fh:
+        with open(os.path.join(run_path(workspace, run_id), F.METRICS), encoding="utf-8", errors="replace") as fh:
+            for line in fh:  # a damaged (binary) line reads as text that is not JSON: the log ends there
                 try:
                     out.append(json.loads(line))
                 except json.JSONDecodeError:
