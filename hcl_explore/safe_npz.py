@@ -42,11 +42,24 @@ DEFAULT_MAX_MEMBERS = 4096
 #: Longest ``.npy`` header accepted (numpy writes ~128 bytes; its own limit is 10000 characters).
 MAX_HEADER_BYTES = 16384
 
+#: Largest ``meta`` member (the JSON header: names of every feature, ...) read.
+MAX_META_BYTES = 256 << 20
+
 #: Dtype kinds an array may have: bool, integers, floats, complex, bytes and unicode strings.
 ALLOWED_KINDS = "biufcSU"
 
 ShapeSpec = Union[tuple, None]
-Requirements = Mapping[str, tuple[ShapeSpec, str]]
+Requirements = Mapping[str, tuple]  # {name: (shape, kinds)} or (shape, kinds, OPTIONAL)
+
+#: Third element of a requirement: the member may be absent; when present it must match.
+OPTIONAL = "optional"
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """A shape entry of a requirement: any length up to ``n`` (a limit derived from a header)."""
+
+    n: int
 
 
 @dataclass(frozen=True)
@@ -210,16 +223,23 @@ def _parse_meta(arr: np.ndarray) -> dict:
 
 def _check_required(members: Mapping[str, MemberInfo], required: Requirements) -> None:
     for name, spec in required.items():
-        shape, kinds = spec
+        shape, kinds = spec[0], spec[1]
+        optional = len(spec) > 2 and spec[2] == OPTIONAL
         m = members.get(name)
         if m is None:
+            if optional:
+                continue
             raise _Bad(f"no {name!r} array")
         if kinds and m.dtype.kind not in kinds:
             raise _Bad(f"{name!r} has dtype {m.dtype}; expected kind {' or '.join(repr(k) for k in kinds)}")
         if shape is not None:
             shape = tuple(shape)
-            if len(shape) != len(m.shape) or any(e is not None and int(e) != a for e, a in zip(shape, m.shape)):
-                want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ("," if len(shape) == 1 else "") + ")"
+
+            def fits(e, a):
+                return e is None or (a <= e.n if isinstance(e, AtMost) else int(e) == a)
+            if len(shape) != len(m.shape) or not all(fits(e, a) for e, a in zip(shape, m.shape)):
+                want = "(" + ", ".join("*" if e is None else f"<={e.n}" if isinstance(e, AtMost) else str(e)
+                                       for e in shape) + ("," if len(shape) == 1 else "") + ")"
                 raise _Bad(f"{name!r} has shape {m.shape}; expected {want}")
 
 
@@ -275,6 +295,9 @@ def read_npz(path: str | os.PathLike, *, required: Requirements | Callable[[dict
             out: dict[str, Any] = {}
             meta_dict: dict | None = None
             if meta is not None and meta in members:
+                if members[meta].nbytes > MAX_META_BYTES:
+                    raise _Bad(f"member {meta!r} declares {members[meta].nbytes:,} bytes; at most "
+                               f"{MAX_META_BYTES:,} are accepted for a header")
                 meta_dict = _parse_meta(_read_data(zf, members[meta]))
                 out[meta] = meta_dict
             req = required(meta_dict) if callable(required) else (required or {})
@@ -348,6 +371,18 @@ def _check_model_meta(meta: Mapping[str, Any]) -> tuple[list[str], int, int]:
                     ("converged", lambda v: isinstance(v, bool)), ("total_var", lambda v: isinstance(v, dict))):
         if key not in meta or not ok(meta[key]):
             raise _Bad(f"missing or invalid {key!r}")
+    pre = meta.get("preprocessing")
+    if pre is not None:
+        if not isinstance(pre, dict) or not set(pre) <= set(mods):
+            raise _Bad("'preprocessing' must map modalities to their cleaning")
+        for m, p in pre.items():
+            if not isinstance(p, dict) or not isinstance(p.get("columns", []), list) \
+                    or not all(isinstance(c, dict) for c in p.get("columns", [])) \
+                    or not isinstance(p.get("id_column"), (str, type(None))):
+                raise _Bad(f"'preprocessing' of {m!r} must hold an id column and a list of columns")
+    for key in ("timings", "signal_rank", "rank_diagnostics"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise _Bad(f"{key!r} must be an object")
     try:
         lat = Lattice.from_dict(meta["lattice"])
         if list(lat.modalities) != mods:
@@ -361,15 +396,52 @@ def _check_model_meta(meta: Mapping[str, Any]) -> tuple[list[str], int, int]:
     return mods, D, R
 
 
-def model_requirements(meta: Mapping[str, Any]) -> dict[str, tuple[ShapeSpec, str]]:
-    """{member: (shape, dtype kinds)} a saved model's header implies (raises ValueError on a header
-    that implies nothing consistent). Used as ``read_npz(..., required=model_requirements)``."""
+#: Longest optimization history a model file may hold, whatever its header says (entries).
+MAX_HISTORY = 10_000_000
+
+
+def _history_limit(meta: Mapping[str, Any]) -> int:
+    """How many entries a saved history may have: one per iteration or epoch the header records
+    (``n_iter``, ``max_iter``, ``max_epochs``), plus one."""
+    params = meta.get("params") if isinstance(meta.get("params"), Mapping) else {}
+    counts = [meta.get("n_iter"), params.get("max_iter"), params.get("max_epochs")]
+    return min(MAX_HISTORY, max([int(c) for c in counts if _is_int(c) and c > 0] + [0]) + 1)
+
+
+def _module_shapes(meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """{weight name: shape} of the contrastive network the header's ``module_spec`` builds; the
+    network is built on torch's ``meta`` device, so a crafted spec allocates nothing."""
+    from . import contrastive as C
+
+    try:
+        import torch
+
+        spec = C.ModuleSpec.from_dict(meta["module_spec"])
+        if list(spec.modalities) != list(meta["modalities"]) or dict(spec.dims) != dict(meta["dims"]):
+            raise ValueError("its modalities or dims differ from the model's")
+        with torch.device("meta"):
+            state = C.HCLModule(spec).state_dict()
+    except Exception as exc:  # noqa: BLE001
+        raise _Bad(f"invalid 'module_spec': {' '.join(str(exc).split())[:200]}") from None
+    return {k: tuple(t.shape) for k, t in state.items()}
+
+
+def model_requirements(meta: Mapping[str, Any]) -> dict[str, tuple]:
+    """{member: (shape, dtype kinds[, OPTIONAL])} a saved model's header implies (raises ValueError
+    on a header that implies nothing consistent). Used as ``read_npz(..., required=model_requirements)``:
+    every array a model reads has a size the header fixes or bounds, checked before it is read."""
     if meta is None:
         raise _Bad("no 'meta' header")
     mods, D, R = _check_model_meta(meta)
     M = len(mods)
-    return {"W": ((D, R), "f"), "mean": ((D,), "f"), "scale": ((D,), "f"), "counts": ((M, M), "iuf"),
-            "objective_history": ((None,), "fi")}
+    hist = _history_limit(meta)
+    req: dict[str, tuple] = {"W": ((D, R), "f"), "mean": ((D,), "f"), "scale": ((D,), "f"), "counts": ((M, M), "iuf"),
+                             "objective_history": ((AtMost(hist),), "fi"), "psi": ((D,), "f", OPTIONAL),
+                             "val_history": ((AtMost(hist),), "fi", OPTIONAL)}
+    if "module_spec" in meta:
+        for k, shape in _module_shapes(meta).items():
+            req["module." + k] = (shape, "fiub")
+    return req
 
 
 def _check_module(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
@@ -380,7 +452,10 @@ def _check_module(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> 
         spec = C.ModuleSpec.from_dict(meta["module_spec"])
         if list(spec.modalities) != list(meta["modalities"]) or dict(spec.dims) != dict(meta["dims"]):
             raise ValueError("its modalities or dims differ from the model's")
-        state = C.HCLModule(spec).state_dict()
+        import torch
+
+        with torch.device("meta"):  # shapes only: nothing allocated for a crafted spec
+            state = C.HCLModule(spec).state_dict()
     except Exception as exc:  # noqa: BLE001
         raise _Bad(f"invalid 'module_spec': {' '.join(str(exc).split())[:200]}") from None
     have = {k[len("module."):]: v for k, v in arrays.items() if k.startswith("module.")}
@@ -435,7 +510,7 @@ def read_model_file(path: str | os.PathLike, *, max_version: int | None = None, 
     hcl_explore"). Raises ``ValueError("<path>: ...")``."""
 
     def wanted(name: str) -> bool:  # optional members HCL.load uses
-        return name in ("psi", "val_history") or name.startswith("module.")
+        return False  # every member HCL.load uses is in model_requirements, with its size
 
     def required(meta: dict | None) -> dict:
         if meta is not None and max_version is not None and _is_int(meta.get("version")) and meta["version"] > max_version:

@@ -108,7 +108,7 @@ def test_contrastive_model_round_trips(tmp_path):
     first = next(k for k in arrays if k.startswith("module.") and arrays[k].ndim == 2)
     bad[f"{first}.npy"] = _npy(np.zeros((arrays[first].shape[0] + 1, arrays[first].shape[1])))
     p = _zip(tmp_path / "bad.npz", bad)
-    with pytest.raises(ValueError, match="not a valid model file.*network weight"):
+    with pytest.raises(ValueError, match=r"not a valid model file.*(network weight|'module\.)"):
         read_model_file(p)
 
 
@@ -700,3 +700,80 @@ def test_export_page_shows_a_damaged_scores_file(app_ws, monkeypatch):
     assert "This run's scores file is damaged" in errors and "not a valid scores file" in errors, errors
     at = _page(app_ws, monkeypatch, "export", "base")  # the sound run beside it still exports
     assert len(at.get("download_button")) == 2 and not at.error
+
+
+def _model_members(tmp_path):
+    data, _ = hx.simulate(n=150, dims=(4, 3), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.3, seed=0)
+    model = hx.HCL(ranks="auto", random_state=0).fit(data)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_sizes_are_limited_by_the_header_before_anything_is_read(tmp_path):
+    """An optional or open-length member (psi, the histories) is bounded by the model's own header:
+    a zip bomb that inflates to 800 MB, or a psi of the wrong length, is refused before it is read."""
+    members = _model_members(tmp_path)
+    n_iter = json.loads(str(members["meta"][()]))["n_iter"]
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, v in members.items():
+            if k != "objective_history":
+                zf.writestr(f"{k}.npy", _npy(v))
+        n = 100_000_000  # 800 MB of float64 zeros, a few hundred KB compressed
+        with zf.open("objective_history.npy", "w", force_zip64=True) as fh:
+            hdr = io.BytesIO()
+            np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False, "shape": (n,)})
+            fh.write(hdr.getvalue())
+            chunk = bytes(8 << 20)
+            for _ in range(n * 8 // len(chunk)):
+                fh.write(chunk)
+            fh.write(bytes(n * 8 % len(chunk)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"bomb\.npz: not a valid model file \('objective_history' has shape \({n},\); expected \(<=\d+,\)"):
+            hx.HCL.load(bomb)
+        assert tracemalloc.get_traced_memory()[1] < 20 << 20
+    finally:
+        tracemalloc.stop()
+    for name, arr in [("psi", np.zeros(5_000_000)), ("val_history", np.zeros(max(10 * (n_iter + 2), 100_000)))]:
+        p = _zip(tmp_path / f"{name}.npz", {**{f"{k}.npy": _npy(v) for k, v in members.items()}, f"{name}.npy": _npy(arr)})
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match=rf"{name}\.npz: not a valid model file \('{name}' has shape"):
+                hx.HCL.load(p)
+            assert tracemalloc.get_traced_memory()[1] < 20 << 20
+        finally:
+            tracemalloc.stop()
+
+
+def test_a_header_of_the_wrong_shape_is_refused_by_name(tmp_path):
+    members = _model_members(tmp_path)
+    meta = json.loads(str(members["meta"][()]))
+    for key, value in [("preprocessing", [["x"]]), ("preprocessing", {"zz": {}}), ("timings", [1]),
+                       ("preprocessing", {"a": {"columns": "x", "id_column": None}})]:
+        p = _zip(tmp_path / "h.npz", {**{f"{k}.npy": _npy(v) for k, v in members.items()},
+                                      "meta.npy": _npy(np.array(json.dumps({**meta, key: value})))})
+        with pytest.raises(ValueError, match=rf"h\.npz: not a valid model file \(.*{key}"):
+            hx.HCL.load(p)
+
+
+def test_a_crafted_network_spec_allocates_nothing(tmp_path):
+    data, _ = hx.simulate(n=150, dims=(4, 3), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.3, seed=0)
+    model = hx.HCL(estimator="contrastive", ranks=1, max_epochs=1, hidden=(8,), device="cpu", random_state=0).fit(data)
+    path = tmp_path / "c.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        members = {k: z[k] for k in z.files}
+    meta = json.loads(str(members["meta"][()]))
+    meta["module_spec"]["hidden"] = [10**6, 10**6]  # 10^12 weights if it were built for real
+    p = _zip(tmp_path / "spec.npz", {**{f"{k}.npy": _npy(v) for k, v in members.items()},
+                                     "meta.npy": _npy(np.array(json.dumps(meta)))})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"spec\.npz: not a valid model file"):
+            hx.HCL.load(p)
+        assert tracemalloc.get_traced_memory()[1] < 50 << 20
+    finally:
+        tracemalloc.stop()
