@@ -122,7 +122,7 @@ def _read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # missing, not text, not JSON
         return None
 
 
@@ -201,13 +201,30 @@ def exists(workspace: str, dataset_id: str | None) -> bool:
         return False
 
 
+def _entry_ok(e: Any) -> bool:
+    return (isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+            and bool(_SHA.match(e["sha256"])) and isinstance(e.get("path"), str)
+            and e["path"] == f"{FILES}/{e['sha256']}/{e['path'].split('/')[-1]}" and ".." not in e["path"].split("/"))
+
+
 def read_manifest(workspace: str, dataset_id: str) -> dict:
-    man = _read_json(_manifest_path(workspace, dataset_id))
-    if not isinstance(man, dict):
+    """A dataset's manifest, checked: ValueError naming the dataset when it is missing, damaged or
+    of the wrong shape (its entries must point into ``files/<sha256>/``)."""
+    path = _manifest_path(workspace, dataset_id)
+    man = _read_json(path)
+    if man is None and not os.path.exists(path):
         raise ValueError(f"Dataset {dataset_id!r} does not exist in this workspace.")
+    if not isinstance(man, dict):
+        raise ValueError(f"Dataset {dataset_id!r}: its manifest ({path}) is damaged (not a JSON object).")
     man.setdefault("modalities", {})
     man.setdefault("outcomes", None)
     man.setdefault("removed", [])
+    if man.get("id") != dataset_id or not isinstance(man["modalities"], dict) \
+            or not all(isinstance(k, str) and _entry_ok(e) for k, e in man["modalities"].items()) \
+            or not (man["outcomes"] is None or _entry_ok(man["outcomes"])) or not isinstance(man["removed"], list) \
+            or not isinstance(man.get("name"), (str, type(None))) \
+            or not all(isinstance(man.get(k), (str, type(None))) for k in ("id_column", "outcomes_id_column")):
+        raise ValueError(f"Dataset {dataset_id!r}: its manifest ({path}) is damaged (wrong fields).")
     return man
 
 
@@ -240,9 +257,25 @@ def list_datasets(workspace: str) -> list[dict]:
     out = []
     for did in os.listdir(root) if os.path.isdir(root) else []:
         if _ID.match(did) and exists(workspace, did):
-            man = read_manifest(workspace, did)
+            try:
+                man = read_manifest(workspace, did)
+            except ValueError:  # a damaged manifest hides no other dataset (broken_datasets lists it)
+                continue
             out.append(dict(man, display=_auto_name(man)))
     return sorted(out, key=lambda m: m.get("created", 0), reverse=True)
+
+
+def broken_datasets(workspace: str) -> dict[str, str]:
+    """{dataset id: why its manifest cannot be read} for the datasets :func:`list_datasets` skips."""
+    root = os.path.join(workspace, DATASETS)
+    out = {}
+    for did in os.listdir(root) if os.path.isdir(root) else []:
+        if _ID.match(did) and exists(workspace, did):
+            try:
+                read_manifest(workspace, did)
+            except ValueError as exc:
+                out[did] = str(exc)
+    return out
 
 
 def _auto_name(man: Mapping[str, Any]) -> str:
@@ -334,9 +367,31 @@ def _check(workspace: str, man: Mapping[str, Any], staged: Sequence[Staged]) -> 
         raise ValueError(_named(str(exc), blame) if blame else str(exc)) from None
 
 
+@contextlib.contextmanager
+def _files_lock(workspace: str, exclusive: bool) -> Iterator[None]:
+    """``files/.lock``: commits hold it shared from the first stored byte to the manifest that
+    refers to it; :func:`collect_garbage` holds it exclusively, so it never sees a stored file
+    whose manifest is not written yet."""
+    root = os.path.join(workspace, FILES)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".lock"), "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _commit(workspace: str, man: dict, staged: Sequence[Staged]) -> dict:
     """Move staged uploads into ``files/<sha256>/`` (kept files are never overwritten unless their
     bytes no longer match their hash) and write the manifest."""
+    with _files_lock(workspace, exclusive=False):
+        return _commit_locked(workspace, man, staged)
+
+
+def _commit_locked(workspace: str, man: dict, staged: Sequence[Staged]) -> dict:
     try:
         for s in staged:
             folder = os.path.join(workspace, FILES, s.sha256)
@@ -345,11 +400,14 @@ def _commit(workspace: str, man: dict, staged: Sequence[Staged]) -> dict:
             if os.path.exists(dest) and sha256_file(dest) == s.sha256:
                 continue
             tmp = f"{dest}.{uuid.uuid4().hex}.tmp"
-            shutil.copyfile(s.path, tmp)
-            if sha256_file(tmp) != s.sha256:
-                os.remove(tmp)
-                raise ValueError(f"{s.name}: the staged copy changed while it was saved; upload it again.")
-            os.replace(tmp, dest)
+            try:
+                shutil.copyfile(s.path, tmp)
+                if sha256_file(tmp) != s.sha256:
+                    raise ValueError(f"{s.name}: the staged copy changed while it was saved; upload it again.")
+                os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
         return _save(workspace, man)
     finally:
         discard(staged)
@@ -427,6 +485,89 @@ def delete_dataset(workspace: str, dataset_id: str, *, confirm_runs: Sequence[st
         os.remove(_manifest_path(workspace, dataset_id))
     shutil.rmtree(os.path.dirname(_manifest_path(workspace, dataset_id)), ignore_errors=True)
     return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# reclaiming stored files
+_HEX64 = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+
+def referenced_hashes(workspace: str) -> set[str]:
+    """The SHA-256 of every stored file something still refers to: the manifests of the datasets,
+    those of deleted datasets (``datasets/.deleted/``), every run's config (the hashes it pinned)
+    and the app's ``state.json``. Read as raw bytes, so a damaged file still protects every hash it
+    spells."""
+    found: set[str] = set()
+    sources: list[str] = []
+    droot = os.path.join(workspace, DATASETS)
+    for dirpath, _, names in os.walk(droot):
+        for f in names:
+            if not f.endswith(".json"):
+                continue
+            man = _read_json(os.path.join(dirpath, f))
+            if f == "manifest.json" and isinstance(man, dict):
+                # its files, not those it lists as removed
+                entries = list((man.get("modalities") or {}).values()) + [man.get("outcomes")]
+                if all(isinstance(e, dict) or e is None for e in entries):
+                    found.update(str(e.get("sha256")) for e in entries if e)
+                    found.update(m.group(0).decode() for e in entries if e
+                                 for m in [_HEX64.search(str(e.get("path", "")).encode())] if m)
+                    continue
+            sources.append(os.path.join(dirpath, f))  # anything else: every hash it spells
+    rroot = os.path.join(workspace, "runs")
+    for rid in os.listdir(rroot) if os.path.isdir(rroot) else []:
+        d = os.path.join(rroot, rid)
+        if os.path.isdir(d):
+            sources += [os.path.join(d, f) for f in os.listdir(d) if f.endswith(".json")]
+    sources.append(os.path.join(workspace, "state.json"))
+    for p in sources:
+        try:
+            with open(p, "rb") as fh:
+                found.update(h.decode() for h in _HEX64.findall(fh.read()))
+        except OSError:
+            continue
+    return found
+
+
+def collect_garbage(workspace: str, *, min_age_s: float = 60.0, dry_run: bool = False) -> list[str]:
+    """Remove the stored files (``files/<sha256>/``) that nothing refers to any more (see
+    :func:`referenced_hashes`): files removed from every dataset and pinned by no run. A file any
+    manifest - also a deleted dataset's - or any run refers to is never removed, nor one stored in
+    the last ``min_age_s`` seconds. Stale leftovers (``*.tmp`` in ``files/``, staging folders older
+    than a day) go too. Returns the removed paths, relative to the workspace (with ``dry_run``:
+    what would be removed)."""
+    root = os.path.join(workspace, FILES)
+    if not os.path.isdir(root):
+        return []
+    removed: list[str] = []
+    now = time.time()
+    with _files_lock(workspace, exclusive=True):
+        keep = referenced_hashes(workspace)
+        for sha in sorted(os.listdir(root)):
+            folder = os.path.join(root, sha)
+            if not os.path.isdir(folder) or not _SHA.match(sha):
+                continue
+            try:
+                young = now - max([os.path.getmtime(folder)] + [os.path.getmtime(os.path.join(folder, f))
+                                                                  for f in os.listdir(folder)]) < min_age_s
+            except OSError:
+                continue
+            if young:
+                continue
+            if sha in keep:
+                for f in os.listdir(folder):  # a stray temporary beside a kept file
+                    p = os.path.join(folder, f)
+                    if f.endswith(".tmp") and now - os.path.getmtime(p) >= min_age_s:
+                        removed.append(os.path.relpath(p, workspace))
+                        if not dry_run:
+                            os.remove(p)
+                continue
+            removed.append(os.path.relpath(folder, workspace))
+            if not dry_run:
+                shutil.rmtree(folder)
+    if not dry_run:
+        _clean_staging(workspace)
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------

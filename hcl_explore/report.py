@@ -107,6 +107,21 @@ def _model(run_dir: str):
     return load_model(RF.path(run_dir, RF.MODEL))
 
 
+def verify_run_data(run_dir: str) -> None:
+    """Refuse to export a run whose pinned data is gone or changed: the files its config recorded
+    (by SHA-256, :func:`datasets.verify`) must still be there with the same bytes. Raises
+    ``ValueError`` naming the file; a run without pinned hashes (bundled data, older runs) passes."""
+    from . import datasets
+
+    cfg = runs.read_json(RF.path(run_dir, RF.CONFIG), None)
+    spec = cfg.get("dataset") if isinstance(cfg, dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("files"), dict):
+        try:
+            datasets.verify(spec)
+        except ValueError as exc:
+            raise ValueError(f"This run's data changed since it ran, so its results are not exported: {exc}") from None
+
+
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -211,7 +226,9 @@ def run_metrics(run_dir: str, model=None) -> dict:
 
 
 def run_zip(run_dir: str) -> bytes:
-    """The run's config, summary, loadings, scores and metrics (+ data report, truth) as a zip."""
+    """The run's config, summary, loadings, scores and metrics (+ data report, truth) as a zip. A
+    run whose pinned data changed or is gone is refused (:func:`verify_run_data`)."""
+    verify_run_data(run_dir)
     model = _model(run_dir)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -229,11 +246,13 @@ def run_zip(run_dir: str) -> bytes:
 
 
 def run_html(run_dir: str, title: str | None = None) -> str:
-    """One HTML file with the run's figures and tables; plotly.js is embedded once (works offline)."""
+    """One HTML file with the run's figures and tables; plotly.js is embedded once (works offline).
+    A run whose pinned data changed or is gone is refused (:func:`verify_run_data`)."""
     from . import figures
     from .io import truth_ranks
     from .predict import PredictionReport
 
+    verify_run_data(run_dir)
     model = _model(run_dir)
     cfg = runs.read_json(RF.path(run_dir, RF.CONFIG), {}) or {}
     name = (cfg.get("dataset") or {}).get("name", "")

@@ -217,3 +217,80 @@ def test_deleting_a_dataset_used_by_runs_warns_lists_them_and_loses_nothing(ws):
     assert data.modalities == ["a", "b"]
     datasets.delete_dataset(ws, other)  # unused: no confirmation needed
     assert datasets.list_datasets(ws) == []
+
+
+def test_collect_garbage_removes_only_unreferenced_stored_files(ws):
+    did = _dataset(ws, {"a.csv": _csv(seed=1), "b.csv": _csv(seed=2), "c.csv": _csv(seed=3)})
+    man = datasets.read_manifest(ws, did)
+    sha = {m: e["sha256"] for m, e in man["modalities"].items()}
+    # a run pins a, b and c; then b is replaced and c removed: the run still refers to all three
+    spec = datasets.dataset_spec(ws, did)
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "full"})
+    datasets.ingest(ws, did, [("b.csv", _csv(seed=4), "modality")])
+    datasets.remove_file(ws, did, "c")
+    # a deleted dataset's manifest keeps its files too
+    other = _dataset(ws, {"d.csv": _csv(seed=5)})
+    sha_d = datasets.read_manifest(ws, other)["modalities"]["d"]["sha256"]
+    datasets.delete_dataset(ws, other)
+    assert datasets.collect_garbage(ws, min_age_s=0) == []
+    stored = lambda h: os.path.isdir(os.path.join(ws, datasets.FILES, h))  # noqa: E731
+    assert all(stored(h) for h in [*sha.values(), sha_d])
+    # once no run refers to them, the replaced b and the removed c go; a and the new b stay
+    import shutil
+    shutil.rmtree(runs.run_path(ws, rid))
+    assert datasets.collect_garbage(ws, min_age_s=3600) == []  # too young: an upload may be under way
+    gone = datasets.collect_garbage(ws, min_age_s=0)
+    assert sorted(gone) == sorted(f"{datasets.FILES}/{sha[m]}" for m in ("b", "c"))
+    assert not stored(sha["b"]) and not stored(sha["c"]) and stored(sha["a"]) and stored(sha_d)
+    data, _, _ = datasets.load(datasets.dataset_spec(ws, did))
+    assert set(data.modalities) == {"a", "b"}
+    # the removed file does not come back with the next upload
+    added, errors = datasets.ingest(ws, did, [("e.csv", _csv(seed=6), "modality")])
+    assert added == ["e.csv"], errors
+    assert set(datasets.read_manifest(ws, did)["modalities"]) == {"a", "b", "e"}
+    for dirpath, _, names in os.walk(ws):
+        assert not [f for f in names if f.endswith(".tmp")], (dirpath, names)
+
+
+def test_a_damaged_manifest_hides_no_other_dataset(ws):
+    good = _dataset(ws, {"a.csv": _csv(seed=1)})
+    bad = []
+    for k, content in enumerate([b"\x00\xff", b"[1]", b'{"id": "x"', b'{"modalities": [1, 2]}']):
+        did = _dataset(ws, {f"b{k}.csv": _csv(seed=10 + k)})
+        Path(ws, datasets.DATASETS, did, "manifest.json").write_bytes(content)
+        bad.append(did)
+    # an entry pointing outside files/ is refused, not followed
+    did = _dataset(ws, {"z.csv": _csv(seed=20)})
+    p = Path(ws, datasets.DATASETS, did, "manifest.json")
+    man = json.loads(p.read_text())
+    man["modalities"]["z"]["path"] = "../../../etc/passwd"
+    p.write_text(json.dumps(man))
+    bad.append(did)
+    before = tree_hashes(ws)
+    assert [m["id"] for m in datasets.list_datasets(ws)] == [good]
+    assert set(datasets.broken_datasets(ws)) == set(bad)
+    for did in bad:
+        with pytest.raises(ValueError, match=did):
+            datasets.dataset_spec(ws, did)
+    datasets.load(datasets.dataset_spec(ws, good))
+    assert tree_hashes(ws) == before
+
+
+def test_export_and_report_refuse_a_run_whose_pinned_data_changed(ws):
+    from hcl_explore.runs import files as RF
+
+    did = _dataset(ws, {"a.csv": _csv(n=120, seed=1), "b.csv": _csv(n=120, seed=2)})
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": datasets.dataset_spec(ws, did), "lattice": "full"})
+    assert runs.run_worker(runs.run_path(ws, rid)) == 0, runs.read_log(ws, rid)
+    d = runs.run_path(ws, rid)
+    report.run_zip(d)
+    report.run_html(d)
+    spec = runs.read_json(RF.path(d, RF.CONFIG))["dataset"]
+    path = next(p for p, m in spec["files"].items() if m["file"] == "b.csv")
+    Path(path).write_bytes(_csv(n=120, seed=9))
+    for export in (report.run_zip, report.run_html):
+        with pytest.raises(ValueError, match=r"b\.csv: .*changed after it was uploaded"):
+            export(d)
+    os.remove(path)
+    with pytest.raises(ValueError, match=r"b\.csv: .*missing"):
+        report.run_zip(d)
