@@ -31,6 +31,11 @@ from .lattice import Lattice, Node
 #: Floor of a feature's noise variance, as a share of its total variance (Heywood cases: a feature
 #: almost entirely explained by the factors would otherwise dominate every whitened test).
 PSI_FLOOR = 0.02
+#: A block whose signal rank is at least this share of its features is "dense": the regression
+#: estimate's correction for the factors the other features cannot predict is then too rough
+#: (psi spread +-25 % around a homoscedastic truth with 13 factors in 26 features), so psi is
+#: polished by the maximum-likelihood factor-analysis fixed point with that many factors.
+FA_POLISH_SHARE = 0.2
 
 
 def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12,
@@ -91,6 +96,9 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
     if d < 0.5 * n:
         psi = _regression_noise(S, n, diag, spectrum, margin)
         sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
+        if FA_POLISH_SHARE is not None and k >= FA_POLISH_SHARE * d and d >= 4:
+            psi = _ml_polish(S, psi * sigma2, k, diag)
+            sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
         psi = _shrink(psi, n, k)
         if d < 20:
             # Too few eigenvalues for a bulk: the regression estimate stands on its own.
@@ -127,6 +135,25 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
     psi = _shrink(psi, n, k)
     sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
     return _settle(psi * sigma2, diag, n, margin, spectrum)
+
+
+def _ml_polish(S: np.ndarray, psi: np.ndarray, k: int, diag: np.ndarray, max_iter: int = 300,
+               tol: float = 1e-4) -> np.ndarray:
+    """The maximum-likelihood factor-analysis fixed point with ``k`` factors, from ``psi`` (d,):
+    ``Lambda = Psi^{1/2} V_k (Lambda_k - 1)^{1/2}`` from the top eigenpairs of the whitened block,
+    then ``psi = diag(S - Lambda Lambda^T)`` (the iteration of scikit-learn's ``FactorAnalysis``).
+    With ``d`` fixed it is consistent as n grows; used where the block is dense in factors."""
+    for _ in range(max_iter):
+        sp = np.sqrt(psi)
+        lam, V = np.linalg.eigh(S / sp[:, None] / sp[None, :])
+        lam, V = lam[::-1][:k], V[:, ::-1][:, :k]
+        load2 = psi * ((V**2) @ np.maximum(lam - 1.0, 0.0))
+        new = np.clip(diag - load2, PSI_FLOOR * diag, diag)
+        change = float(np.max(np.abs(new - psi) / diag))
+        psi = new
+        if change < tol:
+            break
+    return psi
 
 
 def _shrink(psi: np.ndarray, n: int, k: int) -> np.ndarray:
