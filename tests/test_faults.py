@@ -111,3 +111,42 @@ def test_cancels(workspace, tmp_path):
     os.waitpid(pid, 0)
     assert wait_for_run(ws, rid, runs.FINAL)["state"] in ("cancelled", "done")
     _check_good(ws, good, before)
+
+
+def test_a_run_folders_own_csv_files_carry_no_formulas(tmp_path):
+    """summary.csv and outcomes.csv in the run folder (opened straight from the workspace) neutralize
+    names a spreadsheet would run, as the zip export does."""
+    import csv
+    import io
+
+    ws = runs.workspace_dir(str(tmp_path / "ws"))
+    data, _ = hx.simulate(n=120, dims={"a": 4, "b": 3}, ranks=RANKS, noise=0.3, seed=0)
+    ids = [("=id" if i % 2 else "@id") + str(i) for i in range(120)]
+    mods = {}
+    for m, alias in (("a", "=mod"), ("b", "@mod")):
+        df = pd.DataFrame(data.X[m], columns=[f"+{m}{j}" for j in range(data.dims[m])])
+        df.insert(0, "sid", ids)
+        mods[alias] = str(tmp_path / f"{m}.csv")
+        df.to_csv(mods[alias], index=False)
+    pd.DataFrame({"sid": ids, "-y": [i % 2 for i in range(120)]}).to_csv(tmp_path / "o.csv", index=False)
+    spec = {"modalities": mods, "id_column": "sid", "outcomes": str(tmp_path / "o.csv"), "name": "=evil"}
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "full"})
+    assert runs.run_worker(runs.run_path(ws, rid)) == 0, runs.read_log(ws, rid)
+    d = runs.run_path(ws, rid)
+    seen = 0
+    for f in ("summary.csv", "outcomes.csv"):
+        cells = [c for row in csv.reader(io.StringIO(open(os.path.join(d, f), encoding="utf-8").read())) for c in row]
+        bad = [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or (c[:1] == "-" and not c[1:2].isdigit())]
+        assert not bad, (f, bad[:5])
+        seen += sum(c.startswith("'") for c in cells)
+    assert seen >= 3  # the names are kept, behind a quote
+
+
+def test_a_binary_metrics_log_does_not_break_reading(workspace):
+    ws, good = workspace
+    d = runs.run_path(ws, good[0])
+    with open(os.path.join(d, "metrics.jsonl"), "ab") as fh:
+        fh.write(b"\x00\xff\xfe not json\n")
+    before = runs.read_metrics(ws, good[0])
+    assert isinstance(before, list)
+    assert runs.list_runs(ws).set_index("run_id").loc[good[0], "state"] == "done"
