@@ -99,6 +99,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .contrastive_stream import HostBatch
 from .lattice import Node, node_label
 
 Callback = Callable[[str, dict], None]
@@ -199,7 +200,7 @@ def _is_real(v: Any) -> bool:
 def check_options(**opts: Any) -> None:
     """Check the contrastive estimator's numeric options that are given; a ValueError names the
     first bad one. ``hidden``: a sequence of positive integer widths (empty: no hidden layer);
-    ``batch_size``, ``max_epochs``, ``patience``: integers >= 1; ``lr``, ``temperature``: numbers
+    ``batch_size``, ``max_epochs``, ``patience``, ``shuffle_buffer``: integers >= 1; ``lr``, ``temperature``: numbers
     > 0; ``weight_decay``: a number >= 0; ``val_fraction``: a number in [0, 1); ``lr_decay``: a
     number in (0, 1]; ``max_time``: None or seconds > 0."""
     if "hidden" in opts:
@@ -208,7 +209,7 @@ def check_options(**opts: Any) -> None:
                 or not all(_is_int(w) and int(w) > 0 for w in h):
             raise ValueError(f"hidden must be a sequence of positive integer layer widths (e.g. (128,), or () for "
                              f"none), got {h!r}.")
-    for k in ("batch_size", "max_epochs", "patience"):
+    for k in ("batch_size", "max_epochs", "patience", "shuffle_buffer"):
         if k in opts and not (_is_int(opts[k]) and int(opts[k]) >= 1):
             raise ValueError(f"{k} must be an integer >= 1, got {opts[k]!r}.")
     for k in ("lr", "temperature"):
@@ -687,16 +688,26 @@ class Arrays:
         self.observed = np.asarray(observed, dtype=bool)
         self.y = y
 
+    def host(self, rows: np.ndarray) -> "HostBatch":
+        """The rows ``rows`` as a host batch (copies)."""
+        return HostBatch({m: x[rows] for m, x in self.X.items()}, self.observed[rows],
+                         None if self.y is None else self.y[rows].astype(np.float32))
+
     def batch(self, rows: np.ndarray, device: torch.device):
-        pin = device.type == "cuda"
+        """``(xs {m: (b, d_m)}, observed (b, M), y (b,) or None)`` of ``rows`` on ``device``."""
+        return to_device(self.host(rows), device)
 
-        def put(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(np.ascontiguousarray(a))
-            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
 
-        xs = {m: put(x[rows]) for m, x in self.X.items()}
-        y = put(self.y[rows].astype(np.float32)) if self.y is not None else None
-        return xs, put(self.observed[rows]), y
+def to_device(hb: "HostBatch", device: torch.device):
+    """A host batch's tensors on ``device`` (pinned, non-blocking copies on CUDA)."""
+    pin = device.type == "cuda"
+
+    def put(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+    xs = {m: put(x) for m, x in hb.X.items()}
+    return xs, put(hb.observed), None if hb.y is None else put(hb.y)
 
 
 def _batches(rows: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
@@ -843,8 +854,15 @@ def _encoder_macs(module: HCLModule, batch_size: int) -> int:
 
 def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.ndarray, cfg: TrainConfig,
           device: torch.device, *, task: str | None = None, callback: Callback | None = None,
-          checkpoint_dir: str | None = None, resume: bool = False, signature: str = "") -> TrainResult:
+          checkpoint_dir: str | None = None, resume: bool = False, signature: str = "",
+          stream: Any = None) -> TrainResult:
     """Train ``module`` in place (Adam, minibatches, early stopping on the validation loss).
+
+    ``stream``: an object whose ``epoch(e)`` yields the training minibatches of epoch ``e``
+    (0-based) as host batches (``X``, ``observed``, ``y``), e.g.
+    :class:`hcl_explore.contrastive_stream.ParquetBatches` for data bigger than memory; the
+    training rows then come from it (``train_rows`` is unused) and ``data``/``val_rows`` hold the
+    in-memory validation rows only.
 
     Every epoch: shuffle the training rows (seeded by ``(cfg.seed, epoch)``, so a resumed run draws
     the same batches), one pass of minibatches, then the validation loss. The best weights (lowest
@@ -911,7 +929,6 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
     keys = ("total", "contrastive", "reconstruction", "decorrelation", "supervised")
 
     deadline = None if cfg.max_time is None else time.perf_counter() + float(cfg.max_time)
-    observed = np.asarray(data.observed, dtype=bool)
 
     def run_pass(rows: np.ndarray, training: bool) -> tuple[dict[str, float], bool]:
         """Mean loss terms over the pass, with ``"noise"``: the standard error of the mean total
@@ -920,19 +937,24 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
         sums = torch.zeros(len(keys) + 1, device=device)
         count, n_batches, cut = 0, 0, False
         module.train(training)
-        for idx in _batches(rows, cfg.batch_size, drop_last=training):
+        if training and stream is not None:
+            host = stream.epoch(epoch)
+        else:
+            host = (data.host(idx) for idx in _batches(rows, cfg.batch_size, drop_last=training))
+        for hb in host:
+            size = len(hb.observed)
             if training and deadline is not None and n_batches and time.perf_counter() > deadline:
                 cut = True
                 break
-            if training and world > 1 and idx.size % world:
+            if training and world > 1 and size % world:
                 continue  # a short last batch that does not split evenly
-            xs, obs, y = data.batch(idx, device)
-            complete = bool(observed[idx].all())  # from the host copy: no device sync
+            xs, obs, y = to_device(hb, device)
+            complete = bool(hb.observed.all())  # from the host copy: no device sync
             with torch.set_grad_enabled(training):
                 raw = None
                 if training and world > 1:
-                    local = np.array_split(idx, world)[rank]
-                    xl, _, _ = data.batch(local, device)
+                    local = np.array_split(np.arange(size), world)[rank]
+                    xl, _, _ = to_device(hb.rows(local), device)
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                         enc = module.encode(xl)
                     raw = {m: _gather_rows(h.float()) for m, h in enc.items()}
@@ -949,9 +971,9 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
                             p_.grad /= world
                 opt.step()
             tot = terms["total"].detach().float()
-            sums += torch.cat([torch.stack([terms[k].detach().float() for k in keys]) * idx.size,
-                               (tot * tot * idx.size)[None]])
-            count += idx.size
+            sums += torch.cat([torch.stack([terms[k].detach().float() for k in keys]) * size,
+                               (tot * tot * size)[None]])
+            count += size
             n_batches += 1
         vals = (sums / max(count, 1)).tolist()
         out = dict(zip(keys, vals[:-1]))
@@ -974,7 +996,7 @@ def train(module: HCLModule, data: Arrays, train_rows: np.ndarray, val_rows: np.
 
             t0 = time.perf_counter()
             lr_now = float(opt.param_groups[0]["lr"])  # this epoch's (the plateau rule lowers it after)
-            perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_rows)
+            perm = None if stream is not None else np.random.default_rng([cfg.seed, epoch]).permutation(train_rows)
             tr, cut = run_pass(perm, training=True)
             if val_rows.size >= 2:
                 va, _ = run_pass(val_rows, training=False)

@@ -111,6 +111,8 @@ class HCL:
     lr_decay : each epoch without a significant improvement multiplies the learning rate by this
         (0.5; 1 keeps it fixed).
     max_time : seconds of training before stopping at the best epoch so far (None: no limit).
+    shuffle_buffer : rows held to shuffle the minibatches of a streamed ``ParquetSource`` (65,536;
+        data bigger than memory is never loaded whole, see docs/scale.md)
     checkpoint_dir, resume : write ``checkpoint.pt`` there after every epoch; ``resume=True``
         continues from it (same data, lattice, ranks and settings; ``max_epochs`` may grow).
     amp : bool

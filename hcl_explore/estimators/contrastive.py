@@ -13,6 +13,7 @@ import torch
 from .. import contrastive as C
 from .. import layout as Y
 from .. import linear as L
+from ..contrastive_stream import BUFFER_ROWS, ParquetBatches
 from ..harmonics import prune_harmonics
 from ..lattice import Node, node_label
 from ..outcomes import supervised_task
@@ -25,7 +26,8 @@ OPTIONS: dict[str, Any] = {
     "contrast": "nested", "decorrelation": "quadratic", "rank_search": "harmonic",
     "reconstruction_weight": 1.0, "decorrelation_weight": 1.0, "supervised_weight": 1.0,
     "max_epochs": 100, "batch_size": 256, "lr": 3e-3, "weight_decay": 0.0, "val_fraction": 0.1,
-    "patience": 3, "lr_decay": 0.5, "checkpoint_dir": None, "resume": False, "amp": True, "max_time": None,
+    "patience": 3, "lr_decay": 0.5, "shuffle_buffer": BUFFER_ROWS, "checkpoint_dir": None, "resume": False,
+    "amp": True, "max_time": None,
 }
 #: The options that take one of a few values.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -69,6 +71,12 @@ def local_device(dev: torch.device) -> torch.device:
     dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
     torch.cuda.set_device(dev)  # NCCL's collectives use the current device
     return dev
+
+
+def streamable(data) -> bool:
+    """Whether ``data`` is a Parquet source to stream from (not in memory)."""
+    return not (hasattr(data, "X") and hasattr(data, "observed")) and hasattr(data, "files") \
+        and hasattr(data, "iter_row_groups")
 
 
 @register
@@ -137,7 +145,8 @@ class ContrastiveEstimator(Estimator):
         C.check_options(hidden=model.hidden, batch_size=model.batch_size, lr=model.lr, max_epochs=model.max_epochs,
                         temperature=model.temperature, val_fraction=model.val_fraction,
                         weight_decay=model.weight_decay, patience=model.patience, max_time=model.max_time,
-                        lr_decay=getattr(model, "lr_decay", OPTIONS["lr_decay"]))
+                        lr_decay=getattr(model, "lr_decay", OPTIONS["lr_decay"]),
+                        shuffle_buffer=getattr(model, "shuffle_buffer", OPTIONS["shuffle_buffer"]))
         for name, allowed in CHOICES.items():
             if getattr(model, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(model, name)!r}.")
@@ -180,13 +189,32 @@ class ContrastiveEstimator(Estimator):
         fixed = model._resolve_ranks(lat)
         timings: dict[str, float] = {}
         diagnostics: dict = {}
-        X, obs = in_memory(data, model.chunk_size)
-        n = obs.shape[0]
-        dims = {m: int(X[m].shape[1]) for m in mods}
+        loader, scan = None, None
+        if streamable(data):
+            # Bigger than memory: one pass for the standardization, the co-observation counts and
+            # two bounded samples (validation, summary); training batches are streamed.
+            if y is not None:
+                raise ValueError("A supervised fit (y=...) needs in-memory data; a streamed Parquet source has "
+                                 "no outcome column. Load the data (hx.load_modalities) or fit without y.")
+            t_scan = time.perf_counter()
+            loader = ParquetBatches(data, batch_size=cfg.batch_size, buffer_rows=int(model.shuffle_buffer),
+                                    seed=cfg.seed)
+            scan = loader.scan(float(model.val_fraction), standardize=model.standardize is not False)
+            timings["scan"] = time.perf_counter() - t_scan
+            X = {m: scan.sample_X[:, loader.slices[m]] for m in mods}  # the training-row sample
+            obs = scan.sample_observed
+            n = loader.n_samples
+            dims = dict(data.dims)
+            pairs = scan.counts
+        else:
+            X, obs = in_memory(data, model.chunk_size)
+            n = obs.shape[0]
+            dims = {m: int(X[m].shape[1]) for m in mods}
+            pairs = obs.T.astype(np.int64) @ obs.astype(np.int64)
         for node in (nd for nd in lat.nodes if fixed[nd] != 0):
             for i, m in enumerate(node):
                 for m2 in node[i + 1:]:
-                    if not (obs[:, mods.index(m)] & obs[:, mods.index(m2)]).any():
+                    if not pairs[mods.index(m), mods.index(m2)]:
                         raise ValueError(f"Node {node_label(node)}: no sample has both {m!r} and {m2!r}; "
                                          "nothing can align them. Drop the node or give it rank 0.")
         lin = None
@@ -237,25 +265,39 @@ class ContrastiveEstimator(Estimator):
             yv = np.where(lab, yv, np.nan).astype(np.float32)
 
         t1 = time.perf_counter()
-        rng = np.random.default_rng(model.random_state)
-        n_val = int(round(float(model.val_fraction) * n)) if n >= 20 else 0
-        perm = rng.permutation(n)
-        val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        # Standardization from the training rows that observe each modality.
-        mean = np.zeros(sum(dims.values()))
-        scale = np.ones_like(mean)
         sl = Y.block_slices(mods, dims)
-        for j, m in enumerate(mods):
-            rows = train_rows[obs[train_rows, j]]
-            if rows.size < 2:
-                raise ValueError(f"Modality {m!r} is observed in fewer than 2 training samples.")
-            xm = np.asarray(X[m][rows], dtype=np.float64)
-            mean[sl[m]] = xm.mean(0)
-            if model.standardize is not False:
-                sd = xm.std(0)
-                scale[sl[m]] = np.where(sd > 1e-12, sd, 1.0)
-        model.modalities_, model.dims_, model.mean_, model.scale_ = mods, dims, mean, scale
-        arrays = C.Arrays(self.standardized(model, X, obs), obs, yv)
+        if scan is not None:
+            for j, m in enumerate(mods):
+                if scan.n_train_obs[j] < 2:
+                    raise ValueError(f"Modality {m!r} is observed in fewer than 2 training samples.")
+            mean, scale = scan.mean, scan.sd
+            model.modalities_, model.dims_, model.mean_, model.scale_ = mods, dims, mean, scale
+            # in memory: the validation rows (their own Arrays) and the training-row sample (X, obs)
+            val_arrays = C.Arrays(self.standardized(model, {m: scan.val_X[:, loader.slices[m]] for m in mods},
+                                                    scan.val_observed), scan.val_observed)
+            val_rows = np.arange(scan.val_rows.size)
+            train_rows = np.arange(obs.shape[0])  # the sample's rows (the summary reads them)
+            arrays = C.Arrays(self.standardized(model, X, obs), obs)
+        else:
+            rng = np.random.default_rng(model.random_state)
+            n_val = int(round(float(model.val_fraction) * n)) if n >= 20 else 0
+            perm = rng.permutation(n)
+            val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            # Standardization from the training rows that observe each modality.
+            mean = np.zeros(sum(dims.values()))
+            scale = np.ones_like(mean)
+            for j, m in enumerate(mods):
+                rows = train_rows[obs[train_rows, j]]
+                if rows.size < 2:
+                    raise ValueError(f"Modality {m!r} is observed in fewer than 2 training samples.")
+                xm = np.asarray(X[m][rows], dtype=np.float64)
+                mean[sl[m]] = xm.mean(0)
+                if model.standardize is not False:
+                    sd = xm.std(0)
+                    scale[sl[m]] = np.where(sd > 1e-12, sd, 1.0)
+            model.modalities_, model.dims_, model.mean_, model.scale_ = mods, dims, mean, scale
+            arrays = C.Arrays(self.standardized(model, X, obs), obs, yv)
+            val_arrays = arrays
         timings["standardize"] = time.perf_counter() - t1
 
         spec = C.ModuleSpec(mods, dims, nodes, {nd: ranks[nd] for nd in nodes}, model.encoder,
@@ -265,12 +307,15 @@ class ContrastiveEstimator(Estimator):
             module = C.HCLModule(spec)
         if lin is not None and model.init == "linear":
             start_from_linear(module, lin, mean, scale)
-        signature = C.signature_of(spec, cfg, n, {"val_rows": int(np.sum(val_rows) % 1000003), "task": task,
-                                                   "standardize": model.standardize is not False})
+        held = val_rows if scan is None else scan.val_rows
+        extra = {"val_rows": int(np.sum(held) % 1000003), "task": task, "standardize": model.standardize is not False}
+        if loader is not None:
+            extra["stream"] = {"buffer": loader.buffer_rows, "files": list(map(str, data.files))}
+        signature = C.signature_of(spec, cfg, n, extra)
         t2 = time.perf_counter()
-        res = C.train(module, arrays, train_rows, val_rows, cfg, dev, task=task, callback=callback,
+        res = C.train(module, val_arrays, train_rows, val_rows, cfg, dev, task=task, callback=callback,
                       checkpoint_dir=os.fspath(model.checkpoint_dir) if model.checkpoint_dir else None,
-                      resume=bool(model.resume), signature=signature)
+                      resume=bool(model.resume), signature=signature, stream=loader)
         timings["train"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -282,8 +327,10 @@ class ContrastiveEstimator(Estimator):
         cols = Y.node_columns(nodes, ranks)
         W = np.zeros((sum(dims.values()), sum(ranks[nd] for nd in nodes)))
         total_var, noise = {}, {}
-        check_rows = val_rows if val_rows.size >= 2 else train_rows
-        mse = C.reconstruction_mse(module, arrays, check_rows, dev, batch_size=model.chunk_size)
+        if val_rows.size >= 2:
+            mse = C.reconstruction_mse(module, val_arrays, val_rows, dev, batch_size=model.chunk_size)
+        else:
+            mse = C.reconstruction_mse(module, arrays, train_rows, dev, batch_size=model.chunk_size)
         for j, m in enumerate(mods):
             o = obs[train_rows, j]
             xm = arrays.X[m][train_rows][o].astype(np.float64)
@@ -320,7 +367,7 @@ class ContrastiveEstimator(Estimator):
         model.train_seconds_ = float(getattr(res, "seconds", timings.get("train", 0.0)))
         model.total_var_ = total_var
         model.n_samples_ = int(n)
-        model.counts_ = obs.T.astype(np.int64) @ obs.astype(np.int64)
+        model.counts_ = pairs
         model.rank_diagnostics_ = diagnostics
         model.timings_ = timings
         model.device_ = str(dev)
