@@ -401,11 +401,12 @@ MAX_HISTORY = 10_000_000
 
 
 def _history_limit(meta: Mapping[str, Any]) -> int:
-    """How many entries a saved history may have: one per iteration or epoch the header records
-    (``n_iter``, ``max_iter``, ``max_epochs``), plus one."""
+    """How many entries a saved history may have: about one per iteration or epoch the header
+    records (``n_iter``, ``max_iter``, ``max_epochs``; twice that, plus one, leaves room for a
+    resumed or restarted fit)."""
     params = meta.get("params") if isinstance(meta.get("params"), Mapping) else {}
     counts = [meta.get("n_iter"), params.get("max_iter"), params.get("max_epochs")]
-    return min(MAX_HISTORY, max([int(c) for c in counts if _is_int(c) and c > 0] + [0]) + 1)
+    return min(MAX_HISTORY, 2 * max([int(c) for c in counts if _is_int(c) and c > 0] + [0]) + 2)
 
 
 def _module_shapes(meta: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
