@@ -105,7 +105,9 @@ class ParquetBatches:
         #: (file index, row group, first global row, rows) of every non-empty row group, file order
         self.groups: list[tuple[int, int, int, int]] = []
         offset = 0
+        self.file_first: list[int] = []  # global index of every file's first row
         for fi, f in enumerate(source.files):
+            self.file_first.append(offset)
             md = pq.ParquetFile(f).metadata
             for g in range(md.num_row_groups):
                 rows = md.row_group(g).num_rows
@@ -151,7 +153,8 @@ class ParquetBatches:
                 np.logical_not(miss.all(axis=1), out=obs[:, j])
                 bad = np.flatnonzero(obs[:, j] & miss.any(axis=1))
                 if bad.size:
-                    raise ValueError(f"{self.source.files[fi]}: row {start + int(bad[0])} has some but not all of "
+                    row = start - self.file_first[fi] + int(bad[0])  # within its file, from 0
+                    raise ValueError(f"{self.source.files[fi]}: row {row} has some but not all of "
                                      f"modality {m!r}'s columns missing; impute them first (or make them all null).")
             rows = np.arange(start, start + k, dtype=np.int64)
             start += k

@@ -144,3 +144,13 @@ def test_streamed_fit_resumes_from_its_checkpoint(parquet, tmp_path):
 def test_streamed_fit_refuses_an_outcome(parquet):
     with pytest.raises(ValueError, match="in-memory"):
         hx.HCL(estimator="contrastive", ranks=1, max_epochs=1, device="cpu").fit(parquet[0], y=np.zeros(N))
+
+
+def test_a_partly_missing_modality_is_named_by_file_and_row(tmp_path):
+    df = pd.DataFrame({"a0": np.arange(40.0), "a1": np.ones(40), "b0": np.zeros(40)})
+    df.loc[7, "a1"] = np.nan
+    df.to_parquet(tmp_path / "x.parquet", row_group_size=10)
+    loader = ParquetBatches(hx.ParquetSource(str(tmp_path / "x.parquet"), {"a": ["a0", "a1"], "b": ["b0"]}),
+                            batch_size=4, buffer_rows=16)
+    with pytest.raises(ValueError, match=r"x\.parquet: row 7 .*'a'"):
+        loader.scan(0.1)
