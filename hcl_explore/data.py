@@ -218,6 +218,31 @@ class MultimodalData:
             lines.append(f"{len(w)} loading warning(s): see data.report['warnings']")
         return display.block("MultimodalData", lines, display.table(df))
 
+    def observation_patterns(self, max_patterns: int = 40) -> pd.DataFrame:
+        """How samples overlap across modalities, as a table (what :meth:`plot_overlap` draws): one
+        row per observation pattern, most frequent first (ties in pattern order), one bool column
+        per modality (present in the pattern), ``samples`` and ``share``. Past ``max_patterns`` the
+        rarest patterns are summed into one last row with every modality column False and
+        ``pattern`` "other patterns" (the ``pattern`` column names each row: "a+b", "(none)"). A
+        modality named like one of those three columns gets the column "<name> (modality)"."""
+        obs = np.asarray(self.observed, dtype=bool)
+        n, M = obs.shape
+        codes = obs.astype(np.int64) @ (1 << np.arange(M, dtype=np.int64))
+        uniq, counts = np.unique(codes, return_counts=True)
+        order = np.lexsort((uniq, -counts))
+        uniq, counts = uniq[order], counts[order]
+        cols = [f"{m} (modality)" if m in ("pattern", "samples", "share") else m for m in self.modalities]
+        rows = [{"pattern": "+".join(m for j, m in enumerate(self.modalities) if c >> j & 1) or "(none)",
+                 **{col: bool(c >> j & 1) for j, col in enumerate(cols)}, "samples": int(k)}
+                for c, k in zip(uniq, counts)]
+        if len(rows) > max_patterns:
+            rest = sum(r["samples"] for r in rows[max_patterns - 1:])
+            rows = rows[: max_patterns - 1] + [{"pattern": "other patterns", **{col: False for col in cols},
+                                                  "samples": rest}]
+        df = pd.DataFrame(rows, columns=["pattern", *cols, "samples"])
+        df["share"] = df["samples"] / n if n else 0.0
+        return df
+
     def plot_overlap(self):
         """How samples overlap across modalities (a plotly Figure; the app's figure)."""
         from .figures import overlap_figure

@@ -8,9 +8,10 @@ order. A lattice is the set of nodes a model may use. Levels: ``global`` (all mo
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import networkx as nx
+if TYPE_CHECKING:  # networkx is imported by hasse() (a fifth of a second; the app's first page needs none)
+    import networkx as nx
 
 Node = tuple[str, ...]
 
@@ -193,6 +194,8 @@ class Lattice:
         node strictly between them). Node attributes: ``level``, ``size``, ``label``. Nodes and
         edges are inserted in a deterministic order.
         """
+        import networkx as nx
+
         g = nx.DiGraph()
         for n in self._nodes:
             g.add_node(n, level=self.level(n), size=len(n), label=node_label(n))

@@ -6,7 +6,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from hcl_explore import datasets, figures, io, report, runs
+from hcl_explore import datasets, io, report, runs
 from hcl_explore.ui import common as ui
 
 st.title("Data")
@@ -192,7 +192,23 @@ for w in report.data_warnings(data):
     st.warning(ui.md(w), icon=":material/warning:")
 left, right = st.columns([3, 2])
 with left:
-    st.plotly_chart(figures.overlap_figure(data.observed, data.modalities), width="stretch")
+    # A table, not a chart: the first page needs no plotly (its import and figure cost seconds on a
+    # cold start, its browser bundle more); one column per modality reads the same at 10 modalities.
+    st.markdown(f"**Which modalities the {data.n_samples:,} samples have** — one row per combination, "
+                "most frequent first")
+    pat = data.observation_patterns()
+    # The ticks name each row; the pattern's name only tells the summed rare ones apart.
+    st.dataframe(pat if "other patterns" in set(pat.pattern) else pat.drop(columns="pattern"), hide_index=True,
+                 width="stretch",
+                 column_config={**{c_: st.column_config.CheckboxColumn(c_, help=f"Samples of this row have {ui.md(c_)}.")
+                                   for c_ in pat.columns[1:-2]},
+                                "samples": st.column_config.NumberColumn("samples", format="%d"),
+                                "share": st.column_config.ProgressColumn("share of samples", format="percent",
+                                                                         min_value=0.0, max_value=1.0)})
+    if st.toggle("Show as a chart", key="overlap_chart", help="The same counts as bars (also in the HTML report)."):
+        from hcl_explore import figures
+
+        st.plotly_chart(figures.overlap_figure(data.observed, data.modalities), width="stretch")
 with right:
     for m, r in rep.get("modalities", {}).items():
         if r.get("dropped") or r.get("one_hot") or r.get("converted") or r.get("notes"):

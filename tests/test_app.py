@@ -76,6 +76,15 @@ def test_data_page_opens_on_the_bundled_sample(ws):
     assert len(at.dataframe) >= 1  # the QC table
     qc = at.dataframe[0].value
     assert list(qc.modality) == ["diagnoses", "labs", "vitals", "notes"]
+    # Which modalities the samples have: a table (one tick column per modality), no plotly on the
+    # first page (its import, figure and browser bundle cost seconds on a cold start) until asked.
+    pat = at.dataframe[1].value
+    assert list(pat.columns) == ["diagnoses", "labs", "vitals", "notes", "samples", "share"]
+    assert pat.samples.sum() == 3000 and pat.samples.is_monotonic_decreasing
+    assert pat.iloc[0][["diagnoses", "labs", "vitals", "notes"]].all()
+    assert not at.get("plotly_chart")
+    at.toggle(key="overlap_chart").set_value(True).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
 
 
 def test_uploaded_files_become_the_dataset_and_a_bad_file_shows_its_error(ws):
