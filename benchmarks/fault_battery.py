@@ -1156,7 +1156,7 @@ def same_bytes_stored_once(t):
     b = _frames_bytes(7)
     stored_dataset(ws, {"x.csv": b})
     stored_dataset(ws, {"x.csv": b})
-    n = sum(len(f) for _, _, f in os.walk(os.path.join(ws, datasets.FILES)))
+    n = sum(len([x for x in f if not x.endswith(".lock")]) for _, _, f in os.walk(os.path.join(ws, datasets.FILES)))
     assert n == 1, n
 
 
@@ -1726,6 +1726,81 @@ def restart_reads_the_same_runs(t):
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.strip()
     assert out == ",".join(sorted(good)), out
     assert tree_hashes(ws) == before
+
+
+@case("processes")
+def kill9_right_after_launch(t):
+    ws, good = _two_good_runs(t)
+    before = {g: tree_hashes(runs.run_path(ws, g)) for g in good}
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": _slow_spec(t, 4), "lattice": "full"})
+    pid = runs.launch(ws, rid)
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    st = _wait(ws, rid, runs.FINAL)
+    assert st["state"] == "failed", st
+    assert runs.list_runs(ws).set_index("run_id").loc[rid, "state"] == "failed"
+    assert {g: tree_hashes(runs.run_path(ws, g)) for g in good} == before
+    no_tmp(ws)
+
+
+@case("processes")
+def kill9_predict_run(t):
+    ws = runs.workspace_dir(str(t / "ws"))
+    paths = write_csvs(t, sim_frames(n=300))
+    op = t / "o.csv"
+    outcome_frame(n=300).to_csv(op, index=False)
+    rid = fit_run(ws, {"modalities": paths, "id_column": "sid", "outcomes": str(op), "name": "sim"})
+    before = tree_hashes(runs.run_path(ws, rid))
+    pr = runs.create_run(ws, {"kind": "predict", "parent": rid, "outcome": "y", "options": {"n_bootstrap": 2000}})
+    pid = runs.launch(ws, pr)
+    _wait(ws, pr, ("running",) + runs.FINAL)
+    os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert _wait(ws, pr, runs.FINAL)["state"] in ("failed", "done")
+    after = tree_hashes(runs.run_path(ws, rid))
+    assert {k: v for k, v in after.items() if k in before} == before, "the fit run's files changed"
+    no_tmp(ws)
+
+
+@case("loaders")
+def long_csv_no_sample_lost(t):
+    n = 200_000
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame(rng.normal(size=(n, 3)).round(5), columns=["x", "y", "z"])
+    df.insert(0, "sid", [f"S{i}" for i in range(n)])
+    p = t / "long.csv"
+    df.to_csv(p, index=False)
+    data = hx.load_modalities({"m": str(p)}, id_column="sid")
+    assert data.n_samples == n and np.allclose(np.asarray(data.X["m"]), df[["x", "y", "z"]].to_numpy())
+
+
+@case("cli")
+def cli_inspect_wide_csv(t):
+    rng = np.random.default_rng(6)
+    df = pd.DataFrame(rng.normal(size=(30, 5000)), columns=[f"g{j}" for j in range(5000)])
+    df.insert(0, "sid", [f"S{i}" for i in range(30)])
+    p = t / "omics.csv"
+    df.to_csv(p, index=False, float_format="%.17g")
+    rc, out, err = cli("inspect", p, "--id-column", "sid")
+    assert rc == 0, err[-800:]
+    assert "5,000" in out or "5000" in out, out[-800:]
+
+
+@case("cli")
+def cli_predict_inf_outcome(t):
+    paths = write_csvs(t, sim_frames())
+    o = outcome_frame(cont=True)
+    o.loc[3, "y"] = np.inf
+    op = t / "o.csv"
+    o.to_csv(op, index=False)
+    rc, out, err = cli("predict", fitted_model_file(), f"a={paths['a']}", f"b={paths['b']}", "--id-column", "sid",
+                       "--outcomes", op, "--bootstrap", "20", "--cv", "3", "--json", t / "r.json")
+    if rc != 0:
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "Traceback" not in err, err[-800:]
+        return
+    txt = (t / "r.json").read_text()
+    assert "Infinity" not in txt and "NaN" not in json.dumps(json.loads(txt)["metrics"]), txt[:500]
 
 
 # ============================================================================ CLI

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from typing import Sequence
 
 import pandas as pd
@@ -431,6 +432,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     130 when interrupted. ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    # Library warnings are held back until the command ends: shown after a success, dropped after
+    # an error (whose one line says what matters; --debug shows them with the traceback).
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            rc = _run(args, debug)
+        except BaseException:
+            _show_warnings(caught)
+            raise
+    if rc == 0 or debug:
+        _show_warnings(caught)
+    return rc
+
+
+def _show_warnings(caught) -> None:
+    seen = set()
+    for w in caught:
+        key = (str(w.message), w.category)
+        if key not in seen:
+            seen.add(key)
+            print(f"warning: {_one_line(w.message)}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -197,6 +197,36 @@ def test_a_damaged_checkpoint_on_resume_is_one_line(tmp_path, capsys):
     _one_error(capsys, "error: --checkpoint-dir ")
 
 
+def test_a_pickled_checkpoint_on_resume_is_one_line_and_runs_nothing(tmp_path, capsys):
+    """torch's warning about the pickle protocol is not printed before the error: stderr holds the
+    one error line (warnings are shown after a command that succeeds)."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    files = _files(tmp_path, n=200)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    with open(ck / "checkpoint.pt", "wb") as fh:
+        pickle.dump({"signature": Evil()}, fh, protocol=4)
+    args = ["fit", *files, "--id-column", "pid", "--estimator", "contrastive", "--epochs", "2", "--hidden", "8",
+            "--ranks", "1", "--device", "cpu", "--checkpoint-dir", str(ck), "--resume"]
+    assert main(args) == 2
+    _one_error(capsys, f"error: {ck / 'checkpoint.pt'}: not a valid checkpoint (")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_warnings_of_a_successful_command_are_shown_after_it(tmp_path, capsys):
+    files = _files(tmp_path, n=200)
+    out = pd.DataFrame({"pid": np.arange(200), "y": np.r_[np.inf, np.arange(199) % 2 * 1.5]})
+    out.to_csv(tmp_path / "o.csv", index=False)
+    assert main(["inspect", *files, "--id-column", "pid", "--outcomes", str(tmp_path / "o.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "infinite" in err, err
+
+
 def test_a_bad_workspace_is_one_line(tmp_path, capsys):
     files = _files(tmp_path)
     (tmp_path / "wsfile").write_text("x")
