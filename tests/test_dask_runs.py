@@ -155,8 +155,9 @@ def test_cancelling_a_run_cancels_its_futures_and_closes_its_client(tmp_path, cl
     assert cancelled and cancelled[0], "the outstanding futures were not cancelled"
     assert not any(done for _, done in cancelled[0])  # only what was still outstanding
     assert len(closed) >= 1
-    # Stopped at the first partition done (the event that found the cancel request is not logged).
-    assert not [e for e in runs.read_metrics(ws, rid) if e["stage"] == "covariance"]
+    # Stopped before the pass was through (the scheduler may run a slow partition before the one
+    # that asks for the cancel; the event that finds the request is not logged).
+    assert all(e["partitions_done"] < 4 for e in runs.read_metrics(ws, rid) if e["stage"] == "covariance")
     assert not os.path.exists(os.path.join(d, "model.npz"))
     # Nothing of the run is left on the scheduler once its client is gone.
     for _ in range(100):

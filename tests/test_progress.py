@@ -4,6 +4,7 @@ left against its stopping rule, and the worker's first status (queued -> running
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -186,6 +187,10 @@ def test_worker_leaves_queued_at_once_and_reports_eta(tmp_path):
     assert st["progress"] == 1.0 and st["step"] == "finished" and st.get("planned_s", 0) > 0
     stages = [e["stage"] for e in runs.read_metrics(ws, rid)]
     assert "save" in stages and stages.index("refine") < stages.index("save")
+    # What this launched worker measured, for the next run's plan: its start-up and the speed.
+    rec = runs.read_json(os.path.join(ws, "worker_start.json"))
+    assert rec["seconds"] > 0 and rec["speed"] > 0
+    assert runs._machine(ws) == rec
 
 
 # ---------------------------------------------------------------------------------------------

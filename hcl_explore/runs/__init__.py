@@ -645,6 +645,9 @@ def run_worker(run_dir: str) -> int:
         if booted:
             # How long this machine takes to start a worker: the next run's plan and page use it.
             _record_machine(ws, seconds=round(time.time() - rep.tracker.t0, 2))
+        # The page showed the start-up's share by its own rule while nothing was written: never
+        # below it once the worker says more.
+        rep.tracker.fraction = max(rep.tracker.fraction, round(min(status_line(rep.status)["fraction"], 0.95), 4))
         rep.tracker.event("load", {})
         rep.set(force=True, stage="load", **rep.tracker.snapshot())
         if rep.cancelled():

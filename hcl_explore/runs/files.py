@@ -40,7 +40,8 @@ TRUTH = "truth.json"
 STABILITY = "stability.json"
 #: A predict run's own copy of its result (the parent fit run files it as prediction_<key>.json).
 PREDICTION = "prediction.json"
-#: In the workspace (not a run): the last worker start's seconds, for the progress plan.
+#: In the workspace (not a run): what the last launched worker measured on this machine - its
+#: start-up's seconds and the speed of the cost model (measured / predicted) - for the next plan.
 WORKER_START = "worker_start.json"
 #: What the zip export copies as they are, when present.
 EXPORTED = (CONFIG, DATA_REPORT, TRUTH)
