@@ -73,6 +73,8 @@ def test_the_config_records_the_scheduler_and_old_configs_read_as_before(monkeyp
     assert cfg.dask == "tcp://sched:8786" and cfg.to_dict()["dask"] == "tcp://sched:8786"
     assert RunConfig.fit({"bundled": "clinical"}, dask="").dask is None  # the page's empty field: none
     assert RunConfig.fit({"bundled": "clinical"}, dask="tcp://other:1").dask == "tcp://other:1"
+    # The environment's scheduler is for the linear estimator: a contrastive run does not pick it up.
+    assert RunConfig.fit({"bundled": "clinical"}, params={"estimator": "contrastive"}).dask is None
     assert RunConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
     old = {"kind": "fit", "dataset": {"bundled": "clinical"}, "lattice": "full", "ranks": "auto", "params": {}}
     back = RunConfig.from_dict(old)

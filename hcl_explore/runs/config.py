@@ -54,11 +54,13 @@ class RunConfig:
             params: Mapping[str, Any] | None = None, *, lattice_name: str | None = None, stability: Any = False,
             planned_s: float | None = None, dask: str | None = None, plan: Any = None) -> "RunConfig":
         """A fit run; ``lattice`` a Lattice, a preset name, a list of nodes or a lattice dict.
-        ``dask``: a scheduler address; None takes ``$HCL_EXPLORE_DASK``, ``""`` means none.
+        ``dask``: a scheduler address; None takes ``$HCL_EXPLORE_DASK`` for the linear estimator
+        (the one that uses it), ``""`` means none.
         ``plan``: a :class:`hcl_explore.progress.Plan` (or its dict), which also gives ``planned_s``."""
         lat = _lattice_dict(lattice)
         name = lattice_name or lat.get("preset") or "custom"
-        address = dask_default() if dask is None else (str(dask).strip() or None)
+        linear = (params or {}).get("estimator", "linear") == "linear"
+        address = (dask_default() if linear else None) if dask is None else (str(dask).strip() or None)
         plan_d = plan.to_dict() if hasattr(plan, "to_dict") else (dict(plan) if isinstance(plan, Mapping) else None)
         if planned_s is None and plan_d is not None:
             planned_s = round(float(sum(plan_d.get("seconds", {}).values())), 1)
