@@ -175,7 +175,9 @@ def read_scores(run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None
     labels = runs.read_json(RF.path(run_dir, RF.SCORES_NODES), []) or []
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise ValueError(f"{RF.path(run_dir, RF.SCORES_NODES)}: not a list of node labels.")
-    z = read_npz(path, required={"ids": ((None,), "UiuS"), **{f"node_{i}": ((None, None), "f") for i in range(len(labels))}},
+    rows, cols = _scores_limits(run_dir)
+    z = read_npz(path, required={"ids": ((rows,), "UiuS"),
+                                 **{f"node_{i}": ((rows, cols.get(lab)), "f") for i, lab in enumerate(labels)}},
                  meta=None, keep=lambda name: False, what="scores file")
     ids = z["ids"]
     for i in range(len(labels)):
@@ -183,6 +185,23 @@ def read_scores(run_dir: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None
             raise ValueError(f"{path}: not a valid scores file ('node_{i}' has {z[f'node_{i}'].shape[0]} rows for "
                              f"{ids.shape[0]} ids).")
     return ids, {lab: z[f"node_{i}"] for i, lab in enumerate(labels)}
+
+
+def _scores_limits(run_dir: str):
+    """(rows, {node label: factors}) the run's model header allows its scores file: at most
+    ``n_samples`` rows, each node's rank as columns; (None, {}) when the header cannot be read (the
+    generic limits of :func:`safe_npz.read_npz` apply then)."""
+    from .safe_npz import AtMost
+
+    try:
+        meta = read_npz(RF.path(run_dir, RF.MODEL), required={}, keep=lambda name: False, what="model file")["meta"]
+        n = meta["n_samples"]
+        ranks = meta["ranks"]
+        if not (isinstance(n, int) and n >= 0 and isinstance(ranks, dict)):
+            return None, {}
+        return AtMost(n), {str(k): int(v) for k, v in ranks.items() if isinstance(v, int)}
+    except (ValueError, KeyError, TypeError):
+        return None, {}
 
 
 def scores_table(run_dir: str) -> pd.DataFrame | None:

@@ -777,3 +777,37 @@ def test_a_crafted_network_spec_allocates_nothing(tmp_path):
         assert tracemalloc.get_traced_memory()[1] < 50 << 20
     finally:
         tracemalloc.stop()
+
+
+def test_a_scores_file_larger_than_its_model_allows_is_refused_before_it_is_read(app_ws, tmp_path):
+    import shutil
+
+    from hcl_explore import report, runs
+
+    d = runs.run_path(app_ws, "bomb-scores")
+    shutil.copytree(runs.run_path(app_ws, "base"), d)
+    assert report.scores_table(d).shape[0] == 300  # the model's header allows what the run wrote
+    with np.load(os.path.join(d, "scores.npz"), allow_pickle=False) as z:
+        members = {k: z[k] for k in z.files}
+    n = 50_000_000  # 400 MB of zeros in node_0, a few hundred KB deflated
+    with zipfile.ZipFile(os.path.join(d, "scores.npz"), "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, v in members.items():
+            if k != "node_0":
+                zf.writestr(f"{k}.npy", _npy(v))
+        cols = members["node_0"].shape[1]
+        with zf.open("node_0.npy", "w", force_zip64=True) as fh:
+            hdr = io.BytesIO()
+            np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False, "shape": (n // cols, cols)})
+            fh.write(hdr.getvalue())
+            left = (n // cols) * cols * 8
+            chunk = bytes(8 << 20)
+            while left:
+                fh.write(chunk[:min(left, len(chunk))])
+                left -= min(left, len(chunk))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"scores\.npz: not a valid scores file \('node_0' has shape"):
+            report.scores_table(d)
+        assert tracemalloc.get_traced_memory()[1] < 20 << 20
+    finally:
+        tracemalloc.stop()
