@@ -13,6 +13,8 @@ use too; README.md, section "Prediction").
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 import warnings
@@ -181,6 +183,39 @@ def _best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
 # group lasso
 
 
+@functools.lru_cache(maxsize=1)
+def _openblas_local_threads():
+    """numpy's OpenBLAS ``openblas_set_num_threads_local`` (ctypes), or None (another BLAS)."""
+    import ctypes
+    import glob
+    import os
+
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "lib*openblas*.so*"))):
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS on one thread in this thread while the block runs. The group lasso's and the
+    baselines' products are small (a few thousand rows x a few hundred columns x K): a second BLAS
+    thread gains nothing on them, and on a busy 2-core machine the threads wait for each other
+    (20x slower here at a load of 9; see docs/scale.md for the bulk passes)."""
+    fn = _openblas_local_threads()
+    prev = fn(1) if fn is not None else None
+    try:
+        yield
+    finally:
+        if fn is not None and prev is not None and prev > 0:
+            fn(prev)
+
+
 def _sigmoid(t: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * t))
 
@@ -297,7 +332,11 @@ class _Problem:
 @dataclass
 class _MultiProblem:
     """Multinomial logistic loss with one group per node over all classes: theta = (B (p, K)
-    flattened row-major, intercepts b (K,)); ``gidx`` index the flattened B."""
+    flattened row-major, intercepts b (K,)); ``gidx`` index the flattened B.
+
+    :meth:`path` is the fast solver (active set with strong-rule screening and a KKT check,
+    accelerated proximal gradient with an adaptive step); :meth:`path_reference` the plain one
+    (every group, the global Lipschitz step), kept to check the fast one against (tests)."""
 
     X: np.ndarray
     y: np.ndarray  # codes 0..K-1
@@ -314,9 +353,15 @@ class _MultiProblem:
         self.Y[np.arange(n), self.y.astype(int)] = 1.0
         sw = self.sample_weight
         self._Yw = self.Y * (sw / n)[:, None]
+        self._swn = sw / n
         # The multinomial Hessian is at most 1/2 of the weighted Gram matrix (per class).
-        self.L = 0.5 * float(np.linalg.eigvalsh(self.X.T @ (self.X * sw[:, None]) / n).max()) + 1e-12 if p else 1.0
+        self._gram = self.X.T @ (self.X * sw[:, None]) / n if p else np.zeros((0, 0))
+        self.L = 0.5 * float(np.linalg.eigvalsh(self._gram).max()) + 1e-12 if p else 1.0
         self.L = max(self.L, 0.5 * float(np.mean(sw)))
+        # Column -> group (the groups of the flattened B are whole rows of B: a node's columns).
+        self._cg = np.full(p, -1, dtype=int)
+        for k, idx in enumerate(self.gidx):
+            self._cg[np.unique(idx // self.K)] = k
 
     def _b0(self) -> np.ndarray:
         prior = np.average(self.Y, axis=0, weights=self.sample_weight)
@@ -332,13 +377,41 @@ class _MultiProblem:
         R = E - self._Yw  # sample_weight * (softmax - onehot) / n
         return np.concatenate(((self.X.T @ R).ravel(), R.sum(axis=0)))
 
+    def loss(self, theta: np.ndarray) -> float:
+        """The smooth part: the weighted mean multinomial deviance / 2."""
+        p = self.X.shape[1]
+        return self._loss_eta(self.X @ theta[: p * self.K].reshape(p, self.K) + theta[p * self.K:])
+
+    def _loss_eta(self, E: np.ndarray) -> float:
+        mx = E.max(axis=1)
+        lse = mx + np.log(np.exp(E - mx[:, None]).sum(axis=1))
+        return float(self._swn @ lse - np.vdot(self._Yw, E))
+
+    def _residual_loss(self, E: np.ndarray) -> tuple[np.ndarray, float]:
+        """(:meth:`_residual`, :meth:`_loss_eta`) of ``E`` with one exponential."""
+        mx = E.max(axis=1)
+        P = np.exp(E - mx[:, None])
+        tot = P.sum(axis=1)
+        loss = float(self._swn @ (mx + np.log(tot)) - np.vdot(self._Yw, E))
+        P *= (self._swn / tot)[:, None]
+        return P - self._Yw, loss
+
+    def objective(self, theta: np.ndarray, lam: float) -> float:
+        """Loss plus ``lam`` times the weighted group norms (infinite weight: the group must be 0)."""
+        pen = 0.0
+        for k, idx in enumerate(self.gidx):
+            nrm = float(np.linalg.norm(theta[idx]))
+            if nrm > 0:
+                pen += math.inf if not np.isfinite(self.w[k]) else self.w[k] * nrm
+        return self.loss(theta) + lam * pen
+
     def lambda_max(self) -> float:
         p = self.X.shape[1]
         g = self.grad(np.r_[np.zeros(p * self.K), self._b0()])[: p * self.K]
         vals = [np.linalg.norm(g[idx]) / self.w[k] for k, idx in enumerate(self.gidx) if np.isfinite(self.w[k])]
         return float(max(vals)) if vals else 1.0
 
-    def path(self, lambdas: np.ndarray, tol: float = 1e-7, max_iter: int = 5000) -> np.ndarray:
+    def path_reference(self, lambdas: np.ndarray, tol: float = 1e-7, max_iter: int = 5000) -> np.ndarray:
         p = self.X.shape[1]
         out = np.zeros((len(lambdas), p * self.K + self.K))
         theta = np.r_[np.zeros(p * self.K), self._b0()]
@@ -347,6 +420,115 @@ class _MultiProblem:
             theta = _fista(self.grad, self.L, theta, self.gidx, thr, tol, max_iter, self.K)
             out[i] = theta
         return out
+
+    def path(self, lambdas: np.ndarray, tol: float = 1e-7, max_iter: int = 5000) -> np.ndarray:
+        """Coefficients along decreasing ``lambdas`` (n_lambda, p * K + K), each warm-started from
+        the previous one. Per penalty: the groups active before plus those the sequential strong
+        rule keeps (||grad_g|| >= w_g (2 lam - lam_prev)) are solved alone; groups whose KKT
+        condition fails at that solution are added and it is solved again, so the result is the
+        full problem's solution (to ``tol``)."""
+        X, K = self.X, self.K
+        n, p = X.shape
+        ng = len(self.gidx)
+        out = np.zeros((len(lambdas), p * K + K))
+        B = np.zeros((p, K))
+        b = self._b0()
+        finite = np.isfinite(self.w)
+        active = np.zeros(ng, dtype=bool)
+        lam_prev = None
+        # Gradient of the loss at the current solution (all columns): for screening and KKT.
+        G = self._grad_B(X @ B + b)
+        for i, lam in enumerate(lambdas):
+            gn = np.sqrt(np.bincount(self._cg[self._cg >= 0], weights=(G[self._cg >= 0] ** 2).sum(axis=1),
+                                     minlength=ng))
+            lp = lambdas[0] if lam_prev is None else lam_prev
+            strong = finite & (gn >= np.where(finite, self.w, 0.0) * max(2 * lam - lp, 0.0))
+            cand = active | strong
+            for _ in range(ng + 1):
+                cols = np.flatnonzero(np.isin(self._cg, np.flatnonzero(cand)))
+                if cols.size:
+                    Bc, b = self._solve(cols, B[cols], b, lam, tol, max_iter)
+                    B[:] = 0.0
+                    B[cols] = Bc
+                else:
+                    B[:] = 0.0
+                    b = self._intercepts_only(b, tol, max_iter)
+                G = self._grad_B(X @ B + b)
+                gn = np.sqrt(np.bincount(self._cg[self._cg >= 0], weights=(G[self._cg >= 0] ** 2).sum(axis=1),
+                                         minlength=ng))
+                viol = finite & ~cand & (gn > np.where(finite, self.w, 0.0) * lam * (1 + 1e-6) + 1e-12)
+                if not viol.any():
+                    break
+                cand |= viol
+            bn = np.sqrt(np.bincount(self._cg[self._cg >= 0], weights=(B[self._cg >= 0] ** 2).sum(axis=1),
+                                     minlength=ng))
+            active = bn > 0
+            out[i, : p * K] = B.ravel()
+            out[i, p * K:] = b
+            lam_prev = lam
+        return out
+
+    def _grad_B(self, E: np.ndarray) -> np.ndarray:
+        return self.X.T @ self._residual(E)
+
+    def _residual(self, E: np.ndarray) -> np.ndarray:
+        P = E - E.max(axis=1, keepdims=True)
+        np.exp(P, out=P)
+        P *= (self._swn / P.sum(axis=1))[:, None]
+        return P - self._Yw
+
+    def _intercepts_only(self, b: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
+        # With every coefficient at zero the weighted class shares are the intercepts' optimum.
+        return self._b0()
+
+    def _solve(self, cols: np.ndarray, B: np.ndarray, b: np.ndarray, lam: float, tol: float,
+               max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+        """FISTA on the columns ``cols`` (B (c, K), b (K,)), with restarts and an adaptive step: the
+        step grows by 1/0.8 each iteration and halves while the quadratic upper bound fails
+        (Scheinberg, Goldfarb & Bai's momentum for varying steps); the loss's curvature is far below
+        the global bound once the classes separate. Same stopping rule as :func:`_fista`."""
+        X = self.X[:, cols]
+        cg_local = np.unique(self._cg[cols], return_inverse=True)[1]
+        thr = lam * self.w[np.unique(self._cg[cols])]
+        sub = self._gram[np.ix_(cols, cols)]
+        L_max = max(0.5 * float(np.linalg.eigvalsh(sub).max()) + 1e-12, 0.5 * float(np.mean(self.sample_weight)))
+        L = L_max * 0.25
+        x_B, x_b = B.copy(), b.copy()
+        Ex = X @ x_B + x_b
+        y_B, y_b, Ey = x_B, x_b, Ex
+        t = 1.0
+        ng = thr.size
+        for _ in range(max_iter):
+            R, fy = self._residual_loss(Ey)
+            gB, gb = X.T @ R, R.sum(axis=0)
+            L_try = max(L * 0.8, 1e-12)
+            while True:
+                Z = y_B - gB / L_try
+                nrm = np.sqrt(np.bincount(cg_local, weights=(Z ** 2).sum(axis=1), minlength=ng))
+                scale = np.maximum(0.0, 1.0 - thr / (L_try * np.maximum(nrm, 1e-300)))
+                nB = Z * scale[cg_local][:, None]
+                nb = y_b - gb / L_try
+                En = X @ nB + nb
+                dB, db = nB - y_B, nb - y_b
+                quad = fy + float(np.vdot(gB, dB) + gb @ db) + 0.5 * L_try * float(np.vdot(dB, dB) + db @ db)
+                if self._loss_eta(En) <= quad + 1e-12 * abs(fy) or L_try >= L_max:
+                    break
+                L_try = min(2.0 * L_try, L_max)
+            tn = (1 + math.sqrt(1 + 4 * (L_try / L) * t * t)) / 2
+            L = L_try
+            step = max(float(np.max(np.abs(nB - x_B))) if nB.size else 0.0, float(np.max(np.abs(nb - x_b))))
+            big = max(1.0, float(np.max(np.abs(nB))) if nB.size else 0.0, float(np.max(np.abs(nb))))
+            # Restart the momentum when it points uphill (O'Donoghue & Candes).
+            if float(np.vdot(y_B - nB, nB - x_B) + (y_b - nb) @ (nb - x_b)) > 0:
+                tn = 1.0
+                y_B, y_b, Ey = nB, nb, En
+            else:
+                beta = (t - 1) / tn
+                y_B, y_b, Ey = nB + beta * (nB - x_B), nb + beta * (nb - x_b), En + beta * (En - Ex)
+            x_B, x_b, Ex, t = nB, nb, En, tn
+            if step <= tol * big:
+                break
+        return x_B, x_b
 
 
 def _expand_groups(gidx: list[np.ndarray], K: int) -> list[np.ndarray]:
@@ -437,6 +619,7 @@ class GroupLassoFit:
         return np.array([np.linalg.norm(self.coef[self.groups == g]) for g in range(int(self.groups.max()) + 1)])
 
 
+@_one_blas_thread()
 def fit_group_lasso(
     X: np.ndarray,
     y: np.ndarray,
@@ -658,6 +841,7 @@ class _Dense:
         return _sigmoid(e) if self.task == "binary" else e
 
 
+@_one_blas_thread()
 def fit_ridge(X: np.ndarray, y: np.ndarray, task: str, *, cv: int = 5, n_lambda: int = 12,
               class_weight: str | None = "balanced", random_state: int = 0) -> _Dense:
     """Ridge regression (continuous), L2-logistic (binary) or L2-multinomial (multiclass, codes

@@ -80,6 +80,57 @@ def test_bias_corrected_estimator_undoes_attenuation():
     assert slope(corr) == pytest.approx(1.0, abs=0.05)
 
 
+def _multinomial_problem(seed=0, n=240, K=4):
+    from hcl_explore import predict as P
+
+    rng = np.random.default_rng(seed)
+    sizes = [3, 2, 4, 1, 2, 3]
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    X = rng.normal(size=(n, g.size))
+    X[:, 1] += X[:, 0]  # correlated columns: the global step is short
+    W = np.zeros((g.size, K))
+    W[g == 0] = rng.normal(size=(3, K))
+    W[g == 2] = 0.5 * rng.normal(size=(4, K))
+    E = X @ W
+    pr = np.exp(E - E.max(axis=1, keepdims=True))
+    pr /= pr.sum(axis=1, keepdims=True)
+    y = (pr.cumsum(axis=1) < rng.random(n)[:, None]).sum(axis=1).astype(float)
+    return X, y, g, K, P
+
+
+def test_fast_multinomial_path_reaches_the_reference_objective():
+    # The active-set path with the adaptive step solves the same problem as plain proximal gradient
+    # over every group (run here to a much tighter tolerance): same objective at every penalty,
+    # an excluded group (infinite weight) stays at zero.
+    X, y, g, K, P = _multinomial_problem()
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    gidx = P._group_index(g)
+    w = np.array([np.sqrt(i.size) for i in gidx])
+    w[4] = np.inf
+    prob = P._MultiProblem(X, y, K, P._expand_groups(gidx, K), w, P._balanced_weights("multiclass", y, "balanced", K))
+    lam = prob.lambda_max() * np.logspace(0, -2.5, 10)
+    ref = prob.path_reference(lam, tol=1e-10, max_iter=200_000)
+    fast = prob.path(lam, tol=1e-5)
+    for i, lm in enumerate(lam):
+        f_ref, f_fast = prob.objective(ref[i], lm), prob.objective(fast[i], lm)
+        assert f_fast == pytest.approx(f_ref, rel=1e-6, abs=1e-9), i
+    B = fast[:, : g.size * K].reshape(len(lam), g.size, K)
+    assert np.all(B[:, g == 4] == 0)
+    assert (np.abs(B).sum(axis=(1, 2)) > 0).sum() >= 8  # the path does open up
+
+
+def test_multiclass_group_lasso_chooses_as_the_reference_solver_does(monkeypatch):
+    X, y, g, K, P = _multinomial_problem(seed=1, n=200)
+    fast = fit_group_lasso(X, y, g, "multiclass", n_lambda=10, cv=3)
+    monkeypatch.setattr(P._MultiProblem, "path", lambda self, lam, tol=1e-7, max_iter=5000:
+                        self.path_reference(lam, tol=1e-8, max_iter=50_000))
+    ref = fit_group_lasso(X, y, g, "multiclass", n_lambda=10, cv=3)
+    assert fast.lambda_ == pytest.approx(ref.lambda_, rel=1e-3)  # the adaptive weights carry the tolerance
+    assert set(np.flatnonzero(fast.group_norms() > 0)) == set(np.flatnonzero(ref.group_norms() > 0)) >= {0, 2}
+    np.testing.assert_allclose(fast.cv.cv_loss, ref.cv.cv_loss, rtol=1e-4)
+    np.testing.assert_allclose(fast.predict(X), ref.predict(X), atol=1e-3)
+
+
 # ------------------------------------------------------------------ evaluate_prediction
 @pytest.mark.parametrize("task", ["binary", "continuous"])
 def test_selects_the_driving_nodes_at_400_labels(task):
