@@ -1586,6 +1586,32 @@ def run_folder_stray_entries(t):
     assert all(table.loc[g, "state"] == "done" for g in good)
 
 
+@case("run folders")
+def run_folder_scores_zip_bomb(t):
+    ws, good = _two_good_runs(t)
+    d = runs.run_path(ws, good[1])
+    z = load_npz_raw(RF.path(d, RF.SCORES))
+    n = 50_000_000
+    with zipfile.ZipFile(RF.path(d, RF.SCORES), "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, v in z.items():
+            if k != "node_0":
+                b = io.BytesIO()
+                np.lib.format.write_array(b, v, allow_pickle=False)
+                zf.writestr(k + ".npy", b.getvalue())
+        cols = z["node_0"].shape[1]
+        with zf.open("node_0.npy", "w", force_zip64=True) as fh:
+            hdr = io.BytesIO()
+            np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False, "shape": (n // cols, cols)})
+            fh.write(hdr.getvalue())
+            left = (n // cols) * cols * 8
+            chunk = bytes(8 << 20)
+            while left:
+                fh.write(chunk[:min(left, len(chunk))])
+                left -= min(left, len(chunk))
+    expect_error(lambda: report.scores_table(d), "scores.npz", peak_mb=50)
+    assert runs.list_runs(ws).set_index("run_id").loc[good[0], "state"] == "done"
+
+
 # ============================================================================ status race, tmp files
 @case("status")
 def status_done_never_overwritten_by_failed(t):

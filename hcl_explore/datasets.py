@@ -20,6 +20,10 @@ A manifest::
      "outcomes": null or {"file": ..., "path": ..., "sha256": ..., "size": ...},
      "removed": [{"modality" or "outcomes", "file", "sha256", "removed": t}]}
 
+Stored files are never removed by a removal or a deletion (runs pin them by hash);
+:func:`collect_garbage` reclaims the ones nothing refers to any more - no manifest (deleted ones in
+``datasets/.deleted/`` included), no run's config, not the app's ``state.json``.
+
 :func:`dataset_spec` turns a manifest into the dataset spec the rest of the app uses
 (``runs.load_from_spec``), with the SHA-256 of every file so that :func:`verify` can refuse a file
 that is gone or changed.
