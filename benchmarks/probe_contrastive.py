@@ -14,6 +14,12 @@ no lr decay) and prints the time and epoch ratios in the same process.
 pruning, training) and prints its time against the fixed-rank fit (target <= 2x). The whole
 check's wall time is printed last (target: <= 10 minutes for three seeds on a 2-core CPU).
 
+Measured on the shared 2-core machine, one thread, load average 12-13 (three seeds, --auto): the
+fixed-rank fits of both estimators 118 s in all, the whole check with the ranks="auto" fits 271 s;
+contrastive diagonal R^2 0.864-0.886 (linear 0.841-0.861), off-diagonal <= 0.014; 8-10 epochs;
+ranks="auto" 1.00-1.15x the fixed-rank fit. With --old-defaults (load 8-9): 20-21 epochs for
++0.001-0.002 R^2, the new defaults 0.36x its time where the load held steady.
+
     .venv/bin/python benchmarks/probe_contrastive.py                    # n = 20,000, ranks = 2
     .venv/bin/python benchmarks/probe_contrastive.py --seeds 1 2 3 --ranks auto
     .venv/bin/python benchmarks/probe_contrastive.py --threads 1 --auto
