@@ -659,8 +659,9 @@ def run_worker(run_dir: str) -> int:
             _do_predict(d, cfg, rep)
         else:
             raise ValueError(f"Unknown run kind {kind!r}.")
-        if booted:
-            # This run's measured seconds against its (speed-scaled) plan: the next plan's speed.
+        if booted and kind == "fit":
+            # This fit's measured seconds against its (speed-scaled) plan: the next plan's speed (a
+            # prediction run's plan is the parent fit's seconds, not the cost model: it says nothing).
             _record_machine(ws, speed=round(float(machine.get("speed") or 1.0) * rep.tracker.calibration(), 3))
         rep.set(force=True, state="done", stage="done", step="finished", detail="", eta_s=0.0, progress=1.0,
                 finished=time.time())
