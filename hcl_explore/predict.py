@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -206,7 +206,9 @@ def _one_blas_thread():
     """BLAS on one thread in this thread while the block runs. The group lasso's and the
     baselines' products are small (a few thousand rows x a few hundred columns x K): a second BLAS
     thread gains nothing on them, and on a busy 2-core machine the threads wait for each other
-    (20x slower here at a load of 9; see docs/scale.md for the bulk passes)."""
+    (20x slower here at a load of 9; see docs/scale.md for the bulk passes). ``evaluate_prediction``
+    runs whole on one thread too: its representation refit on mfeat (1,500 x 649) took 11 s of CPU
+    on one thread against ~180 s with two threads spinning on a loaded machine."""
     fn = _openblas_local_threads()
     prev = fn(1) if fn is not None else None
     try:
@@ -423,14 +425,21 @@ class _MultiProblem:
 
     def path(self, lambdas: np.ndarray, tol: float = 1e-7, max_iter: int = 5000) -> np.ndarray:
         """Coefficients along decreasing ``lambdas`` (n_lambda, p * K + K), each warm-started from
-        the previous one. Per penalty: the groups active before plus those the sequential strong
-        rule keeps (||grad_g|| >= w_g (2 lam - lam_prev)) are solved alone; groups whose KKT
-        condition fails at that solution are added and it is solved again, so the result is the
-        full problem's solution (to ``tol``)."""
+        the previous one (:meth:`path_iter`)."""
+        p = self.X.shape[1]
+        out = np.zeros((len(lambdas), p * self.K + self.K))
+        for i, theta in enumerate(self.path_iter(lambdas, tol, max_iter)):
+            out[i] = theta
+        return out
+
+    def path_iter(self, lambdas: np.ndarray, tol: float = 1e-7, max_iter: int = 5000) -> Iterator[np.ndarray]:
+        """:meth:`path` one penalty at a time (the caller may stop early). Per penalty: the groups
+        active before plus those the sequential strong rule keeps (||grad_g|| >= w_g (2 lam -
+        lam_prev)) are solved alone; groups whose KKT condition fails at that solution are added
+        and it is solved again, so the result is the full problem's solution (to ``tol``)."""
         X, K = self.X, self.K
         n, p = X.shape
         ng = len(self.gidx)
-        out = np.zeros((len(lambdas), p * K + K))
         B = np.zeros((p, K))
         b = self._b0()
         finite = np.isfinite(self.w)
@@ -463,10 +472,8 @@ class _MultiProblem:
             bn = np.sqrt(np.bincount(self._cg[self._cg >= 0], weights=(B[self._cg >= 0] ** 2).sum(axis=1),
                                      minlength=ng))
             active = bn > 0
-            out[i, : p * K] = B.ravel()
-            out[i, p * K:] = b
+            yield np.concatenate((B.ravel(), b))
             lam_prev = lam
-        return out
 
     def _grad_B(self, E: np.ndarray) -> np.ndarray:
         return self.X.T @ self._residual(E)
@@ -580,6 +587,25 @@ def _balanced_weights(task: str, y: np.ndarray, class_weight: str | None, n_clas
     return np.where(y == 1, 0.5 / p, 0.5 / (1 - p))
 
 
+#: A cross-validated path stops after this many rises of the mean CV loss in a row ...
+CV_STOP_RISES = 3
+#: ... once the loss is this many standard errors (at the minimum) above its minimum.
+CV_STOP_SE = 2.0
+
+
+def _cv_turned_up(losses: np.ndarray) -> bool:
+    """Whether the mean CV loss (folds x penalties so far) has clearly passed its minimum: it rose
+    :data:`CV_STOP_RISES` times in a row and lies :data:`CV_STOP_SE` standard errors above the
+    minimum. Neither rule ("min", "1se") can then choose a later penalty unless the curve came
+    back down by more than that, which a validation deviance does not do as the penalty weakens."""
+    mean = losses.mean(axis=0)
+    i, j = mean.size - 1, int(np.argmin(mean))
+    if i - j < CV_STOP_RISES or not np.all(np.diff(mean[-CV_STOP_RISES - 1:]) > 0):
+        return False
+    se = float(losses[:, j].std(ddof=1)) / math.sqrt(losses.shape[0]) if losses.shape[0] > 1 else 0.0
+    return bool(mean[i] > mean[j] + CV_STOP_SE * se)
+
+
 def _standardize(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu = X[rows].mean(axis=0)
     sd = X[rows].std(axis=0)
@@ -686,6 +712,7 @@ def fit_group_lasso(
         full, _, _ = problem(all_rows, w)
         lam = full.lambda_max() * np.logspace(0, math.log10(lambda_min_ratio), n_lambda)
         losses = cv_losses(w, lam)
+        lam = lam[: losses.shape[1]]  # multiclass: the path stops once the CV loss has clearly turned up
         mean, se = losses.mean(axis=0), losses.std(axis=0, ddof=1) / math.sqrt(cv)
         best = int(np.argmin(mean))
         if rule == "1se":
@@ -700,6 +727,21 @@ def fit_group_lasso(
 
     def cv_losses(w: np.ndarray, lam: np.ndarray) -> np.ndarray:
         losses = np.zeros((cv, lam.size))
+        if task == "multiclass":
+            # The folds walk the path together, and stop where the mean CV loss has clearly turned
+            # up (the weakest penalties, where the classes separate, cost the most iterations).
+            walk = []
+            for k in range(cv):
+                tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+                prob, mu, sd = problem(tr, w)
+                walk.append((prob.path_iter(lam, tol=path_tol), (X[va] - mu) / sd, y[va],
+                             _balanced_weights(task, y[va], class_weight, K)))
+            for i in range(lam.size):
+                for k, (steps, Xv, yk, swv) in enumerate(walk):
+                    losses[k, i] = _loss(task, yk, _predict_linear(task, Xv, next(steps)), swv)
+                if _cv_turned_up(losses[:, : i + 1]):
+                    return losses[:, : i + 1]
+            return losses
         for k in range(cv):
             tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
             prob, mu, sd = problem(tr, w)
@@ -1282,6 +1324,7 @@ def prediction_warnings(*, task: str, metrics: Mapping[str, float], n_test: int,
     return out
 
 
+@_one_blas_thread()
 def evaluate_prediction(
     model,
     data: MultimodalData,

@@ -124,11 +124,36 @@ def test_multiclass_group_lasso_chooses_as_the_reference_solver_does(monkeypatch
     fast = fit_group_lasso(X, y, g, "multiclass", n_lambda=10, cv=3)
     monkeypatch.setattr(P._MultiProblem, "path", lambda self, lam, tol=1e-7, max_iter=5000:
                         self.path_reference(lam, tol=1e-8, max_iter=50_000))
+    monkeypatch.setattr(P._MultiProblem, "path_iter", lambda self, lam, tol=1e-7, max_iter=5000:
+                        iter(self.path_reference(lam, tol=1e-8, max_iter=50_000)))
     ref = fit_group_lasso(X, y, g, "multiclass", n_lambda=10, cv=3)
     assert fast.lambda_ == pytest.approx(ref.lambda_, rel=1e-3)  # the adaptive weights carry the tolerance
     assert set(np.flatnonzero(fast.group_norms() > 0)) == set(np.flatnonzero(ref.group_norms() > 0)) >= {0, 2}
     np.testing.assert_allclose(fast.cv.cv_loss, ref.cv.cv_loss, rtol=1e-4)
     np.testing.assert_allclose(fast.predict(X), ref.predict(X), atol=1e-3)
+
+
+def test_the_cv_path_stops_only_past_a_clear_minimum(monkeypatch):
+    from hcl_explore import predict as P
+
+    se = np.array([[0.0], [0.02], [-0.02]])
+    u = np.array([1.0, 0.8, 0.6, 0.5, 0.55, 0.6, 0.7, 0.8]) + se  # 3 folds x 8 penalties
+    assert not P._cv_turned_up(u[:, :6])  # two rises only
+    assert P._cv_turned_up(u[:, :7])
+    assert not P._cv_turned_up(np.linspace(1, 0.1, 8) + se)  # still falling
+    assert not P._cv_turned_up(np.array([1.0, 0.5, 0.51, 0.52, 0.53]) + 10 * se)  # within noise
+    # Stopping early changes nothing that is chosen: the same fit as with the whole path.
+    rng = np.random.default_rng(3)  # few samples, noise groups: weak penalties overfit
+    g = np.repeat(np.arange(6), 4)
+    X = rng.normal(size=(90, g.size))
+    y = (X[:, 0] + 0.5 * rng.normal(size=90) > 0).astype(float) + (X[:, 4] > 0.8)
+    early = fit_group_lasso(X, y, g, "multiclass", n_lambda=20, cv=3)
+    monkeypatch.setattr(P, "CV_STOP_RISES", 10**6)
+    whole = fit_group_lasso(X, y, g, "multiclass", n_lambda=20, cv=3)
+    assert len(whole.cv) == 20 and len(early.cv) < 20
+    assert early.lambda_ == whole.lambda_
+    np.testing.assert_allclose(early.coef, whole.coef)
+    pd.testing.assert_frame_equal(early.cv, whole.cv.iloc[: len(early.cv)])
 
 
 # ------------------------------------------------------------------ evaluate_prediction
