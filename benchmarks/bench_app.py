@@ -6,10 +6,13 @@ evaluation (run by the worker in-process), then every page is rendered 1 + N tim
 
     PYTHONPATH=. python benchmarks/bench_app.py [--repeats 5] [--only pages,cold,queue,progress]
 
-Also (issue 15): ``cold`` - a fresh ``streamlit run app.py`` and headless Chromium (the system
-browser): seconds from the server's start, and from the first request, to the first page's text;
-``queue`` - seconds from ``launch`` to the run leaving "queued"; ``progress`` - the progress a fit
-reports every 0.2 s against the true share of its time (max deviation, monotone or not).
+Also (issue 15): ``cold`` - fresh ``streamlit run app.py`` servers (``--cold-repeats``, median)
+and headless Chromium (the system browser): seconds from the request to the first page's title,
+to its whole text and to the end of its script run, next to ``python -c "import streamlit"`` in
+the same session (the yardstick: ratios travel between machines and loads) and the load average;
+then AppTest's first script run in a fresh process; ``queue`` - seconds from ``launch`` to the
+run leaving "queued"; ``progress`` - the progress a fit reports every 0.2 s against the true share
+of its time (max deviation, monotone or not).
 """
 
 from __future__ import annotations
@@ -23,7 +26,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cold_first_page() -> None:
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _import_seconds(code: str, repeats: int = 3) -> float:
+    """Median wall seconds of ``python -c code`` in a fresh interpreter (the same session's yardstick)."""
+    import subprocess
+    import sys
+
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        out.append(time.perf_counter() - t)
+    return _median(out)
+
+
+def cold_first_page(repeats: int = 3) -> None:
+    """A fresh ``streamlit run app.py`` per repeat (empty workspace: the bundled sample), headless
+    Chromium: seconds from the request to the first page's title text ("Current dataset"), to its
+    last element (the link to the next page) and to the end of the script run (the status widget
+    gone), plus the server's start. Printed with the load average and as ratios to a bare
+    ``python -c "import streamlit"`` measured in the same session (a slower or busier machine
+    scales both). Also the first script run in a fresh process through AppTest (a proxy without a
+    browser) and which heavy modules the first page imported."""
     import shutil
     import socket
     import subprocess
@@ -32,43 +65,75 @@ def cold_first_page() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    ws = tempfile.mkdtemp(prefix="bench_cold_")
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        port = so.getsockname()[1]
-    env = dict(os.environ, HCL_EXPLORE_WORKSPACE=ws, PYTHONPATH=str(ROOT))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
+    load0 = _load()
+    t_imp = _import_seconds("import streamlit")
+    rows = []
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as p:
+        for _ in range(repeats):
+            ws = tempfile.mkdtemp(prefix="bench_cold_")
+            with socket.socket() as so:
+                so.bind(("127.0.0.1", 0))
+                port = so.getsockname()[1]
+            env = dict(os.environ, HCL_EXPLORE_WORKSPACE=ws, PYTHONPATH=str(ROOT))
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+                                     str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            url = f"http://127.0.0.1:{port}"
             try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.1)
-        t_up = time.perf_counter() - t0
-        chromium = shutil.which("chromium") or "/usr/bin/chromium"
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=chromium, headless=True,
-                                  args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                        "--disable-component-update", "--no-first-run"])
-            page = b.new_page()
-            t1 = time.perf_counter()
-            page.goto(url)
-            page.get_by_text("Current dataset").first.wait_for(timeout=120_000)
-            t_page = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            page.reload()
-            page.get_by_text("Current dataset").first.wait_for(timeout=120_000)
-            t_again = time.perf_counter() - t2
-            b.close()
-        print(f"cold: server up {t_up:.2f} s; first page (request -> 'Current dataset' shown) {t_page:.2f} s; "
-              f"reload {t_again:.2f} s")
-    finally:
-        proc.terminate()
-        proc.wait(10)
+                while True:
+                    try:
+                        if urllib.request.urlopen(url + "/_stcore/health", timeout=1).read() == b"ok":
+                            break
+                    except OSError:
+                        time.sleep(0.05)
+                t_up = time.perf_counter() - t0
+                b = p.chromium.launch(executable_path=chromium, headless=True,
+                                      args=["--headless", "--no-sandbox", "--disable-gpu",
+                                            "--disable-background-networking", "--disable-component-update",
+                                            "--no-first-run"])
+                page = b.new_page()
+                plotly = []
+                page.on("request", lambda r: plotly.append(r.url) if "Plotly" in r.url else None)
+                t1 = time.perf_counter()
+                page.goto(url)
+                page.get_by_text("Current dataset").first.wait_for(timeout=120_000)
+                t_text = time.perf_counter() - t1
+                page.get_by_text("Next: choose the candidate lattice").first.wait_for(timeout=120_000)
+                t_end = time.perf_counter() - t1
+                page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')",
+                                       timeout=120_000)
+                t_idle = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                page.reload()
+                page.get_by_text("Next: choose the candidate lattice").first.wait_for(timeout=120_000)
+                t_again = time.perf_counter() - t2
+                b.close()
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            rows.append((t_up, t_text, t_end, t_idle, t_again, bool(plotly)))
+    load1 = _load()
+    med = [_median([r[i] for r in rows]) for i in range(5)]
+    print(f"cold first page ({repeats} fresh servers; load average before {load0}, after {load1}):")
+    print(f"  python -c 'import streamlit': {t_imp:.2f} s (the yardstick)")
+    for name, v in zip(("server up (health ok)", "request -> 'Current dataset' shown", "request -> whole page shown",
+                        "request -> script run finished", "reload, whole page"), med):
+        print(f"  {name:38s} {v:6.2f} s  ({v / t_imp:4.1f}x import streamlit)")
+    print("  per run (up / title / page / finished / reload): "
+          + "; ".join(" / ".join(f"{x:.2f}" for x in r[:5]) for r in rows))
+    print(f"  plotly's browser bundle requested by the first page: {any(r[5] for r in rows)}")
+    # The same first script run without a browser, in a fresh process: AppTest's run (a proxy).
+    code = ("import os, sys, time, tempfile; os.environ['HCL_EXPLORE_WORKSPACE'] = tempfile.mkdtemp(); "
+            "from streamlit.testing.v1 import AppTest; at = AppTest.from_file(sys.argv[1], default_timeout=120); "
+            "t = time.perf_counter(); at.run(); t1 = time.perf_counter() - t; t = time.perf_counter(); at.run(); "
+            "print(f'{t1:.3f} {time.perf_counter() - t:.3f}', "
+            "' '.join(m for m in ('torch', 'plotly', 'scipy', 'sklearn', 'networkx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "app.py")], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True).stdout.split()
+    heavy = ", ".join(out[2:]) or "none of torch, plotly, scipy, sklearn, networkx"
+    print(f"  AppTest, fresh process: first run {float(out[0]):.2f} s ({float(out[0]) / t_imp:.1f}x import streamlit), "
+          f"second {float(out[1]):.2f} s; heavy modules loaded: {heavy}")
 
 
 def _spec_files(ws: str, n: int, mods: list[str], d: int) -> dict:
@@ -138,10 +203,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="pages,cold,queue,progress")
+    ap.add_argument("--cold-repeats", type=int, default=3)
     args = ap.parse_args()
     which = set(args.only.split(","))
     if "cold" in which:
-        cold_first_page()
+        cold_first_page(args.cold_repeats)
     if which & {"queue", "progress"}:
         queue_and_progress(which)
     if "pages" not in which:
