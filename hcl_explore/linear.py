@@ -303,7 +303,11 @@ def cca_largest_root_quantile(p: int, q: int, n: int, level: float = 0.999) -> f
     return 1.0 / (1.0 + math.exp(-w))
 
 
-def mp_tw_edge(d: int, n: int, level: float = 0.999, slack: float = 0.01) -> float:
+#: Relative allowance over the Tracy-Widom quantile for the error of an estimated noise level.
+TW_SLACK = 0.01
+
+
+def mp_tw_edge(d: int, n: int, level: float = 0.999, slack: float | None = None) -> float:
     """Upper ``level`` quantile of the largest eigenvalue of a unit-noise sample covariance of ``d``
     variables in ``n`` samples (Johnstone 2001: centre ``(sqrt(n - 1) + sqrt(d))^2 / n``, scale
     ``(sqrt(n - 1) + sqrt(d)) (1 / sqrt(n - 1) + 1 / sqrt(d))^(1/3) / n``, Tracy-Widom TW1), times
@@ -313,7 +317,7 @@ def mp_tw_edge(d: int, n: int, level: float = 0.999, slack: float = 0.01) -> flo
     a = math.sqrt(max(n - 1, 1)) + math.sqrt(d)
     mu = a * a
     sigma = a * (1.0 / math.sqrt(max(n - 1, 1)) + 1.0 / math.sqrt(d)) ** (1.0 / 3.0)
-    return (mu + sigma * _TW1_QUANTILES[level]) / n * (1.0 + slack)
+    return (mu + sigma * _TW1_QUANTILES[level]) / n * (1.0 + (TW_SLACK if slack is None else slack))
 
 
 def chi2_quantile(df: int, level: float = 0.999) -> float:
