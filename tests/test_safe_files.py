@@ -702,7 +702,7 @@ def test_export_page_shows_a_damaged_scores_file(app_ws, monkeypatch):
     assert len(at.get("download_button")) == 2 and not at.error
 
 
-def _model_members(tmp_path):
+def _fitted_members(tmp_path):
     data, _ = hx.simulate(n=150, dims=(4, 3), ranks={("a", "b"): 1, ("a",): 1, ("b",): 1}, noise=0.3, seed=0)
     model = hx.HCL(ranks="auto", random_state=0).fit(data)
     path = tmp_path / "m.npz"
@@ -714,7 +714,7 @@ def _model_members(tmp_path):
 def test_sizes_are_limited_by_the_header_before_anything_is_read(tmp_path):
     """An optional or open-length member (psi, the histories) is bounded by the model's own header:
     a zip bomb that inflates to 800 MB, or a psi of the wrong length, is refused before it is read."""
-    members = _model_members(tmp_path)
+    members = _fitted_members(tmp_path)
     n_iter = json.loads(str(members["meta"][()]))["n_iter"]
     bomb = tmp_path / "bomb.npz"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -749,7 +749,7 @@ def test_sizes_are_limited_by_the_header_before_anything_is_read(tmp_path):
 
 
 def test_a_header_of_the_wrong_shape_is_refused_by_name(tmp_path):
-    members = _model_members(tmp_path)
+    members = _fitted_members(tmp_path)
     meta = json.loads(str(members["meta"][()]))
     for key, value in [("preprocessing", [["x"]]), ("preprocessing", {"zz": {}}), ("timings", [1]),
                        ("preprocessing", {"a": {"columns": "x", "id_column": None}})]:
