@@ -3,6 +3,7 @@ masked factorization (docs/structure.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any, Mapping
@@ -13,6 +14,7 @@ from .. import layout as Y
 from .. import linear as L
 from .. import structure as ST
 from ..lattice import Lattice, Node, node_label
+from ..blas import one_blas_thread
 from .base import Estimator, check_given_ranks, plain, register, resolve_device
 
 AUTO_STANDARDIZE_RATIO = 20.0
@@ -24,6 +26,10 @@ RESAMPLE_FRACTION = 0.8
 RESAMPLE_KEEP = 0.85
 #: Refit each feature's noise variance with the refined loadings (feature-space fits).
 PSI_REFIT = True
+#: Up to this many features in all, the noise step after the covariance pass runs on one BLAS
+#: thread too (its eigendecompositions are per modality; the structure search and the refinement
+#: always run on one thread).
+ONE_THREAD_MAX_D = 2000
 
 
 def _variance_ratio(var: np.ndarray) -> float:
@@ -90,6 +96,12 @@ class LinearEstimator(Estimator):
     def _run(self, model, data, callback: L.Callback | None, structure_only: bool = False, resample: bool = True):
         """The fit (structure search, then refinement); ``structure_only``: the ranks alone;
         ``resample``: small-sample resample confirmation (off in the resamples themselves)."""
+        with contextlib.ExitStack() as stack:
+            return self._run_in(stack, model, data, callback, structure_only, resample)
+
+    def _run_in(self, stack: contextlib.ExitStack, model, data, callback: L.Callback | None, structure_only: bool,
+                resample: bool):
+        """:meth:`_run`; BLAS goes to one thread (``stack``) once the statistics are summed."""
         t0 = time.perf_counter()
         dev = resolve_device(model.device)
         mods = list(data.modalities)
@@ -103,7 +115,10 @@ class LinearEstimator(Estimator):
         if _sample_space(data):
             prep = self._prepare_wide(model, data, need, auto, callback, timings)
         else:
-            prep = self._prepare(model, data, need, auto, dev, callback, timings)
+            prep = self._prepare(model, data, need, auto, dev, callback, timings, stack)
+        # Everything from here works on small matrices (reduced statistics, the refinement's
+        # products): one BLAS thread (see blas.py; a no-op for another BLAS).
+        stack.enter_context(one_blas_thread())
         red, dims = prep["red"], prep["dims"]
         t2 = time.perf_counter()
         search: dict[str, Any] = {"reduced_dims": dict(red.stats.dims)}
@@ -230,7 +245,8 @@ class LinearEstimator(Estimator):
                 scale[sl[m]] *= math.sqrt(max(tot, 1e-300))
         return scale, do_std
 
-    def _prepare(self, model, data, need, auto, dev, callback, timings) -> dict:
+    def _prepare(self, model, data, need, auto, dev, callback, timings,
+                 stack: contextlib.ExitStack | None = None) -> dict:
         """Feature space: one covariance pass (D x D statistics), noise per feature, whitening,
         reduction to each modality's leading components, and the two folds in those coordinates."""
         t0 = time.perf_counter()
@@ -242,6 +258,9 @@ class LinearEstimator(Estimator):
         else:
             stats = L.covariance_stats(data, chunk_size=model.chunk_size, device=dev, callback=callback, folds=auto)
         timings["covariance"] = time.perf_counter() - t0
+        if stack is not None and sum(stats.dims.values()) <= ONE_THREAD_MAX_D:
+            # The noise step's per-modality eigendecompositions are small too.
+            stack.enter_context(one_blas_thread())
         dims = stats.dims
         sl = stats.offsets
         D = sum(dims.values())
