@@ -5,7 +5,8 @@ the calling thread only; it is reached through ctypes. Small products and factor
 structure search, the refinement, the prediction baselines) gain nothing from a second BLAS thread,
 and on a busy 2-core machine the two threads wait for each other: a 100 x 100 ``eigh`` took 0.12 s
 at a load of 4 (about 2 ms on one thread), which made a 6-modality fit 30x slower than its own
-covariance pass.
+covariance pass; the representation refit inside ``predict.evaluate_prediction`` on mfeat
+(1,500 x 649) took 11 s of CPU on one thread against ~180 s with two threads spinning.
 """
 
 from __future__ import annotations

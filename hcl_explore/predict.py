@@ -13,8 +13,6 @@ use too; README.md, section "Prediction").
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import time
 import warnings
@@ -24,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .blas import one_blas_thread as _one_blas_thread
 from .data import MultimodalData
 from .lattice import Lattice, Node, node_label, node_level
 from .outcomes import OutcomeCoding, outcome_kind
@@ -181,41 +180,6 @@ def _best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # group lasso
-
-
-@functools.lru_cache(maxsize=1)
-def _openblas_local_threads():
-    """numpy's OpenBLAS ``openblas_set_num_threads_local`` (ctypes), or None (another BLAS)."""
-    import ctypes
-    import glob
-    import os
-
-    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(libs, "lib*openblas*.so*"))):
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
-    return None
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """BLAS on one thread in this thread while the block runs. The group lasso's and the
-    baselines' products are small (a few thousand rows x a few hundred columns x K): a second BLAS
-    thread gains nothing on them, and on a busy 2-core machine the threads wait for each other
-    (20x slower here at a load of 9; see docs/scale.md for the bulk passes). ``evaluate_prediction``
-    runs whole on one thread too: its representation refit on mfeat (1,500 x 649) took 11 s of CPU
-    on one thread against ~180 s with two threads spinning on a loaded machine."""
-    fn = _openblas_local_threads()
-    prev = fn(1) if fn is not None else None
-    try:
-        yield
-    finally:
-        if fn is not None and prev is not None and prev > 0:
-            fn(prev)
 
 
 def _sigmoid(t: np.ndarray) -> np.ndarray:
