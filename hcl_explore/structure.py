@@ -36,6 +36,9 @@ PSI_FLOOR = 0.02
 #: (psi spread +-25 % around a homoscedastic truth with 13 factors in 26 features), so psi is
 #: polished by the maximum-likelihood factor-analysis fixed point with that many factors.
 FA_POLISH_SHARE = 0.2
+#: A whitened spike with this share of its eigenvector on one feature is that feature's own excess
+#: variance, not a factor (:func:`_delocalize`).
+LOCAL_SHARE = 0.6
 
 
 def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12,
@@ -104,7 +107,8 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
             # Too few eigenvalues for a bulk: the regression estimate stands on its own.
             return np.clip(psi, PSI_FLOOR * diag, diag), k
         sigma2 = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)[0]
-        return _settle(psi * sigma2, diag, n, margin, spectrum)
+        psi = _delocalize(psi * sigma2, diag, n, margin, spectrum)
+        return _settle(psi, diag, n, margin, spectrum)
     if d >= n:
         # More features than samples: d per-feature variances cannot be told from d spikes (the
         # fixed point overfits them to the floor and every whitened direction becomes a factor);
@@ -135,6 +139,32 @@ def feature_noise(S: np.ndarray, n: int, margin: float = 0.1, max_iter: int = 12
     psi = _shrink(psi, n, k)
     sigma2, k = L.noise_from_eigenvalues(spectrum(psi, False)[0], n, margin)
     return _settle(psi * sigma2, diag, n, margin, spectrum)
+
+
+def _delocalize(psi: np.ndarray, diag: np.ndarray, n: int, margin: float, spectrum,
+                max_rounds: int = 10) -> np.ndarray:
+    """Raise the noise variance of a feature that a whitened spike sits on alone.
+
+    A spike whose eigenvector puts at least ``LOCAL_SHARE`` of its weight on one feature is that
+    feature's own excess variance: a factor loading on a single feature is not identifiable from
+    its noise (factor analysis absorbs it into psi), and it is what an underestimated psi_i looks
+    like after whitening (heteroscedastic noise, one feature at 0.77x its true variance made a
+    spurious private factor at 1.25 against a bulk edge of 1.13). Spikes of factors spread over
+    the features put at most 0.2-0.4 on any one of them at d = 24. One feature per round:
+    ``psi_i *= 1 + (lam / sigma^2 - 1) v_i^2`` brings that direction down into the bulk.
+    """
+    psi = psi.copy()
+    for _ in range(max_rounds):
+        lam, V = spectrum(psi, True)
+        sigma2, k = L.noise_from_eigenvalues(lam, n, margin)
+        if k == 0 or V is None:
+            break
+        w = V[:, :k] ** 2
+        i, j = np.unravel_index(int(np.argmax(w)), w.shape)
+        if w[i, j] < LOCAL_SHARE:
+            break
+        psi[i] = min(psi[i] * (1.0 + (lam[j] / sigma2 - 1.0) * w[i, j]), diag[i])
+    return psi
 
 
 def _ml_polish(S: np.ndarray, psi: np.ndarray, k: int, diag: np.ndarray, max_iter: int = 50,

@@ -31,6 +31,32 @@ def test_feature_noise_recovers_heteroscedastic_noise_with_many_spikes():
     assert L.estimate_noise(S, n)[1] > k + 20
 
 
+def test_a_spike_on_one_feature_is_that_features_noise_not_a_factor():
+    # Dense factors in 24 features, and one feature whose noise variance the estimate put at 0.7x
+    # its truth: whitened, it is a spike of its own, which a private count would take for a factor.
+    rng = np.random.default_rng(4)
+    d, n, k = 24, 9000, 8
+    W = rng.standard_normal((d, k)) * 0.6
+    psi_true = rng.uniform(0.8, 1.2, d)
+    S = W @ W.T + np.diag(psi_true)
+    low = psi_true.copy()
+    low[5] *= 0.7
+
+    def spectrum(psi, vectors):
+        s = 1.0 / np.sqrt(psi)
+        lam, V = np.linalg.eigh(S * s[:, None] * s[None, :])
+        return lam[::-1], V[:, ::-1]
+
+    assert L.noise_from_eigenvalues(spectrum(low, True)[0], n, 0.1)[1] == k + 1
+    fixed = ST._delocalize(low, np.diag(S), n, 0.1, spectrum)
+    assert L.noise_from_eigenvalues(spectrum(fixed, True)[0], n, 0.1)[1] == k
+    # Raised toward its truth only as far as the spike needs (the rest of the gap is in the bulk).
+    assert low[5] * 1.1 < fixed[5] <= psi_true[5] * 1.05
+    np.testing.assert_array_equal(np.delete(fixed, 5), np.delete(low, 5))  # the others untouched
+    # Correct variances: nothing to move.
+    np.testing.assert_array_equal(ST._delocalize(psi_true, np.diag(S), n, 0.1, spectrum), psi_true)
+
+
 def test_heteroscedastic_features_do_not_become_factors():
     rng = np.random.default_rng(3)
     ranks = {("a", "b", "c"): 2, ("a", "b"): 1, ("a",): 2, ("c",): 1}
