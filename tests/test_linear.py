@@ -83,6 +83,20 @@ def test_random_matrix_helpers():
     assert L.debias_spike(np.array([(1 + l) * (1 + g / l)]), g)[0] == pytest.approx(l)
 
 
+def test_private_edge_keeps_a_spike_at_twice_the_limit_countable_at_any_n():
+    # The edge of a private count: Tracy-Widom quantile times 1 + slack for the estimated noise
+    # level. A fixed 1 % slack exceeded the whole gap between a 2x spike and the bulk edge at
+    # n = 10^6 (a private factor at 2.1x the limit was missed there); the slack now shrinks with n.
+    for n, d in [(3000, 50), (50_000, 300), (1_000_000, 60)]:
+        gamma = d / n
+        ell = 2 * np.sqrt(gamma)  # a spike at twice the detection limit
+        expected = (1 + ell) * (1 + gamma / ell)  # its sample eigenvalue
+        edge = L.mp_tw_edge(d, n)
+        assert L.mp_edge(gamma) < edge < expected, (n, d)
+    assert L.mp_tw_edge(60, 10_000) == pytest.approx(L.mp_tw_edge(60, 10_000, slack=0.0) * 1.01)
+    assert L.mp_tw_edge(60, 10**6) < L.mp_tw_edge(60, 10**6, slack=0.0) * 1.0015
+
+
 def test_noise_estimate_from_bulk_spectrum():
     rng = np.random.default_rng(2)
     n, d, sigma2 = 4000, 120, 0.7
