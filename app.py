@@ -43,3 +43,6 @@ finally:
         from hcl_explore.ui import demo
 
         demo.show(nav.title, rid, ui.workspace(), ui.run_model)
+    # Once per workspace, after the first page: how long a run's worker takes to start here, so
+    # that the first run's progress is right too (in the background; nothing waits for it).
+    ui.runs.measure_worker_start(ui.workspace())

@@ -152,10 +152,17 @@ def _spec_files(ws: str, n: int, mods: list[str], d: int) -> dict:
     return {"modalities": paths, "id_column": "sid", "name": f"sim {len(mods)}x{d}"}
 
 
-def queue_and_progress(which: set[str]) -> None:
+def queue_and_progress(which: set[str], probe: bool = True) -> None:
     from hcl_explore import runs
 
     ws = tempfile.mkdtemp(prefix="bench_queue_")
+    if probe:
+        # What the app does after its first page in a new workspace: measure a worker's start-up
+        # before the first run (--no-probe: the first run's plan starts from the 4 s default).
+        th = runs.measure_worker_start(ws, delay_s=0.0)
+        if th is not None:
+            th.join()
+        print(f"worker start-up measured before the first run: {runs._machine(ws).get('seconds')} s")
     cases = [("clinical sample", {"bundled": "clinical", "name": "clinical"}, {}),
              ("sim 6 x 60, n 3000", _spec_files(ws, 3000, [f"m{j}" for j in range(6)], 60), {}),
              ("sim 2 x 300, n 2000", _spec_files(ws, 2000, ["genes", "lipids"], 300), {})]
@@ -204,12 +211,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="pages,cold,queue,progress")
     ap.add_argument("--cold-repeats", type=int, default=3)
+    ap.add_argument("--no-probe", action="store_true", help="progress: no start-up measurement before the first run")
     args = ap.parse_args()
     which = set(args.only.split(","))
     if "cold" in which:
         cold_first_page(args.cold_repeats)
     if which & {"queue", "progress"}:
-        queue_and_progress(which)
+        queue_and_progress(which, probe=not args.no_probe)
     if "pages" not in which:
         return
     ws = tempfile.mkdtemp(prefix="bench_app_")

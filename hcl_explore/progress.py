@@ -51,6 +51,10 @@ STAGES: dict[str, str] = {
 #: Seconds per floating-point operation of the cost model (a loaded 2-core CPU with numpy);
 #: only the first predictions depend on it: finished stages recalibrate the rest.
 SECONDS_PER_FLOP = 5e-10
+#: Seconds per floating-point operation of the large BLAS products (the covariance pass's syrk,
+#: the scores): about 1e-11 on an idle 2-core machine (50,000 x 900 float32: 0.8 s); a busy one is
+#: several times slower, which the measured speed of earlier runs scales in.
+SECONDS_PER_BLAS_FLOP = 4e-11
 #: Seconds per parsed table cell (CSV loading).
 SECONDS_PER_CELL = 3e-7
 #: A worker's start (process, numpy, pandas, torch) when no start was measured on this machine yet.
@@ -151,8 +155,10 @@ def plan_fit(n_samples: int, dims: Mapping[str, int], n_nodes: int, *, estimator
     stages = ["load"]
     # The contrastive estimator starts from a linear fit (its structure and projections).
     if True:
-        sec["covariance"] = 0.05 + c * 2.0 * n * D * D + 4e-8 * n * D
-        sec["noise"] = 0.05 * M + c * 30.0 * sum(d ** 3 for d in ds)
+        # One BLAS syrk over the rows (plus shifting and masking each cell), then per-modality
+        # eigendecompositions on one thread (measured with the search on one BLAS thread).
+        sec["covariance"] = 0.05 + SECONDS_PER_BLAS_FLOP * n * D * D + 4e-9 * n * D
+        sec["noise"] = 0.05 * M + c * 5.0 * sum(d ** 3 for d in ds)
         # The pair screen leaves few large nodes to test: their cost is counted up to 3 modalities.
         sec["ranks"] = 0.1 * M + 0.004 * len(sizes) + c * 10.0 * sum((min(s, 3) * kbar) ** 3 for s in sizes)
         units.update(covariance=float(n), noise=None, ranks=float(max(1, len(sizes))))
@@ -168,7 +174,7 @@ def plan_fit(n_samples: int, dims: Mapping[str, int], n_nodes: int, *, estimator
         stages.append("epoch")
     # Saving is mostly the scores (transform of every row): 1.0 s at n x D x R = 20,000 x 330 x 5
     # and 3.0 s at 100,000 x 150 x 5 on the 2-core machine, about 60 "flops" per n·D·R.
-    sec["save"] = 0.2 + c * 60.0 * n * D * R
+    sec["save"] = 0.2 + c * 20.0 * n * D * R
     units["save"] = None
     stages.append("save")
     if stability and estimator == "linear":

@@ -256,3 +256,22 @@ def test_dask_partitions_done_are_the_covariance_stage_units():
             assert tr.snapshot()["eta_s"] is not None  # measured: a few partitions done
     assert seen == sorted(seen) and seen[-1] > seen[0]
     assert tr.detail == "40 of 40 partitions"
+
+
+def test_a_new_workspace_measures_a_worker_start_before_its_first_run(tmp_path, monkeypatch):
+    monkeypatch.delenv(runs.NO_START_PROBE_ENV, raising=False)
+    ws = str(tmp_path / "ws")
+    os.makedirs(ws)
+    th = runs.measure_worker_start(ws, delay_s=0.0)
+    assert th is not None
+    assert runs.measure_worker_start(ws) is None  # one probe per workspace and process
+    th.join(timeout=300)
+    seconds = runs._machine(ws).get("seconds")
+    assert seconds is not None and seconds > 0
+    # A workspace that has a measurement (a real run's, or this one) is not probed again.
+    ws2 = str(tmp_path / "ws2")
+    os.makedirs(ws2)
+    runs._record_machine(ws2, seconds=7.5)
+    assert runs.measure_worker_start(ws2) is None and runs._machine(ws2)["seconds"] == 7.5
+    monkeypatch.setenv(runs.NO_START_PROBE_ENV, "1")
+    assert runs.measure_worker_start(str(tmp_path / "ws3")) is None
