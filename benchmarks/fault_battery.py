@@ -41,6 +41,9 @@ import hcl_explore as hx  # noqa: E402
 from hcl_explore import datasets, report, runs  # noqa: E402
 from hcl_explore.runs import files as RF  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from workspace_helpers import wait_for_run, write_npz_bomb  # noqa: E402
+
 CASES: list[tuple[str, str, callable]] = []
 RANKS = {("a", "b"): 1, ("a",): 1, ("b",): 1}
 RANKS_JSON = '{"a+b": 1, "a": 1, "b": 1}'
@@ -1591,23 +1594,7 @@ def run_folder_scores_zip_bomb(t):
     ws, good = _two_good_runs(t)
     d = runs.run_path(ws, good[1])
     z = load_npz_raw(RF.path(d, RF.SCORES))
-    n = 50_000_000
-    with zipfile.ZipFile(RF.path(d, RF.SCORES), "w", zipfile.ZIP_DEFLATED) as zf:
-        for k, v in z.items():
-            if k != "node_0":
-                b = io.BytesIO()
-                np.lib.format.write_array(b, v, allow_pickle=False)
-                zf.writestr(k + ".npy", b.getvalue())
-        cols = z["node_0"].shape[1]
-        with zf.open("node_0.npy", "w", force_zip64=True) as fh:
-            hdr = io.BytesIO()
-            np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False, "shape": (n // cols, cols)})
-            fh.write(hdr.getvalue())
-            left = (n // cols) * cols * 8
-            chunk = bytes(8 << 20)
-            while left:
-                fh.write(chunk[:min(left, len(chunk))])
-                left -= min(left, len(chunk))
+    write_npz_bomb(RF.path(d, RF.SCORES), z, "node_0", 50_000_000)
     expect_error(lambda: report.scores_table(d), "scores.npz", peak_mb=50)
     assert runs.list_runs(ws).set_index("run_id").loc[good[0], "state"] == "done"
 
@@ -1673,26 +1660,16 @@ def _slow_spec(t, seed):
     return {"modalities": write_csvs(t, frames, suffix=f"_{seed}"), "id_column": "sid", "name": f"big{seed}"}
 
 
-def _wait(ws, rid, states, timeout=180):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        st = runs.read_status(ws, rid)
-        if st["state"] in states:
-            return st
-        time.sleep(0.05)
-    raise AssertionError(f"run {rid} still {runs.read_status(ws, rid)}")
-
-
 @case("processes")
 def kill9_running_worker(t):
     ws, good = _two_good_runs(t)
     before = {g: tree_hashes(runs.run_path(ws, g)) for g in good}
     rid = runs.create_run(ws, {"kind": "fit", "dataset": _slow_spec(t, 1), "lattice": "full"})
     pid = runs.launch(ws, rid)
-    _wait(ws, rid, ("running",) + runs.FINAL)
+    wait_for_run(ws, rid, ("running",) + runs.FINAL, timeout=180)
     os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    st = _wait(ws, rid, runs.FINAL)
+    st = wait_for_run(ws, rid, runs.FINAL, timeout=180)
     assert st["state"] in ("failed", "done"), st
     assert {g: tree_hashes(runs.run_path(ws, g)) for g in good} == before
     no_tmp(ws)
@@ -1703,10 +1680,10 @@ def sigterm_running_worker(t):
     ws = runs.workspace_dir(str(t / "ws"))
     rid = runs.create_run(ws, {"kind": "fit", "dataset": _slow_spec(t, 2), "lattice": "full"})
     pid = runs.launch(ws, rid)
-    _wait(ws, rid, ("running",) + runs.FINAL)
+    wait_for_run(ws, rid, ("running",) + runs.FINAL, timeout=180)
     os.killpg(pid, signal.SIGTERM)
     os.waitpid(pid, 0)
-    st = _wait(ws, rid, runs.FINAL)
+    st = wait_for_run(ws, rid, runs.FINAL, timeout=180)
     assert st["state"] in ("cancelled", "failed", "done"), st
     no_tmp(ws)
 
@@ -1719,7 +1696,7 @@ def three_concurrent_runs(t):
     rids = [runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "full"}) for _ in range(3)]
     pids = [runs.launch(ws, r) for r in rids]
     for r in rids:
-        assert _wait(ws, r, runs.FINAL)["state"] == "done"
+        assert wait_for_run(ws, r, runs.FINAL, timeout=180)["state"] == "done"
     for p in pids:
         os.waitpid(p, 0)
     models = [hx.HCL.load(RF.path(runs.run_path(ws, r), RF.MODEL)) for r in rids]
@@ -1735,10 +1712,10 @@ def cancel_queued_and_running(t):
     assert runs.read_status(ws, q)["state"] == "cancelled"
     rid = runs.create_run(ws, {"kind": "fit", "dataset": _slow_spec(t, 3), "lattice": "full"})
     pid = runs.launch(ws, rid)
-    _wait(ws, rid, ("running",) + runs.FINAL)
+    wait_for_run(ws, rid, ("running",) + runs.FINAL, timeout=180)
     runs.cancel(ws, rid)
     os.waitpid(pid, 0)
-    assert _wait(ws, rid, runs.FINAL)["state"] in ("cancelled", "done")
+    assert wait_for_run(ws, rid, runs.FINAL, timeout=180)["state"] in ("cancelled", "done")
     no_tmp(ws)
 
 
@@ -1762,7 +1739,7 @@ def kill9_right_after_launch(t):
     pid = runs.launch(ws, rid)
     os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    st = _wait(ws, rid, runs.FINAL)
+    st = wait_for_run(ws, rid, runs.FINAL, timeout=180)
     assert st["state"] == "failed", st
     assert runs.list_runs(ws).set_index("run_id").loc[rid, "state"] == "failed"
     assert {g: tree_hashes(runs.run_path(ws, g)) for g in good} == before
@@ -1779,10 +1756,10 @@ def kill9_predict_run(t):
     before = tree_hashes(runs.run_path(ws, rid))
     pr = runs.create_run(ws, {"kind": "predict", "parent": rid, "outcome": "y", "options": {"n_bootstrap": 2000}})
     pid = runs.launch(ws, pr)
-    _wait(ws, pr, ("running",) + runs.FINAL)
+    wait_for_run(ws, pr, ("running",) + runs.FINAL, timeout=180)
     os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    assert _wait(ws, pr, runs.FINAL)["state"] in ("failed", "done")
+    assert wait_for_run(ws, pr, runs.FINAL, timeout=180)["state"] in ("failed", "done")
     after = tree_hashes(runs.run_path(ws, rid))
     assert {k: v for k, v in after.items() if k in before} == before, "the fit run's files changed"
     no_tmp(ws)

@@ -8,6 +8,16 @@ import torch
 os.environ.setdefault("HCL_EXPLORE_NO_START_PROBE", "1")
 
 
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    """A fresh workspace that the app (``HCL_EXPLORE_WORKSPACE``) uses too."""
+    from hcl_explore import runs
+
+    w = tmp_path / "ws"
+    monkeypatch.setenv("HCL_EXPLORE_WORKSPACE", str(w))
+    return runs.workspace_dir(str(w))
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

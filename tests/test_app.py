@@ -18,13 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 
 
-@pytest.fixture
-def ws(tmp_path, monkeypatch):
-    w = tmp_path / "ws"
-    monkeypatch.setenv("HCL_EXPLORE_WORKSPACE", str(w))
-    return runs.workspace_dir(str(w))
-
-
 def _app(page=None, run=None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     if run:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from streamlit.testing.v1 import AppTest
 
 import hcl_explore as hx
@@ -14,13 +13,6 @@ from hcl_explore import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-
-
-@pytest.fixture
-def ws(tmp_path, monkeypatch):
-    w = tmp_path / "ws"
-    monkeypatch.setenv("HCL_EXPLORE_WORKSPACE", str(w))
-    return runs.workspace_dir(str(w))
 
 
 def _texts(at) -> str:

@@ -15,6 +15,7 @@ import pytest
 
 import hcl_explore as hx
 from hcl_explore.safe_npz import read_model_file, read_npz, read_npz_header, validate_model_arrays
+from workspace_helpers import write_npz_bomb
 
 
 def _npy(arr) -> bytes:
@@ -789,21 +790,7 @@ def test_a_scores_file_larger_than_its_model_allows_is_refused_before_it_is_read
     assert report.scores_table(d).shape[0] == 300  # the model's header allows what the run wrote
     with np.load(os.path.join(d, "scores.npz"), allow_pickle=False) as z:
         members = {k: z[k] for k in z.files}
-    n = 50_000_000  # 400 MB of zeros in node_0, a few hundred KB deflated
-    with zipfile.ZipFile(os.path.join(d, "scores.npz"), "w", zipfile.ZIP_DEFLATED) as zf:
-        for k, v in members.items():
-            if k != "node_0":
-                zf.writestr(f"{k}.npy", _npy(v))
-        cols = members["node_0"].shape[1]
-        with zf.open("node_0.npy", "w", force_zip64=True) as fh:
-            hdr = io.BytesIO()
-            np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False, "shape": (n // cols, cols)})
-            fh.write(hdr.getvalue())
-            left = (n // cols) * cols * 8
-            chunk = bytes(8 << 20)
-            while left:
-                fh.write(chunk[:min(left, len(chunk))])
-                left -= min(left, len(chunk))
+    write_npz_bomb(os.path.join(d, "scores.npz"), members, "node_0", 50_000_000)  # 400 MB of zeros in node_0
     tracemalloc.start()
     try:
         with pytest.raises(ValueError, match=r"scores\.npz: not a valid scores file \('node_0' has shape"):

@@ -4,8 +4,12 @@ this folder on sys.path)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
+import zipfile
+
+import numpy as np
 
 from hcl_explore import runs
 
@@ -31,3 +35,26 @@ def wait_for_run(ws, rid, states=runs.FINAL, timeout=120):
             return st
         time.sleep(0.05)
     raise AssertionError(f"run {rid} still {runs.read_status(ws, rid)} after {timeout} s")
+
+
+def write_npz_bomb(path, members: dict, key: str, n_values: int) -> None:
+    """Write ``members`` (name -> array) as a deflated ``.npz`` whose ``key`` member is replaced by
+    ``n_values`` float64 zeros in rows of ``members[key]``'s width: a few hundred KB on disk,
+    ``8 * n_values`` bytes once inflated (a zip bomb for the loaders' size checks)."""
+    cols = members[key].shape[1]
+    rows = n_values // cols
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, v in members.items():
+            if k != key:
+                b = io.BytesIO()
+                np.lib.format.write_array(b, v, allow_pickle=False)
+                zf.writestr(k + ".npy", b.getvalue())
+        with zf.open(key + ".npy", "w", force_zip64=True) as fh:
+            hdr = io.BytesIO()
+            np.lib.format.write_array_header_1_0(hdr, {"descr": "<f8", "fortran_order": False, "shape": (rows, cols)})
+            fh.write(hdr.getvalue())
+            left = rows * cols * 8
+            chunk = bytes(8 << 20)
+            while left:
+                fh.write(chunk[:min(left, len(chunk))])
+                left -= min(left, len(chunk))
