@@ -499,7 +499,7 @@ _HEX64 = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 def referenced_hashes(workspace: str) -> set[str]:
     """The SHA-256 of every stored file something still refers to: the manifests of the datasets,
     those of deleted datasets (``datasets/.deleted/``), every run's config (the hashes it pinned)
-    and the app's ``state.json``. Read as raw bytes, so a damaged file still protects every hash it
+    and the app's ``state.json`` and ``browsers/*.json``. Read as raw bytes, so a damaged file still protects every hash it
     spells."""
     found: set[str] = set()
     sources: list[str] = []
@@ -524,6 +524,8 @@ def referenced_hashes(workspace: str) -> set[str]:
         if os.path.isdir(d):
             sources += [os.path.join(d, f) for f in os.listdir(d) if f.endswith(".json")]
     sources.append(os.path.join(workspace, "state.json"))
+    broot = os.path.join(workspace, "browsers")  # each browser's last choices (hcl_explore.ui.common)
+    sources += [os.path.join(broot, f) for f in (os.listdir(broot) if os.path.isdir(broot) else []) if f.endswith(".json")]
     for p in sources:
         try:
             with open(p, "rb") as fh:

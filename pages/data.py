@@ -9,6 +9,36 @@ import streamlit as st
 from hcl_explore import datasets, io, report, runs
 from hcl_explore.ui import common as ui
 
+
+
+def _new_set(ws: str, did: str, batch: list[tuple], held: list, mine: set) -> bool:
+    """Whether a batch of uploads starts a new dataset instead of joining dataset ``did`` (the
+    files listed below the uploaders). They join it when it has no file yet, when one of them
+    replaces one of its files (same file name), when this session is adding to it (the uploaders
+    still hold files this session put into it), or when the batch is one file (adding a modality,
+    or the outcomes, to the listed files after a reload). Otherwise - a new browser session, or
+    uploaders emptied first, with two or more new files - they are another dataset: a second person
+    uploading their own tables never adds them to someone else's."""
+    try:
+        man = datasets.read_manifest(ws, did)
+    except ValueError:
+        return True
+    listed = {e["file"] for e in (man.get("modalities") or {}).values()}
+    if not listed:
+        return False
+    if any(datasets.display_name(b[0]) in listed for b in batch if b[2] == "modality"):
+        return False
+    if any(f.file_id in mine for f in held):
+        return False
+    return len(batch) >= 2
+
+
+def _no_common_sample(errors: dict, batch: list[tuple]) -> bool:
+    """Every modality file of the batch was refused because it shares no sample with the listed files."""
+    mods = [datasets.display_name(b[0]) for b in batch if b[2] == "modality"]
+    return bool(mods) and all("no sample in common" in errors.get(m, "") for m in mods)
+
+
 st.title("Data")
 state = ui.get_state()
 spec = state.get("dataset") or ui.DEFAULT_DATASET
@@ -54,11 +84,31 @@ with right_col:
     batch = [(f.name, f.getvalue(), "modality") for f in files or [] if f.file_id not in seen]
     if out_file is not None and out_file.file_id not in seen:
         batch.append((out_file.name, out_file.getvalue(), "outcomes"))
-    seen.update(f.file_id for f in list(files or []) + ([out_file] if out_file is not None else []))
+    held = list(files or []) + ([out_file] if out_file is not None else [])
+    seen.update(f.file_id for f in held)
+    # The uploads of this session, by the dataset they went into: files join the listed dataset
+    # only while this session is adding to it (see _new_set).
+    into = st.session_state.setdefault("upload_into", {})
     if batch:
+        fresh = None
+        if did is not None and _new_set(ws, did, batch, held, into.get(did, set())):
+            fresh, did = did, None
         if did is None:
-            did = datasets.create_dataset(ws, id_column=state.get("upload_id_column") or None)
+            did = datasets.create_dataset(ws, id_column=None if fresh else state.get("upload_id_column") or None)
         added, errors = datasets.ingest(ws, did, batch)
+        if fresh is None and errors and not added and _no_common_sample(errors, batch):
+            # Files with no sample in common with the listed ones are another dataset: they start
+            # a new one (the listed dataset stays as it was, under "Datasets saved").
+            new_did = datasets.create_dataset(ws, id_column=None)
+            added2, errors2 = datasets.ingest(ws, new_did, batch)
+            if added2:
+                fresh, did, added, errors = did, new_did, added2, errors2
+            else:
+                datasets.delete_dataset(ws, new_did)
+        if fresh is not None:
+            prev = datasets.read_manifest(ws, fresh) if datasets.exists(ws, fresh) else {}
+            st.session_state["upload_new_set"] = (did, ", ".join(prev.get("modalities") or {}) or "no files")
+        into.setdefault(did, set()).update(f.file_id for f in held)
         # Every bad file keeps its error until it is fixed or taken out of the uploader: files
         # uploaded one after another show all their errors at once, each by its name.
         shown = {datasets.display_name(f.name) for f in files or []} | (
@@ -71,6 +121,10 @@ with right_col:
             state = ui.set_state(upload_dataset=did, uploads_pending=bool(added) and not errors)
 
     man = datasets.read_manifest(ws, did) if did else None
+    new_set = st.session_state.get("upload_new_set")
+    if new_set and new_set[0] == did:
+        st.caption(f"These files are a new dataset; the files listed before ({ui.md(new_set[1])}) stay as they were, "
+                   "under *Datasets saved in this workspace*.")
     upload_errors: dict[str, str] = dict(st.session_state.get("upload_errors") or {})
     problems: dict[str, str] = {}
     if man and man["modalities"]:

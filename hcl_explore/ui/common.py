@@ -1,12 +1,15 @@
 """Shared state of the app: the workspace on disk, the current dataset, the selected run.
 
 Everything a user does is kept in the workspace folder (``$HCL_EXPLORE_WORKSPACE`` or
-``./workspace``): uploads, the dataset and lattice choices (``state.json``) and runs, so a refresh,
-a closed tab or an app restart loses nothing. The selected run id lives in the URL (``?run=``).
+``./workspace``): uploads, the dataset and lattice choices (each browser's in ``browsers/``, the
+last ones in ``state.json``) and runs, so a refresh, a closed tab or an app restart loses nothing,
+and two people never change each other's current dataset. The selected run id lives in the URL
+(``?run=``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,16 +34,53 @@ def _state_path() -> str:
 
 
 _SESSION_KEY = "_hcl_working_state"
+#: Where each browser's last choices are kept (``<workspace>/browsers/<browser key>.json``).
+BROWSERS_DIR = "browsers"
+_XSRF_COOKIE = "_streamlit_xsrf"
+
+
+def browser_key(cookies: Any = None) -> str | None:
+    """A stable, anonymous key of this browser: a hash of the token in Streamlit's XSRF cookie
+    (``2|mask|masked token|time``; the server re-masks it on every page load but keeps the token,
+    so the key is the same for every tab and reload of one browser and differs between browsers or
+    browser profiles). None without the cookie (XSRF protection off, tests)."""
+    if cookies is None:
+        try:
+            cookies = st.context.cookies
+        except Exception:  # noqa: BLE001  no browser (AppTest, bare mode)
+            return None
+    raw = (cookies or {}).get(_XSRF_COOKIE)
+    parts = str(raw or "").split("|")
+    if len(parts) < 3 or parts[0] != "2":
+        return None
+    try:
+        mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+    except ValueError:
+        return None
+    if not mask or not masked:
+        return None
+    token = bytes(b ^ mask[i % len(mask)] for i, b in enumerate(masked))
+    return hashlib.sha256(b"hcl-explore browser " + token).hexdigest()[:32]
+
+
+def _browser_state_path() -> str | None:
+    key = browser_key()
+    return os.path.join(workspace(), BROWSERS_DIR, f"{key}.json") if key else None
 
 
 def get_state() -> dict:
     """This browser session's choices (dataset spec, lattice, ranks, settings). Each session has
     its own: a second tab or a second person choosing a dataset does not change this one. A new
-    session (a reload, an app restart) starts from the last choices saved in the workspace
-    (``state.json``); runs are shared by everyone."""
+    session (a reload, a page opened by its address, an app restart) starts from this browser's
+    last choices (``browsers/<key>.json``, see :func:`browser_key`), or, in a browser that made
+    none, from the last choices saved in the workspace (``state.json``); runs are shared by
+    everyone."""
     cur = st.session_state.get(_SESSION_KEY)
     if cur is None:
-        cur = runs.read_json(_state_path(), None)
+        mine = _browser_state_path()
+        cur = runs.read_json(mine, None) if mine else None
+        if not isinstance(cur, dict) or not cur:
+            cur = runs.read_json(_state_path(), None)
         if not isinstance(cur, dict) or not cur:
             cur = {"dataset": DEFAULT_DATASET}
         st.session_state[_SESSION_KEY] = cur
@@ -48,10 +88,15 @@ def get_state() -> dict:
 
 
 def set_state(**kw: Any) -> dict:
-    """Change this session's choices; they are also saved as the workspace's last choices."""
+    """Change this session's choices; they are saved as this browser's last choices and as the
+    workspace's (the start of a browser that made none yet)."""
     cur = get_state()
     cur.update(kw)
     st.session_state[_SESSION_KEY] = cur
+    mine = _browser_state_path()
+    if mine:
+        os.makedirs(os.path.dirname(mine), exist_ok=True)
+        runs.write_json(mine, cur)
     runs.write_json(_state_path(), cur)
     return dict(cur)
 
