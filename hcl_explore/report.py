@@ -298,10 +298,7 @@ def run_html(run_dir: str, title: str | None = None) -> str:
              f"<p>Run <code>{html.escape(os.path.basename(run_dir))}</code> · dataset {html.escape(name)} · "
              f"{model.n_samples_:,} samples · modalities {html.escape(', '.join(model.modalities_))}</p>",
              "<h2>Summary</h2>", model.summary().round(3).to_html(index=False, na_rep="", border=0)]
-    dr = runs.read_json(RF.path(run_dir, RF.DATA_REPORT), None)
-    warns = stability_warnings(stab, model)
-    if isinstance(dr, dict):
-        warns = _report_dims_warnings(dr, model) + warns
+    warns = run_dims_warnings(run_dir, model) + stability_warnings(stab, model)
     if warns:
         parts.append("<h2>Warnings</h2>" + "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warns))
     for rep in preds:
@@ -322,6 +319,14 @@ def run_html(run_dir: str, title: str | None = None) -> str:
              ".note{color:#555;font-size:13px}.warn{background:#fff4e5;border-left:4px solid #e69f00;padding:4px 8px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title or 'hcl-explore report')}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def run_dims_warnings(run_dir: str, model) -> list[str]:
+    """The p > n warnings of a finished run (:func:`dims_warnings` of the model's modalities, with the
+    samples per modality from the run's saved data report when it has one), for the Structure page
+    and the HTML report."""
+    dr = runs.read_json(RF.path(run_dir, RF.DATA_REPORT), None)
+    return _report_dims_warnings(dr if isinstance(dr, dict) else {}, model)
 
 
 def _report_dims_warnings(data_report: dict, model) -> list[str]:

@@ -43,7 +43,8 @@ for tab, view in zip(tabs, views):
             st.caption(hier_help)
             st.plotly_chart(figures.model_hierarchy(model, stability=stab, width=900), width="stretch", key="hierarchy")
 st.caption(ui.md(runs.stability_note(stab, runs.read_status(ws, rid))))
-for w in report.stability_warnings(stab, model):
+# More features than samples in a modality (p > n), then the nodes few subsample refits found.
+for w in report.run_dims_warnings(d, model) + report.stability_warnings(stab, model):
     st.warning(ui.md(w), icon=":material/warning:")
 st.plotly_chart(figures.variance_figure(model), width="stretch", key="variance")
 

@@ -5,6 +5,7 @@ HTML report that carries them."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -51,3 +52,29 @@ def test_html_report_has_warnings_and_the_matrix_from_five_modalities(tmp_path):
     assert "Nodes found (modality × node)" in html
     st = runs.read_status(ws, rid)
     assert st["step"] == "finished" and os.path.exists(os.path.join(ws, "worker_start.json")) is False
+
+
+def test_structure_page_warns_when_a_modality_has_more_features_than_samples(ws, tmp_path):
+    """The Structure page of a run on 40 samples x 120 genes says so (it said nothing before; the
+    Data page and the report did)."""
+    from streamlit.testing.v1 import AppTest
+
+    data, _ = hx.simulate(n=40, dims={"genes": 120, "lipids": 20}, ranks={("genes", "lipids"): 1, ("genes",): 1},
+                          noise=0.5, seed=0)
+    paths = {}
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m])
+        df.insert(0, "sid", [f"S{i}" for i in range(40)])
+        paths[m] = str(tmp_path / f"{m}.csv")
+        df.to_csv(paths[m], index=False)
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": {"modalities": paths, "id_column": "sid", "name": "wide"},
+                               "lattice": "full", "lattice_name": "full"})
+    assert runs.run_worker(runs.run_path(ws, rid)) == 0, runs.read_log(ws, rid)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    at.query_params["run"] = rid
+    at.run()
+    at.switch_page("pages/structure.py").run()
+    assert not at.exception, at.exception
+    warns = [str(w.value) for w in at.warning]
+    assert any("genes: 120 features but only 40 samples" in w for w in warns), warns
+    assert not any(w.startswith("lipids") for w in warns)
