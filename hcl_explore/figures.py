@@ -250,6 +250,8 @@ ABBREVIATE_FROM = 4
 
 _ROW_PX = 84
 _LEFT = 0.25  # share of the node area kept left of x = 0 for the layer names
+_MIN_PLOT_PX = 130  # the least plot height of a graph (one row of nodes)
+_LEFT_PX = 84  # ... and at least this many pixels ("12 modalities" at 11 px and a gap)
 _MARGIN_L = 10
 _MARGIN_R = 20
 _MARGIN_R_BAR = 110  # room for a colour bar
@@ -306,8 +308,14 @@ def _captions(fig: go.Figure, lines: Sequence[str], width: int, below: int = 8) 
         fig.add_annotation(text=wrapped, xref="paper", yref="paper", x=0, y=0, yshift=-shift, xanchor="left",
                            yanchor="top", showarrow=False, font=dict(size=11, color="#616161"), align="left")
         shift += 15 * (wrapped.count("<br>") + 1) + 3
-    m = fig.layout.margin
-    fig.update_layout(margin=dict(b=max(int(m.b or 0), shift + 10)))
+    # The figure grows by what the margin grows: the captions never squash the plot area (a
+    # one-row hierarchy under three caption lines kept 57 of its 202 px, its labels on the captions).
+    old_b = int(fig.layout.margin.b or 0)
+    new_b = max(old_b, shift + 10)
+    upd: dict[str, Any] = {"margin": dict(b=new_b)}
+    if fig.layout.height:
+        upd["height"] = int(fig.layout.height) + new_b - old_b
+    fig.update_layout(**upd)
 
 
 def _cover_edges(nodes: Sequence[Node]) -> list[tuple[Node, Node]]:
@@ -331,7 +339,10 @@ class _GraphLayout:
                  width: float, margin_r: float, font: int):
         self.font = font
         plot_px = max(160.0, width - _MARGIN_L - margin_r)
-        self.unit_px = plot_px / (1.0 + _LEFT)
+        # The layer names ("partial / 3 modalities") need _LEFT_PX left of the nodes: a quarter of
+        # the node area when that is enough, else that many pixels (narrow columns).
+        self.unit_px = min(plot_px / (1.0 + _LEFT), plot_px - _LEFT_PX)
+        self.left = max(_LEFT, _LEFT_PX / self.unit_px)
         rows: list[list[Node]] = []
         self.layer_rows: dict[int, list[int]] = {}
         for s in sorted({len(n) for n in nodes}, reverse=True):
@@ -351,10 +362,10 @@ class _GraphLayout:
             for k, n in enumerate(row):
                 self.pos[n] = ((k + 0.5) / len(row), y)
         self.layer_y = {s: float(np.mean([self.n_rows - 1 - i for i in idx])) for s, idx in self.layer_rows.items()}
-        self.plot_height = _ROW_PX * (self.n_rows + 0.1)
+        self.plot_height = max(_ROW_PX * (self.n_rows + 0.1), _MIN_PLOT_PX)  # room for the colour bar's ticks
 
     def x_range(self) -> list[float]:
-        return [-_LEFT, 1.0]
+        return [-self.left, 1.0]
 
     def y_range(self) -> list[float]:
         return [-0.65, self.n_rows - 0.55]
@@ -1422,13 +1433,19 @@ def curves_figure(report: "PredictionReport") -> go.Figure:
             fig.add_trace(go.Scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines", line=chance,
                                      name=f"chance (prevalence {prevalence:.1%})", legendgroup="chance",
                                      showlegend=False, hoverinfo="skip"), row=1, col=2)
-        fig.update_xaxes(title_text="1 − specificity (false positive rate)", range=[0, 1], row=1, col=1)
-        fig.update_yaxes(title_text="sensitivity (true positive rate)", range=[0, 1.02], row=1, col=1)
-        fig.update_xaxes(title_text="recall (sensitivity)", range=[0, 1], row=1, col=2)
-        fig.update_yaxes(title_text="precision (positive predictive value)", range=[0, 1.02], row=1, col=2)
-        _layout(fig, f"How well {report.outcome or 'the outcome'} is predicted (held-out samples)", height=480,
-                margin=dict(l=20, r=20, t=80, b=40),
-                legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0))
+        # A margin below 0 on both axes: the x axis' "0" and the y axis' "0" would otherwise meet at
+        # the corner and overprint each other.
+        xr, yr = [-0.04, 1.04], [-0.05, 1.05]
+        fig.update_xaxes(title_text="1 − specificity (false positive rate)", range=xr, row=1, col=1)
+        fig.update_yaxes(title_text="sensitivity (true positive rate)", range=yr, row=1, col=1)
+        fig.update_xaxes(title_text="recall (sensitivity)", range=xr, row=1, col=2)
+        fig.update_yaxes(title_text="precision (positive predictive value)", range=yr, row=1, col=2)
+        # The legend sits at the figure's bottom edge (container coordinates) under a fixed margin,
+        # not a share of the plot height below the axes: when it wraps to more rows (a narrow
+        # column) it grows downwards instead of climbing over the axis titles.
+        _layout(fig, f"How well {report.outcome or 'the outcome'} is predicted (held-out samples)", height=540,
+                margin=dict(l=20, r=20, t=80, b=150),
+                legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.01, xanchor="left", x=0))
         return fig
 
     fig = go.Figure()
@@ -1506,13 +1523,17 @@ def metrics_figure(report: "PredictionReport", *, metrics: Sequence[str] | None 
             text=[_fmt(y, ".2f") for y in ys], textposition="inside", insidetextanchor="start",
             hovertext=hover, hoverinfo="text", **kw,
         ))
-    _layout(fig, "HCL vs baselines on the held-out samples", barmode="group", height=440,
-            margin=dict(l=20, r=20, t=60, b=70), legend=dict(title=dict(text="model")))
+    # The legend under the plot (the bars keep the whole width of a narrow column), at the figure's
+    # bottom edge below a fixed margin; a bar's value is printed only where it fits (never over its
+    # neighbour's); the caption wrapped for a half-width column.
+    _layout(fig, "HCL vs baselines on the held-out samples", barmode="group", height=520,
+            margin=dict(l=20, r=20, t=60, b=170), uniformtext=dict(minsize=9, mode="hide"),
+            legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.01, xanchor="left", x=0))
     fig.update_yaxes(title_text="score (higher is better)", range=[0, 1.05] if report.task == "binary" else None)
     fig.update_xaxes(title_text="")
     if any(m in ("brier", "mse", "mae") for m in names):
         fig.update_yaxes(title_text="score")
-    _caption(fig, "Error bars: 95 % bootstrap interval of HCL over resamples of the test part.", shift=28)
+    _captions(fig, ["Error bars: 95 % bootstrap interval of HCL over resamples of the test part."], 300, below=28)
     return fig
 
 

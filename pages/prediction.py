@@ -99,8 +99,8 @@ else:
 left, right = st.columns(2)
 with left:
     model = ui.load_run_model(rid)
-    st.plotly_chart(figures.model_hierarchy(model, highlight=rep.selected_nodes, title="Selected nodes (red outline)"),
-                    width="stretch", key="selected")
+    st.plotly_chart(figures.model_hierarchy(model, highlight=rep.selected_nodes, title="Selected nodes (red outline)",
+                                            width=ui.HALF_PX), width="stretch", key="selected")
 with right:
     st.plotly_chart(figures.metrics_figure(rep, metrics=main_metrics(rep.task)), width="stretch", key="metrics")
 stc = rep.structure or {}

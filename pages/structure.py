@@ -38,10 +38,10 @@ for tab, view in zip(tabs, views):
         if view.startswith("Matrix"):
             st.caption("One column per node found: the filled dots are the modalities that share it, the bar its "
                        "number of factors. Hover a column for its full name and how much variance it explains.")
-            st.plotly_chart(figures.model_matrix(model, stability=stab, width=900), width="stretch", key="matrix")
+            st.plotly_chart(figures.model_matrix(model, stability=stab, width=ui.FULL_PX), width="stretch", key="matrix")
         else:
             st.caption(hier_help)
-            st.plotly_chart(figures.model_hierarchy(model, stability=stab, width=900), width="stretch", key="hierarchy")
+            st.plotly_chart(figures.model_hierarchy(model, stability=stab, width=ui.FULL_PX), width="stretch", key="hierarchy")
 st.caption(ui.md(runs.stability_note(stab, runs.read_status(ws, rid))))
 # More features than samples in a modality (p > n), then the nodes few subsample refits found.
 for w in report.run_dims_warnings(d, model) + report.stability_warnings(stab, model):
@@ -54,29 +54,28 @@ if not present:
 else:
     node = st.selectbox("Node", present, format_func=lambda n: f"{node_label(n)} ({model.ranks_[n]} factor(s))")
     top = st.slider("Top features", 5, 40, 15)
-    left, right = st.columns(2)
-    with left:
-        st.plotly_chart(figures.loadings_figure(model, node, top=top), width="stretch", key="loadings")
-    with right:
-        sc_path = RF.path(d, RF.SCORES)
-        if os.path.exists(sc_path):
-            S, sc_err = ui.run_scores(rid, node_label(node))
-            if sc_err:
-                st.error(ui.md(sc_err))
-            color, cname = None, "outcome"
-            oc_path = os.path.join(d, "outcomes.csv")
-            if os.path.exists(oc_path):
-                oc = pd.read_csv(oc_path)
-                cols = [c_ for c_ in oc.columns[1:]]
-                if cols:
-                    cname = st.selectbox("Colour by", cols)
-                    color = oc[cname].to_numpy()
-            if S is not None:
-                short = node_label(node) if len(node_label(node)) <= 36 else \
-                    figures.node_code(node, figures.modality_codes(model.modalities_))
-                st.plotly_chart(figures.scores_figure(S, color=color, color_name=cname,
-                                                      title=f"Factor scores of {short}"),
-                                width="stretch", key="scores")
+    # One under the other, each the page's width: a heatmap of 20+ factors, or its caption, does
+    # not fit half of a 1280-px window.
+    st.plotly_chart(figures.loadings_figure(model, node, top=top), width="stretch", key="loadings")
+    sc_path = RF.path(d, RF.SCORES)
+    if os.path.exists(sc_path):
+        S, sc_err = ui.run_scores(rid, node_label(node))
+        if sc_err:
+            st.error(ui.md(sc_err))
+        color, cname = None, "outcome"
+        oc_path = os.path.join(d, "outcomes.csv")
+        if os.path.exists(oc_path):
+            oc = pd.read_csv(oc_path)
+            cols = [c_ for c_ in oc.columns[1:]]
+            if cols:
+                cname = st.selectbox("Colour by", cols)
+                color = oc[cname].to_numpy()
+        if S is not None:
+            short = node_label(node) if len(node_label(node)) <= 36 else \
+                figures.node_code(node, figures.modality_codes(model.modalities_))
+            st.plotly_chart(figures.scores_figure(S, color=color, color_name=cname,
+                                                  title=f"Factor scores of {short}"),
+                            width="stretch", key="scores")
 
 tr = runs.read_json(RF.path(d, RF.TRUTH), None)
 if tr:

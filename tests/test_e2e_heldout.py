@@ -76,6 +76,8 @@ def _no_overprint(page, where):
             continue
         plots.nth(i).scroll_into_view_if_needed()
         res = plots.nth(i).evaluate(_TEXT_BOXES)
+        if res["bad"] and os.environ.get("HX_SHOT"):
+            plots.nth(i).screenshot(path=os.environ["HX_SHOT"])
         assert not res["bad"], (where, i, res["bad"][:5])
         n += 1
     return n
@@ -101,3 +103,74 @@ def test_two_people_upload_their_own_tables_and_each_keeps_their_own_current_dat
         assert _train_dataset(page) == names[who]
     a.close()
     b.close()
+
+
+def _slider_home(page, label):
+    """Move a slider (or select slider) to its first value with the keyboard."""
+    page.get_by_role("slider", name=label).first.focus()
+    page.keyboard.press("Home")
+    page.wait_for_timeout(700)
+
+
+def test_six_views_flow_upload_lattice_train_structure_prediction_export(server, browser, tables, tmp_path):  # noqa: F811
+    """The whole flow on 200 mfeat digits (6 views; fac 216 and pix 240 features > 200 samples) in a
+    1280-px window: no overprinted label in any figure, p > n warned on the Structure page, the
+    integer digit outcome evaluated as 10 classes named 0-9, and both exports."""
+    url, ws = server
+    ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page = ctx.new_page()
+    t = tables["mfeat"]
+    _upload(page, url, t)
+    page.get_by_role("link", name="Lattice").first.click()
+    _wait_text(page, "Candidate lattice")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert _no_overprint(page, "lattice") == 1
+
+    page.get_by_role("link", name="Train").first.click()
+    _wait_text(page, "Launch training")
+    page.get_by_text("Check how stable the structure is").click()  # off: the test stays short
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Launch training").click()
+    _wait_text(page, "Run finished.", timeout=300_000)
+    page.get_by_role("link", name="Open the structure page").click()
+    _wait_text(page, "Nodes found")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    main = page.inner_text("[data-testid='stMain']")
+    assert "fac: 216 features but only 200 samples" in main and "pix: 240 features" in main
+    checked = _no_overprint(page, "structure")
+    page.get_by_role("tab", name="Hierarchy diagram").click()
+    page.wait_for_timeout(1500)
+    checked += _no_overprint(page, "structure, hierarchy tab")
+    assert checked >= 8
+
+    page.get_by_role("link", name="Prediction").first.click()
+    _wait_text(page, "Outcome")
+    assert page.get_by_role("combobox", name="Outcome").input_value() == "digit (several classes)"
+    page.get_by_text("Evaluation settings").click()
+    _slider_home(page, "Cross-validation folds (training part)")
+    _slider_home(page, "Bootstrap resamples")
+    page.get_by_role("button", name="Evaluate").click()
+    _wait_text(page, "10 classes", timeout=400_000)
+    page.wait_for_timeout(2000)
+    main = page.inner_text("[data-testid='stMain']")
+    assert re.search(r"10 classes of digit: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9\b", main), main[:2000]
+    assert "Macro-F1" in main and "Accuracy" in main
+    assert _no_overprint(page, "prediction") == 3
+
+    page.get_by_role("link", name="Export").first.click()
+    _wait_text(page, "Download run (zip)", timeout=180_000)
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download run (zip)").click()
+    dl.value.save_as(tmp_path / "run.zip")
+    assert {"config.json", "summary.csv", "loadings.csv"} <= set(zipfile.ZipFile(tmp_path / "run.zip").namelist())
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download HTML report").click()
+    dl.value.save_as(tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert "Prediction of digit (multiclass)" in html and "classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in html
+    assert "fac: 216 features but only 200 samples" in html
+    page.goto((tmp_path / "report.html").as_uri())
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    assert _no_overprint(page, "HTML report") >= 5
+    ctx.close()
