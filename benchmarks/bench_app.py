@@ -11,8 +11,9 @@ and headless Chromium (the system browser): seconds from the request to the firs
 to its whole text and to the end of its script run, next to ``python -c "import streamlit"`` in
 the same session (the yardstick: ratios travel between machines and loads) and the load average;
 then AppTest's first script run in a fresh process; ``queue`` - seconds from ``launch`` to the
-run leaving "queued"; ``progress`` - the progress a fit reports every 0.2 s against the true share
-of its time (max deviation, monotone or not).
+run leaving "queued"; ``progress`` - the progress that fit and prediction runs show every 0.2 s
+against the true share of their time (max deviation, monotone or not) on the clinical sample, two
+simulated sets and two real ones (nutrimouse, mfeat: ``--cases``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,8 +154,84 @@ def _spec_files(ws: str, n: int, mods: list[str], d: int) -> dict:
     return {"modalities": paths, "id_column": "sid", "name": f"sim {len(mods)}x{d}"}
 
 
-def queue_and_progress(which: set[str], probe: bool = True) -> None:
+def _real_files(ws: str, name: str) -> dict:
+    """A vendored real data set (benchmarks/real_data.py) as the CSV files a user would upload:
+    one per view and one of its labels (the outcomes)."""
+    import sys
+
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_data import load_real
+
+    data, labels = load_real(name)
+    ids = [str(i) for i in data.ids]
+    paths = {}
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m])
+        df.insert(0, "sid", ids)
+        paths[m] = os.path.join(ws, f"{name}_{m}.csv")
+        df.to_csv(paths[m], index=False)
+    out = pd.DataFrame({k: v for k, v in labels.items()})
+    out.insert(0, "sid", ids)
+    opath = os.path.join(ws, f"{name}_outcomes.csv")
+    out.to_csv(opath, index=False)
+    return {"modalities": paths, "id_column": "sid", "outcomes": opath, "name": name}
+
+
+#: The progress section's runs: (name, dataset, outcome of a prediction run after the fit or None).
+PROGRESS_CASES = ("clinical", "sim6", "sim2", "nutrimouse", "mfeat")
+
+
+def _follow(ws: str, rid: str, name: str, which: set[str]) -> None:
+    """Launch run ``rid`` and sample what the Train page shows every 0.2 s until it ends; print the
+    seconds it waited in "queued" and its progress against the true share of its time."""
+    from hcl_explore import progress as P
     from hcl_explore import runs
+
+    t0 = time.time()
+    runs.launch(ws, rid)
+    left = None
+    samples = []
+    while True:
+        st = runs.read_status(ws, rid)
+        now = time.time()
+        if left is None and st["state"] != "queued":
+            left = now - t0
+        if st["state"] == "running":
+            line = P.status_line(st, now)  # what the Train page shows
+            samples.append((now, line["fraction"], line["eta_s"], line["step"]))
+        if st["state"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+    start = st.get("started") or t0
+    total = (st.get("finished") or time.time()) - start
+    if "queue" in which:
+        print(f"queue: {name}: left 'queued' after {left:.2f} s (state {st['state']}, total {total:.1f} s)")
+    if "progress" in which and samples:
+        dev = [abs(p - (t - start) / total) for t, p, _, _ in samples if t - start > 0.1 * total]
+        mono = all(b[1] >= a[1] for a, b in zip(samples, samples[1:]))
+        eta_err = [abs(e - (start + total - t)) for t, _, e, _ in samples if e is not None]
+        if "-v" in os.environ.get("BENCH_FLAGS", ""):
+            for t, p_, e, s_ in samples:
+                print(f"   t={t - start:6.2f} true={(t - start) / total:.2f} shown={p_:.2f} eta={e} {s_}")
+        print(f"progress: {name}: {len(samples)} checks over {total:.1f} s, max |progress - true share| = "
+              f"{max(dev) if dev else float('nan'):.2f} (after the first tenth), monotone {mono}, "
+              f"median ETA error {sorted(eta_err)[len(eta_err) // 2] if eta_err else float('nan'):.1f} s, "
+              f"steps seen: {', '.join(dict.fromkeys(s for _, _, _, s in samples))}", flush=True)
+
+
+def queue_and_progress(which: set[str], probe: bool = True, cases: Sequence[str] = PROGRESS_CASES,
+                       no_prior: bool = False) -> None:
+    """Fit runs of the clinical sample, two simulated sets and two real ones (nutrimouse: 2 views x
+    40 mice, 120 genes > 40 samples; mfeat: 6 views x 2,000 digits), each launched as the Train page
+    does, then a prediction run (the Prediction page's options) after the clinical sample
+    (readmission), nutrimouse (genotype) and mfeat (digit, 10 classes). ``cases``: a subset of
+    :data:`PROGRESS_CASES`. ``no_prior``: the launch plan without the data's factor prior (the
+    Train page's plan today)."""
+    from hcl_explore import progress as P
+    from hcl_explore import runs
+    from hcl_explore.lattice import Lattice
 
     ws = tempfile.mkdtemp(prefix="bench_queue_")
     if probe:
@@ -163,47 +241,32 @@ def queue_and_progress(which: set[str], probe: bool = True) -> None:
         if th is not None:
             th.join()
         print(f"worker start-up measured before the first run: {runs._machine(ws).get('seconds')} s")
-    cases = [("clinical sample", {"bundled": "clinical", "name": "clinical"}, {}),
-             ("sim 6 x 60, n 3000", _spec_files(ws, 3000, [f"m{j}" for j in range(6)], 60), {}),
-             ("sim 2 x 300, n 2000", _spec_files(ws, 2000, ["genes", "lipids"], 300), {})]
-    for name, spec, params in cases:
-        from hcl_explore import progress as P
-        from hcl_explore.lattice import Lattice
-
+    specs = {"clinical": ("clinical sample", lambda: {"bundled": "clinical", "name": "clinical"}, "readmit_30d"),
+             "sim6": ("sim 6 x 60, n 3000", lambda: _spec_files(ws, 3000, [f"m{j}" for j in range(6)], 60), None),
+             "sim2": ("sim 2 x 300, n 2000", lambda: _spec_files(ws, 2000, ["genes", "lipids"], 300), None),
+             "nutrimouse": ("nutrimouse 2 x 40", lambda: _real_files(ws, "nutrimouse"), "genotype"),
+             "mfeat": ("mfeat 6 x 2000", lambda: _real_files(ws, "mfeat"), "digit")}
+    for case in cases:
+        key, _, only = case.partition(":")  # "mfeat:fit": the fit alone
+        name, make, outcome = specs[key]
+        outcome = None if only == "fit" else outcome
+        spec = make()
+        params: dict = {}
         data, _, _ = runs.load_from_spec(spec)
-        plan = runs.fit_plan(data.n_samples, data.dims, Lattice(data.modalities), params)
+        # The plan shown at launch, with the factors the data's spectrum predicts (the worker makes
+        # the same once it has loaded the data; without them the plan assumes a third of min(D, n)).
+        plan = runs.fit_plan(data.n_samples, data.dims, Lattice(data.modalities), params,
+                             factors=None if no_prior else P.factors_prior(data))
         rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "full", "lattice_name": "full",
-                                   "params": params, "planned_s": round(plan.total, 1)})
-        t0 = time.time()
-        runs.launch(ws, rid)
-        left = None
-        samples = []
-        while True:
-            st = runs.read_status(ws, rid)
-            now = time.time()
-            if left is None and st["state"] != "queued":
-                left = now - t0
-            if st["state"] == "running":
-                line = P.status_line(st, now)  # what the Train page shows
-                samples.append((now, line["fraction"], line["eta_s"], line["step"]))
-            if st["state"] in ("done", "failed", "cancelled"):
-                break
-            time.sleep(0.2)
-        start = st.get("started") or t0
-        total = (st.get("finished") or time.time()) - start
-        if "queue" in which:
-            print(f"queue: {name}: left 'queued' after {left:.2f} s (state {st['state']}, total {total:.1f} s)")
-        if "progress" in which and samples:
-            dev = [abs(p - (t - start) / total) for t, p, _, _ in samples if t - start > 0.1 * total]
-            mono = all(b[1] >= a[1] for a, b in zip(samples, samples[1:]))
-            eta_err = [abs(e - (start + total - t)) for t, _, e, _ in samples if e is not None]
-            if "-v" in os.environ.get("BENCH_FLAGS", ""):
-                for t, p_, e, s_ in samples:
-                    print(f"   t={t - start:6.2f} true={(t - start) / total:.2f} shown={p_:.2f} eta={e} {s_}")
-            print(f"progress: {name}: {len(samples)} checks, max |progress - true share| = "
-                  f"{max(dev) if dev else float('nan'):.2f} (after the first tenth), monotone {mono}, "
-                  f"median ETA error {sorted(eta_err)[len(eta_err) // 2] if eta_err else float('nan'):.1f} s, "
-                  f"steps seen: {', '.join(dict.fromkeys(s for _, _, _, s in samples))}")
+                                   "params": params, "planned_s": round(plan.total, 1), "plan": plan.to_dict()})
+        _follow(ws, rid, f"{name} (fit)", which)
+        if outcome and "progress" in which and runs.read_status(ws, rid)["state"] == "done":
+            # As the Prediction page launches it.
+            pid = runs.create_run(ws, {"kind": "predict", "parent": rid, "outcome": outcome,
+                                       "dataset": {"name": f"prediction of {outcome}"},
+                                       "options": {"test_size": 0.25, "cv": 5, "bias_correction": False,
+                                                   "n_bootstrap": 500}})
+            _follow(ws, pid, f"{name} (prediction of {outcome})", {"progress"})
 
 
 def main() -> None:
@@ -212,12 +275,18 @@ def main() -> None:
     ap.add_argument("--only", default="pages,cold,queue,progress")
     ap.add_argument("--cold-repeats", type=int, default=3)
     ap.add_argument("--no-probe", action="store_true", help="progress: no start-up measurement before the first run")
+    ap.add_argument("--no-prior", action="store_true",
+                    help="progress: launch plans without the data's factor prior (as the Train page makes them)")
+    ap.add_argument("--cases", default=",".join(PROGRESS_CASES),
+                    help=f"queue/progress: which runs ({', '.join(PROGRESS_CASES)}; mfeat's prediction takes minutes: "
+                         "'mfeat:fit' runs the fit alone)")
     args = ap.parse_args()
     which = set(args.only.split(","))
     if "cold" in which:
         cold_first_page(args.cold_repeats)
     if which & {"queue", "progress"}:
-        queue_and_progress(which, probe=not args.no_probe)
+        queue_and_progress(which, probe=not args.no_probe, cases=[c for c in args.cases.split(",") if c],
+                           no_prior=args.no_prior)
     if "pages" not in which:
         return
     ws = tempfile.mkdtemp(prefix="bench_app_")

@@ -313,6 +313,16 @@ def launch(workspace: str, run_id: str, *, env: Mapping[str, str] | None = None)
     e = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     e["PYTHONPATH"] = root + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e.pop(PLANNED_ENV, None)
+    cfg = read_json(os.path.join(d, F.CONFIG), {})
+    if isinstance(cfg, dict) and not _is_num(cfg.get("planned_s")):
+        # A prediction run's config has no plan (the page does not make one): its predicted
+        # seconds from the parent fit's folder, for the page while the worker starts.
+        from .. import progress as P
+
+        first = _predict_first_plan(workspace, cfg)
+        if first is not None:
+            e[PLANNED_ENV] = f"{P.scaled(first, _predict_speed(_machine(workspace).get('speed'))).total:.1f}"
     e.update(env or {})
     p = subprocess.Popen([sys.executable, "-c", _BOOT, d, root], stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True, env=e, cwd=root)
@@ -350,6 +360,10 @@ try:
             except Exception:
                 pass
             try:
+                st["planned_s"] = float(os.environ["HCL_EXPLORE_PLANNED_S"])
+            except Exception:
+                pass
+            try:
                 with open(os.path.join(d, "config.json"), encoding="utf-8") as fh:
                     st["planned_s"] = float(json.load(fh)["planned_s"])
             except Exception:
@@ -362,6 +376,54 @@ except Exception as exc:  # the worker itself reports what is wrong with the fol
 from hcl_explore.runs import run_worker
 sys.exit(run_worker(d))
 """
+
+
+#: The predicted seconds of a run without a plan in its config (set by :func:`launch` for the
+#: worker's first status; a prediction run's, from its parent fit's folder).
+PLANNED_ENV = "HCL_EXPLORE_PLANNED_S"
+
+
+def _predict_speed(speed: float | None) -> float | None:
+    """The machine speed a prediction's plan is scaled by: the fits' measured speed when it says
+    the machine is slower than the cost model (busy), never faster - a fit's stages ran faster than
+    predicted on its data, which says nothing of the prediction's group lasso and baselines."""
+    return None if speed is None else max(float(speed), 1.0)
+
+
+def _predict_first_plan(workspace: str, cfg: Mapping[str, Any]) -> Any:
+    """A prediction run's plan (:func:`hcl_explore.progress.plan_predict`) before its worker has
+    imported anything heavy: the samples and features from the parent fit's data report, the
+    outcome's classes from its outcomes file, the fit's seconds from its metrics. None when the
+    config is not a prediction's or the parent's files say too little."""
+    from .. import progress as P
+
+    if cfg.get("kind") != "predict" or not isinstance(cfg.get("parent"), str):
+        return None
+    try:
+        parent = run_path(workspace, cfg["parent"])
+        rep = read_json(os.path.join(parent, F.DATA_REPORT), {})
+        n = int(rep["n_samples"])
+        D = sum(int(m.get("features_kept") or 0) for m in rep["modalities"].values())
+        kind = (read_json(os.path.join(parent, F.OUTCOME_KINDS), {}) or {}).get(cfg.get("outcome"))
+        K = 2
+        if kind == "continuous":
+            K = 1
+        elif kind not in ("binary", None):
+            K = int(pd.read_csv(os.path.join(parent, F.OUTCOMES), usecols=[cfg["outcome"]])[cfg["outcome"]].nunique())
+        fit_s = None
+        ev = read_metrics(workspace, cfg["parent"])
+        t_load = [e["t"] for e in ev if e.get("stage") == "load" and e.get("n_samples")]
+        t_save = [e["t"] for e in ev if e.get("stage") == "save"]
+        if t_load and t_save and t_save[0] > t_load[0]:
+            fit_s = t_save[0] - t_load[0]
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if D <= 0 or n <= 0:
+        return None
+    options = cfg.get("options") if isinstance(cfg.get("options"), Mapping) else {}
+    base = options.get("baselines", True)
+    base = list(P.PREDICT_BASELINES) if base is True else (list(base) if isinstance(base, (list, tuple)) else [])
+    return P.plan_predict(_predict_steps(options), fit_s, n_samples=n, n_features=D, n_classes=K, baselines=base)
 
 
 def _alive(pid: int | None) -> bool:
@@ -521,6 +583,11 @@ def load_from_spec(spec: Mapping[str, Any], **kwargs: Any):
 
 # ---------------------------------------------------------------------------------------------
 # the worker
+
+#: Seconds between the worker's progress rewrites when the library reports nothing.
+HEARTBEAT_S = 0.5
+
+
 class _Reporter:
     """Writes status and metrics for a running job and checks for cancellation. Progress, ETA and
     the step in words come from :class:`hcl_explore.progress.Tracker` (one rule for every run)."""
@@ -537,6 +604,26 @@ class _Reporter:
         self.last_write = 0.0
         start = self.status.get("started") if _is_num(self.status.get("started")) else None
         self.tracker = P.Tracker(plan or P.Plan(["load"], {"load": 1.0}, {"load": None}), start=start)
+        #: The tracker and the status are shared with the heartbeat (:meth:`heartbeat`).
+        self.lock = threading.RLock()
+        self._stop = threading.Event()
+
+    def heartbeat(self, every_s: float = HEARTBEAT_S) -> None:
+        """Rewrite the progress every ``every_s`` seconds while the run is running, between the
+        library's events too: some steps report nothing for long (the rank confirmation on
+        subsamples, a prediction's baselines: minutes on mfeat), and the bar moves through them by
+        the tracker's rule (the step's predicted seconds counted down). Stops at :meth:`close`
+        and once the state is no longer "running"."""
+
+        def beat() -> None:
+            while not self._stop.wait(every_s):
+                with self.lock:
+                    if self._stop.is_set() or self.status.get("state") != "running":
+                        return
+                    with contextlib.suppress(Exception):  # progress is best effort; the run goes on
+                        self.set(**self.tracker.snapshot())
+
+        threading.Thread(target=beat, name="hcl-explore-progress", daemon=True).start()
 
     def set_plan(self, plan: Any, *, max_iter: int | None = None, tol: float | None = None) -> None:
         """The run's predicted stages (:func:`hcl_explore.progress.plan_fit`), once the data are loaded:
@@ -561,15 +648,16 @@ class _Reporter:
         return os.path.exists(os.path.join(self.d, "CANCEL"))
 
     def set(self, force: bool = False, **kw: Any) -> None:
-        self.status.update(kw)
-        now = time.time()
-        # Status is rewritten at most ~10 times a second; state changes always.
-        if force or now - self.last_write > 0.1:
-            self.status["updated"] = now
-            # Under the run's lock: the worker's own word (done, failed, cancelled) always lands
-            # after any pid check of read_status, never before it.
-            _write_status(self.d, self.status)
-            self.last_write = now
+        with self.lock:
+            self.status.update(kw)
+            now = time.time()
+            # Status is rewritten at most ~10 times a second; state changes always.
+            if force or now - self.last_write > 0.1:
+                self.status["updated"] = now
+                # Under the run's lock: the worker's own word (done, failed, cancelled) always lands
+                # after any pid check of read_status, never before it.
+                _write_status(self.d, self.status)
+                self.last_write = now
 
     def event(self, stage: str, info: Mapping[str, Any]) -> None:
         if self.cancelled():
@@ -584,21 +672,27 @@ class _Reporter:
                 rec[k] = "+".join(map(str, v))
         self.metrics.write(json.dumps(rec) + "\n")
         self.metrics.flush()
-        self.tracker.event(stage, info)
-        snap = self.tracker.snapshot()
-        self.set(force=stage != self.status.get("stage"), stage=stage, **snap,
-                 **({"objective": float(info["objective"])} if "objective" in info else {}),
-                 **({"objective": float(info["loss"])} if stage == "epoch" and "loss" in info else {}))
+        with self.lock:
+            self.tracker.event(stage, info)
+            snap = self.tracker.snapshot()
+            # The tracker may have moved on by itself (the silent rank confirmation after the last node).
+            shown = self.tracker.stage if stage == "ranks" and self.tracker.stage == "confirm" else stage
+            self.set(force=shown != self.status.get("stage"), stage=shown, **snap,
+                     **({"objective": float(info["objective"])} if "objective" in info else {}),
+                     **({"objective": float(info["loss"])} if stage == "epoch" and "loss" in info else {}))
 
     def mark(self, stage: str, info: Mapping[str, Any]) -> None:
         """A stage starts (progress and status only; the run log keeps the library's events)."""
         if self.cancelled():
             raise Cancelled()
-        self.tracker.event(stage, info)
-        self.set(force=True, stage=stage, **self.tracker.snapshot())
+        with self.lock:
+            self.tracker.event(stage, info)
+            self.set(force=True, stage=stage, **self.tracker.snapshot())
 
     def close(self) -> None:
-        self.metrics.close()
+        self._stop.set()
+        with self.lock:
+            self.metrics.close()
 
 
 def run_worker(run_dir: str) -> int:
@@ -622,9 +716,10 @@ def run_worker(run_dir: str) -> int:
     # an older config or the CLI, its total in one piece), after the worker's start-up.
     planned = cfg.get("planned_s") if _is_num(cfg.get("planned_s")) else 10.0
     first = P.Plan.from_dict(cfg.get("plan")) if isinstance(cfg.get("plan"), Mapping) else None
+    first = first or _predict_first_plan(ws, cfg)
     first = first or P.Plan(["load", "rest"], {"load": 1.0, "rest": float(planned)}, {"load": None, "rest": None})
-    rep = _Reporter(d, P.with_start(P.scaled(first, machine.get("speed")), machine.get("seconds")),
-                    speed=machine.get("speed"))
+    speed = _predict_speed(machine.get("speed")) if cfg.get("kind") == "predict" else machine.get("speed")
+    rep = _Reporter(d, P.with_start(P.scaled(first, speed), machine.get("seconds")), speed=speed)
 
     def on_term(signum, frame):  # noqa: ARG001
         raise Cancelled()
@@ -640,6 +735,7 @@ def run_worker(run_dir: str) -> int:
     rep.tracker.event("starting", {})
     rep.set(force=True, state="running", pid=os.getpid(), started=rep.tracker.t0, stage="starting",
             **rep.tracker.snapshot())
+    rep.heartbeat()
     try:
         from .. import model  # noqa: F401  (numpy, torch: the rest of the start-up)
 
@@ -648,9 +744,10 @@ def run_worker(run_dir: str) -> int:
             _record_machine(ws, seconds=round(time.time() - rep.tracker.t0, 2))
         # The page showed the start-up's share by its own rule while nothing was written: never
         # below it once the worker says more.
-        rep.tracker.fraction = max(rep.tracker.fraction, round(min(status_line(rep.status)["fraction"], 0.95), 4))
-        rep.tracker.event("load", {})
-        rep.set(force=True, stage="load", **rep.tracker.snapshot())
+        with rep.lock:
+            rep.tracker.fraction = max(rep.tracker.fraction, round(min(status_line(rep.status)["fraction"], 0.95), 4))
+            rep.tracker.event("load", {})
+            rep.set(force=True, stage="load", **rep.tracker.snapshot())
         if rep.cancelled():
             raise Cancelled()
         kind = cfg.get("kind", "fit")
@@ -697,6 +794,19 @@ def _record_machine(ws: str, **values: float) -> None:
 
 
 _START_PROBED: set[str] = set()
+#: The start-up probe's child: a worker's start-up as the worker counts it (from the first line of
+#: its ``python -c``, where the status says "running", to the run's modules and the model's
+#: imported: numpy, pandas, torch), printed; then it leaves without tearing the interpreter down.
+_PROBE = r"""
+import time
+t0 = time.time()
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from hcl_explore.runs import run_worker  # noqa: F401
+from hcl_explore import model, progress  # noqa: F401
+print("%.3f" % (time.time() - t0), flush=True)
+os._exit(0)
+"""
 #: Set (to anything) to skip :func:`measure_worker_start` (the test suite: every app test has a
 #: fresh workspace, and each probe imports torch twice).
 NO_START_PROBE_ENV = "HCL_EXPLORE_NO_START_PROBE"
@@ -712,28 +822,30 @@ def measure_worker_start(workspace: str, delay_s: float = 3.0) -> threading.Thre
     put its bar 0.28-0.30 off the true share. The app calls this after its first page: ``delay_s``
     later, a child process imports what a worker imports, twice (the first warms the page cache, as
     later workers find it), and the second's seconds are recorded unless a real run recorded its
-    own meanwhile.
+    own meanwhile. The child times itself over what a worker counts as its start-up (from its
+    first line to the model's modules imported) and exits without the interpreter's teardown: the
+    wall time of the whole child (process creation, interpreter start and the teardown of torch,
+    0.3-0.5 s here) made the probe read 3.3 s against a worker's 2.8 s.
     """
     ws = os.path.abspath(workspace)
     if ws in _START_PROBED or "seconds" in _machine(ws) or os.environ.get(NO_START_PROBE_ENV):
         return None
     _START_PROBED.add(ws)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cmd = [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); import hcl_explore.runs, hcl_explore.model"]
+    cmd = [sys.executable, "-c", _PROBE, root]
 
     def probe() -> None:
         time.sleep(delay_s)
         seconds = None
         for _ in range(2):
-            t0 = time.time()
             try:
-                done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, timeout=600, cwd=root)
-            except (OSError, subprocess.TimeoutExpired):
+                done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+                                      cwd=root)
+                seconds = float(done.stdout.strip().splitlines()[-1])
+            except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
                 return
-            if done.returncode != 0:
+            if done.returncode != 0 or not math.isfinite(seconds) or seconds <= 0:
                 return
-            seconds = time.time() - t0
         if seconds is not None and "seconds" not in _machine(ws):
             _record_machine(ws, seconds=round(seconds, 2))
 
@@ -826,7 +938,11 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
         lat = RunConfig.from_dict(cfg).resolve_lattice(data.modalities)
         ranks = cfg.get("ranks", "auto")
         model = HCL(lattice=lat, ranks=ranks, **params)
-        rep.set_plan(fit_plan(data.n_samples, data.dims, lat, params, n_stab if check else None, ranks),
+        from .. import progress as P
+
+        # The factors this data will have (the refinement's cost grows with them): from its spectrum.
+        rep.set_plan(fit_plan(data.n_samples, data.dims, lat, params, n_stab if check else None, ranks,
+                              factors=P.factors_prior(data)),
                      max_iter=model.max_iter, tol=model.tol)
         model.fit(source, callback=rep.event)
     rep.event("save", {})
@@ -862,7 +978,7 @@ def _do_fit(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
 
 
 def fit_plan(n_samples: int, dims: Mapping[str, int], lattice: Any, params: Mapping[str, Any],
-             stability: int | None = None, ranks: Any = "auto") -> Any:
+             stability: int | None = None, ranks: Any = "auto", factors: float | None = None) -> Any:
     """The predicted stages of a fit run (:func:`hcl_explore.progress.plan_fit`) from its config's
     pieces: the Train page shows its total before launch, the worker tracks progress against it."""
     from .. import progress as P
@@ -872,13 +988,16 @@ def fit_plan(n_samples: int, dims: Mapping[str, int], lattice: Any, params: Mapp
     return P.plan_fit(n_samples, dims, len(lattice.nodes), estimator=params.get("estimator", "linear"),
                       max_iter=int(params.get("max_iter") or 5000), max_epochs=int(params.get("max_epochs") or 100),
                       hidden=int(max(hidden)) if params.get("encoder") != "linear" else 1,
-                      stability=stability, auto_ranks=auto, node_sizes=[len(n) for n in lattice.nodes])
+                      stability=stability, auto_ranks=auto, node_sizes=[len(n) for n in lattice.nodes],
+                      factors=factors)
 
 
 def _predict_steps(options: Mapping[str, Any]) -> int:
     """Steps a prediction run reports: the representation refit, the group lasso, one per baseline."""
-    base = options.get("baselines")
-    n_base = len(base) if isinstance(base, (list, tuple)) else 3
+    from .. import progress as P  # its baselines are predict.BASELINES (the page imports no predict)
+
+    base = options.get("baselines", True)
+    n_base = len(base) if isinstance(base, (list, tuple)) else (len(P.PREDICT_BASELINES) if base is True else 0)
     return 2 + n_base
 
 
@@ -988,7 +1107,13 @@ def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     from .. import progress as P
 
     fit_s = (getattr(model, "timings_", None) or {}).get("total")
-    rep.set_plan(P.plan_predict(_predict_steps(cfg.get("options") or {}), fit_s))
+    options = cfg.get("options") or {}
+    dims = getattr(model, "dims_", None) or {}
+    base = options.get("baselines", True)
+    base = list(P.PREDICT_BASELINES) if base is True else (list(base) if isinstance(base, (list, tuple)) else [])
+    # Until the outcome is read: its classes unknown (two).
+    rep.set_plan(P.plan_predict(_predict_steps(options), fit_s, n_samples=getattr(model, "n_samples_", None),
+                                n_features=sum(int(v) for v in dims.values()) or None, baselines=base))
     rep.event("load", {"message": "loading data"})
     datasets.verify(pcfg["dataset"])
     data, outcomes, _ = load_from_spec(pcfg["dataset"], preprocessing=model.preprocessing_) if model.preprocessing_ \
@@ -996,6 +1121,12 @@ def _do_predict(d: str, cfg: Mapping[str, Any], rep: _Reporter) -> None:
     if outcomes is None or cfg["outcome"] not in outcomes.columns:
         raise ValueError(f"The dataset has no outcome column {cfg['outcome']!r}.")
     y = pd.Series(outcomes.y(cfg["outcome"], data), name=cfg["outcome"])
+    kind = (getattr(outcomes, "kinds", None) or {}).get(cfg["outcome"])
+    if options.get("task") not in (None, "auto"):
+        kind = options["task"]
+    rep.set_plan(P.plan_predict(_predict_steps(options), fit_s, n_samples=data.n_samples,
+                                n_features=sum(int(v) for v in data.dims.values()) or None,
+                                n_classes=1 if kind == "continuous" else int(y.nunique(dropna=True)), baselines=base))
     report = evaluate_prediction(model, data, y, callback=lambda s, i: rep.event("predict", {"step": s}),
                                  **(cfg.get("options") or {}))
     out = dict(report.to_dict(), outcome=cfg["outcome"])
