@@ -336,6 +336,15 @@ def screen_lattice(lattice: Lattice, counts: Mapping[tuple[str, str], Mapping],
 #: Marchenko-Pastur edge: a factor near the detection limit is spread over the first components
 #: past its own, and each extra component costs the canonical-correlation tests only 1 / n.
 EXTRA_PCS = 4
+#: ... but one extra component per this many samples at most: at n = 40 four extra components per
+#: modality raise the canonical-correlation edge more than they gather of a weak factor (two
+#: shared factors at 2x the limit, n = 40-60: the second was found in 4 of 6 cases, not 0).
+EXTRA_PCS_PER_N = 100
+
+
+def extra_pcs(n: int) -> int:
+    """Principal components beyond the bare edge a modality observed in ``n`` samples keeps."""
+    return int(min(EXTRA_PCS, max(0, int(n) // EXTRA_PCS_PER_N)))
 
 
 @dataclass
@@ -353,9 +362,9 @@ class Reduced:
     full_dims: dict[str, int] = field(default_factory=dict)
 
 
-def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS, need: Mapping[str, int] | None = None) -> Reduced:
+def reduce_stats(stats_w: L.CovStats, extra: int | None = None, need: Mapping[str, int] | None = None) -> Reduced:
     """Reduce whitened statistics to ``q_m`` = (eigenvalues above the bare noise edge) + ``extra``
-    principal components per modality (at most d_m and n_m / 5, but never fewer than ``need[m]``,
+    (default :func:`extra_pcs`) principal components per modality (at most d_m and n_m / 5, but never fewer than ``need[m]``,
     the factors the user fixed in nodes holding m).
 
     The noise variance stays 1 in these coordinates (``noise``); the private test must compare
@@ -376,7 +385,7 @@ def reduce_stats(stats_w: L.CovStats, extra: int = EXTRA_PCS, need: Mapping[str,
         k0 = int(np.sum(lam > L.mp_edge(d / n)))
         # At most n / 5 components: canonical correlations between blocks whose sizes approach n
         # are 1 whatever the truth (and noise estimates of d > n blocks are crude).
-        q = max(1, min(k0 + extra, d, max(n // 5, 2)), min(int((need or {}).get(m, 0)), d))
+        q = max(1, min(k0 + (extra_pcs(n) if extra is None else extra), d, max(n // 5, 2)), min(int((need or {}).get(m, 0)), d))
         basis[m], dims[m] = V[:, :q], q
         noise[m] = 1.0
     return Reduced(_project(basis, dims, stats_w), basis, noise, dict(stats_w.dims))

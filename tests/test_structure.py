@@ -219,6 +219,25 @@ def test_forty_samples_do_not_turn_noise_into_factors():
         assert all(model.ranks_[(m,)] <= 2 for m in data.modalities)
 
 
+def test_forty_samples_keep_a_strong_shared_factor():
+    # Nutrimouse-like: 40 samples, 120 + 21 features, one strong factor shared by both blocks.
+    # Two half folds of 20 rows cannot confirm anything in a reduced space of 8 + 8 components
+    # (their canonical-correlation edge is 0.96), and they dropped a shared factor with a canonical
+    # correlation of 0.98; the resamples confirm it instead, and say so in the diagnostics.
+    from hcl_explore.estimators import linear as EL
+
+    kept = 0
+    for seed in range(3):
+        data, _ = hx.simulate(n=40, dims=(120, 21), ranks={("a", "b"): 1, ("a",): 2, ("b",): 1}, noise=0.3,
+                              loading_scale=3.0, seed=seed)
+        model = hx.HCL(random_state=0).fit(data)
+        search = model.rank_diagnostics_["search"]
+        assert "skipped" in search["confirm"] and search["resample"]["resamples"] >= EL.RESAMPLE_CONFIRM
+        kept += model.ranks_[("a", "b")] >= 1
+        assert model.ranks_[("a",)] <= 3 and model.ranks_[("b",)] <= 2
+    assert kept == 3
+
+
 def test_given_ranks_above_the_reduced_space_still_fit():
     # n = 40 keeps at most 8 principal components per modality for the search; ranks the user
     # fixes beyond that must still fit (they once failed with a broadcast error).
