@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from hcl_explore import figures, report, runs
+from hcl_explore import figures, progress, report, runs
 from hcl_explore.runs import files as RF
 from hcl_explore.lattice import node_label
 from hcl_explore.outcomes import KINDS, canonical_kind
@@ -61,7 +61,15 @@ def job_status() -> None:
         return
     stt = runs.read_status(ws, pid)
     if stt.get("state") in ("queued", "running"):
-        st.progress(float(stt.get("progress", 0.0)), text=f"evaluating ({stt.get('stage', '')}) ...")
+        # As on the Train page: the step in words, the share done, elapsed time and time left.
+        line = progress.status_line(stt)
+        frac = min(max(float(line["fraction"]), 0.0), 1.0)
+        now = (f"Waiting to start: {line['why']}." if line["state"] == "queued" else
+               f"Evaluating: {line['step']}" + (f" ({line['detail']})" if line["detail"] else ""))
+        st.progress(frac, text=f"{ui.md(now)} · {frac:.0%}")
+        if line["state"] == "running":
+            left = progress.duration(line["eta_s"]) if line["eta_s"] is not None else "estimating ..."
+            st.caption(f"Elapsed {progress.duration(line['elapsed_s'] or 0.0)} · time left (estimate): {left}")
     elif stt.get("state") == "failed":
         st.error(f"Evaluation failed: {ui.md(stt.get('error'))}")
     elif stt.get("state") == "done" and st.session_state.get("shown") != pid:

@@ -2,6 +2,7 @@
 multi-class outcome with its own labels, the structure note and the warnings (AppTest, no browser)."""
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,41 @@ def test_prediction_page_names_the_positive_class_the_classes_and_warns(ws, tmp_
 
     confusion = json.loads(charts[0].proto.spec)
     assert confusion["data"][0]["x"] == ["0", "1", "2", "3"] and "stage" in confusion["layout"]["xaxis"]["title"]["text"]
+
+
+def test_a_running_evaluation_shows_its_step_elapsed_time_and_time_left(ws, tmp_path):
+    """Issue 15: the Prediction page showed "evaluating (predict) ..." and a bare share for the
+    whole evaluation; now the step in words with its detail, the elapsed time and the time left,
+    as on the Train page."""
+    import time
+
+    n = 120
+    data, truth = hx.simulate(n=n, dims={"a": 6, "b": 5}, ranks={("a", "b"): 1, ("a",): 1}, noise=0.3, seed=1)
+    ids = [f"P{i}" for i in range(n)]
+    paths = {}
+    for m in data.modalities:
+        df = pd.DataFrame(data.X[m], columns=data.feature_names[m]).round(4)
+        df.insert(0, "pid", ids)
+        paths[m] = str(tmp_path / f"{m}.csv")
+        df.to_csv(paths[m], index=False)
+    pd.DataFrame({"pid": ids, "y": np.where(truth.Z[("a", "b")][:, 0] > 0, "yes", "no")}).to_csv(tmp_path / "o.csv", index=False)
+    spec = {"modalities": paths, "id_column": "pid", "outcomes": str(tmp_path / "o.csv"), "name": "page"}
+    rid = runs.create_run(ws, {"kind": "fit", "dataset": spec, "lattice": "shared_private", "lattice_name": "shared_private"})
+    runs.run_worker(runs.run_path(ws, rid))
+    pid = runs.create_run(ws, {"kind": "predict", "parent": rid, "outcome": "y", "dataset": {"name": "p"}, "options": {}})
+    now = time.time()
+    runs.write_json(os.path.join(runs.run_path(ws, pid), "status.json"), {
+        "state": "running", "created": now - 95, "started": now - 94, "updated": now, "pid": os.getpid(),
+        "stage": "predict", "step": "comparing with the baselines", "detail": "baseline 2 of 4", "progress": 0.6,
+        "eta_s": 150.0})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = rid
+    at.run()
+    at.switch_page("pages/prediction.py")
+    at.session_state["predict_job"] = pid
+    at.run()
+    assert not at.exception, at.exception
+    bar = at.get("progress")[0].proto
+    assert "Evaluating: comparing with the baselines (baseline 2 of 4) · 60%" in bar.text
+    caps = "\n".join(c.value for c in at.caption)
+    assert re.search(r"Elapsed \d+ min · time left \(estimate\): \d+ min", caps), caps
