@@ -227,7 +227,8 @@ def queue_and_progress(which: set[str], probe: bool = True, cases: Sequence[str]
     40 mice, 120 genes > 40 samples; mfeat: 6 views x 2,000 digits), each launched as the Train page
     does, then a prediction run (the Prediction page's options) after the clinical sample
     (readmission), nutrimouse (genotype) and mfeat (digit, 10 classes). ``cases``: a subset of
-    :data:`PROGRESS_CASES`. ``no_prior``: the launch plan without the data's factor prior (the
+    :data:`PROGRESS_CASES` or ``covid`` (COVID serology, 6 views x 438 sera: most of its fit is the
+    silent rank confirmation on subsamples). ``no_prior``: the launch plan without the data's factor prior (the
     Train page's plan today)."""
     from hcl_explore import progress as P
     from hcl_explore import runs
@@ -245,7 +246,8 @@ def queue_and_progress(which: set[str], probe: bool = True, cases: Sequence[str]
              "sim6": ("sim 6 x 60, n 3000", lambda: _spec_files(ws, 3000, [f"m{j}" for j in range(6)], 60), None),
              "sim2": ("sim 2 x 300, n 2000", lambda: _spec_files(ws, 2000, ["genes", "lipids"], 300), None),
              "nutrimouse": ("nutrimouse 2 x 40", lambda: _real_files(ws, "nutrimouse"), "genotype"),
-             "mfeat": ("mfeat 6 x 2000", lambda: _real_files(ws, "mfeat"), "digit")}
+             "mfeat": ("mfeat 6 x 2000", lambda: _real_files(ws, "mfeat"), "digit"),
+             "covid": ("COVID serology 6 x 438", lambda: _real_files(ws, "covid_serology"), "status")}
     for case in cases:
         key, _, only = case.partition(":")  # "mfeat:fit": the fit alone
         name, make, outcome = specs[key]

@@ -87,12 +87,12 @@ REFINE_PLANNED = 20
 NODE_SECONDS = 6e-3
 #: Structure-only searches on subsamples that confirm the ranks of small data (the estimator's
 #: resample confirmation, up to this many samples where the half folds are too small: 16 of them,
-#: or 32 where a node is ambiguous, each about this share of the fit's noise and rank stages:
-#: nutrimouse 0.36 s, COVID serology 12 s); otherwise two folds, about ``CONFIRM_FOLDS`` times the
-#: rank stage (0.2-1.5 measured).
+#: or 32 where a node is ambiguous - 24 expected -, each about this share of the fit's noise and
+#: rank stages: nutrimouse 0.36 s, COVID serology 12 s); otherwise two folds, about
+#: ``CONFIRM_FOLDS`` times the rank stage (0.2-1.5 measured).
 CONFIRM_MAX_N = 1000
 CONFIRM_MAX_WORK = 5e7
-CONFIRM_RESAMPLES = 16
+CONFIRM_RESAMPLES = 24
 CONFIRM_SHARE = 0.8
 CONFIRM_FOLDS = 0.8
 #: Seconds per floating-point operation of the contrastive encoders' epochs (torch, as before).
@@ -103,6 +103,9 @@ STARTUP_SECONDS = 4.0
 #: default is expected to need this share of its time so far again (not a fixed sliver): a busy
 #: machine's start of 10 s does not rush the bar to the end of the start-up's share while it lasts.
 OVERRUN = 0.25
+#: A measured start-up counted down never leaves less than this share of it (or of its time so
+#: far) to go: the next start of a busy machine takes 2.7-3.2 s after one of 2.7 s.
+START_SLACK = 0.15
 #: The note :func:`with_start` leaves on a plan whose start-up is the default, not a measurement.
 START_GUESSED = "start-up: no measurement on this machine yet"
 #: Units a stage must have done before its own rate gives the ETA.
@@ -306,7 +309,9 @@ def plan_fit(n_samples: int, dims: Mapping[str, int], n_nodes: int, *, estimator
     # 3-20 of 15-1,023 on simulated structures, 20-63 of 63 on real data); a node's cost is its
     # reduced eigenproblem, counted up to 3 modalities.
     screened = auto_ranks and M > 1
-    tested = min(len(sizes), 2 * M + math.sqrt(len(sizes))) if screened else len(sizes)
+    small = screened and n <= CONFIRM_MAX_N and n * D * D <= CONFIRM_MAX_WORK
+    # Small real data leave every candidate (COVID serology: 63 of 63, nutrimouse 3 of 3).
+    tested = min(len(sizes), 2 * M + math.sqrt(len(sizes))) if screened and not small else len(sizes)
     per_node = sum(NODE_SECONDS + 1e-8 * (min(s, 3) * kbar) ** 3 for s in sizes) / max(1, len(sizes))
     sec["ranks"] = 4e-4 * len(sizes) + tested * per_node
     units.update(covariance=float(n), noise=None, ranks=float(max(1, round(tested))))
@@ -317,7 +322,6 @@ def plan_fit(n_samples: int, dims: Mapping[str, int], n_nodes: int, *, estimator
         # CONFIRM_MAX_WORK: nutrimouse, COVID serology; the estimator resamples where the half
         # folds are too small to confirm, or disagree). Predicted again from the measured noise
         # and rank stages once they are done (Tracker).
-        small = n <= CONFIRM_MAX_N and n * D * D <= CONFIRM_MAX_WORK
         sec["confirm"] = _confirm_seconds(sec["noise"], sec["ranks"], small)
         units["confirm"] = float(CONFIRM_RESAMPLES) if small else None
         stages.append("confirm")
@@ -750,10 +754,15 @@ class Tracker:
                           0.1 * self.plan.seconds[st] * cal)
             elif st == "starting" and START_GUESSED in self.plan.notes:
                 cur = max(self.plan.seconds[st] - in_stage, OVERRUN * in_stage)
+            elif st == "starting":
+                # The last start measured here, counted down: starts vary by a fifth or more on a
+                # busy machine, so never less than START_SLACK of it (or of the time so far).
+                cur = max(self.plan.seconds[st] - in_stage, START_SLACK * max(self.plan.seconds[st], in_stage))
             elif st in _SILENT:
-                # Nothing reports while it runs: its prediction counted down, then a quarter of its
-                # time so far again.
-                cur = max(self._confirm_predicted(cal) - in_stage, OVERRUN * in_stage)
+                # Nothing reports while it runs: its prediction counted down to a tenth of it, then
+                # (overrun: its length is the data's, 16 or 32 resamples) half the overrun again.
+                pred = self._confirm_predicted(cal)
+                cur = max(pred - in_stage, 0.1 * pred, 0.5 * (in_stage - pred))
             else:
                 cur = max(self.plan.seconds[st] * cal * (1.0 - f) - in_stage * (1.0 - f), 0.1 * self.plan.seconds[st] * cal)
                 measured = st != "load" and bool(self.actual) and cal != 1.0 and self.plan.units.get(st) is None
@@ -849,7 +858,8 @@ def status_line(status: Mapping[str, Any], now: float | None = None) -> dict:
         start_s = float(status.get("planned_start_s") or STARTUP_SECONDS)
         rest = float(status.get("planned_s") or 10.0)
         # The Tracker's rule for the start-up (a guessed one may overrun by much).
-        left = max(start_s - elapsed, OVERRUN * elapsed if not status.get("planned_start_s") else 0.1 * start_s)
+        left = max(start_s - elapsed, OVERRUN * elapsed if not status.get("planned_start_s")
+                   else START_SLACK * max(start_s, elapsed))
         frac = max(frac, min(elapsed / (elapsed + left + rest), 0.95))
     why = ""
     if state == "queued":
