@@ -104,13 +104,12 @@ if rep.task == "multiclass":
     st.plotly_chart(rep.plot_confusion(), width="stretch", key="curves")
 else:
     st.plotly_chart(figures.curves_figure(rep), width="stretch", key="curves")
-left, right = st.columns(2)
-with left:
-    model = ui.load_run_model(rid)
-    st.plotly_chart(figures.model_hierarchy(model, highlight=rep.selected_nodes, title="Selected nodes (red outline)",
-                                            width=ui.HALF_PX), width="stretch", key="selected")
-with right:
-    st.plotly_chart(figures.metrics_figure(rep, metrics=main_metrics(rep.task)), width="stretch", key="metrics")
+# One under the other, each the page's width: the selected nodes of 6+ modalities need the width
+# (in half a 1280-px window the graph stacked one node per row).
+model = ui.load_run_model(rid)
+st.plotly_chart(figures.model_hierarchy(model, highlight=rep.selected_nodes, title="Selected nodes (red outline)",
+                                        width=ui.FULL_PX), width="stretch", key="selected")
+st.plotly_chart(figures.metrics_figure(rep, metrics=main_metrics(rep.task)), width="stretch", key="metrics")
 stc = rep.structure or {}
 if stc.get("kept") is False:
     st.warning("The prediction's structure differs from this run's (shown above): "

@@ -23,10 +23,10 @@ from ..runs import files as RF
 from ..lattice import Lattice, parse_node_label
 
 DEFAULT_DATASET = {"bundled": "clinical", "name": "clinical (bundled sample)"}
-#: The narrowest width (px) a figure gets across the page / in one of two columns in a 1280-px wide
-#: window with the sidebar open (the figures' ``width=``: their labels are spaced for it; wider is fine).
+#: The narrowest width (px) a figure gets across the page in a 1280-px wide window with the sidebar
+#: open (the graphs' ``width=``: their labels are spaced for it; wider is fine). Graphs are not put
+#: in half columns.
 FULL_PX = 680
-HALF_PX = 330
 
 
 def workspace() -> str:
